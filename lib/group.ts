@@ -1,0 +1,85 @@
+/**
+ * One stage's worker group within one run: its inlet and outlet, its abort controller, its live
+ * worker count and its counters. Worker loops (workers.ts) and custom stages (threads, Redis) are
+ * written against this class; the run (run.ts) creates one per stage.
+ * @module
+ */
+import type { Inlet, OrderedChannel, Outlet } from './queue.js'
+
+/** What a stage function receives besides its input. */
+export interface StageContext {
+  /** Aborts when the run fails, the consumer stops early, or the caller's signal aborts. */
+  readonly signal: AbortSignal
+  /** The 0-based index of this worker within its stage. */
+  readonly worker: number
+  /** The stage's name. */
+  readonly stage: string
+}
+
+/** The part of a run a group reports to. */
+export interface RunHooks {
+  fail(err: unknown, stage: string, worker: number, item: unknown): void
+  workerExited(): void
+  stageFinished(index: number): void
+}
+
+export type GroupOutlet = Outlet<unknown> | OrderedChannel<unknown>
+
+export class Group {
+  /** Set when this group must stop: the run is stopping, or every later stage has finished. */
+  halted = false
+  /** Workers still running. */
+  live = 0
+  /** Items taken from the input. */
+  taken = 0
+  /** Items handed to the output. */
+  emitted = 0
+  readonly ctl = new AbortController()
+
+  constructor(
+    readonly run: RunHooks,
+    readonly index: number,
+    readonly name: string,
+    readonly input: Inlet<unknown>,
+    readonly output: GroupOutlet,
+    readonly workers: number,
+  ) {}
+
+  /** The context a worker's function receives. */
+  context(worker: number): StageContext {
+    return { signal: this.ctl.signal, worker, stage: this.name }
+  }
+
+  /** Starts `workers` copies of `loop`. A loop must end by calling `exit()` or `fail()` exactly once. */
+  spawn(loop: (g: Group, worker: number) => Promise<void>): void {
+    for (let i = 0; i < this.workers; i++) {
+      this.live++
+      void loop(this, i)
+    }
+  }
+
+  /** A worker finished normally. The last one closes the output. */
+  exit(): void {
+    if (--this.live === 0 && !this.halted) {
+      this.output.close()
+      this.run.stageFinished(this.index)
+    }
+    this.run.workerExited()
+  }
+
+  /** A worker failed on `item` (undefined where unknown): the run fails. */
+  fail(err: unknown, worker: number, item: unknown): void {
+    this.live--
+    this.run.fail(err, this.name, worker, item)
+    this.run.workerExited()
+  }
+
+  /** Stops this group: no new items are taken, `ctx.signal` aborts with `reason`. */
+  halt(reason: unknown): void {
+    if (this.halted) return
+    this.halted = true
+    this.input.abort()
+    this.output.abort()
+    this.ctl.abort(reason)
+  }
+}

@@ -1,0 +1,6 @@
+export { describeCause, RunStopped, TaskException, TimeoutError } from './errors.js'
+export type { StageContext } from './group.js'
+export { DEFAULT_QSIZE, SETTLE_GRACE_MS, type StageOptions } from './options.js'
+export { Pipeline, pipe, type RunOptions } from './pipeline.js'
+export type { Source, SourceItem } from './source.js'
+export { mapStage, Stage, stage } from './stage.js'

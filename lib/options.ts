@@ -1,0 +1,158 @@
+/**
+ * Stage options, their defaults, and eager validation with messages that name the option,
+ * the value, its type and what is allowed.
+ * @module
+ */
+
+/** The default capacity of a stage's output queue. */
+export const DEFAULT_QSIZE = 64
+
+/**
+ * How long a stopped or failed run waits for workers that have not yet returned before it settles
+ * anyway. A worker that honours `ctx.signal` returns well within it; one that ignores the signal is
+ * left to finish in the background: its result is dropped and its error swallowed.
+ */
+export const SETTLE_GRACE_MS = 100
+
+/** Options every stage accepts. */
+export interface StageOptions {
+  /**
+   * How many workers run the stage function concurrently.
+   * @default 1
+   */
+  workers?: number
+  /**
+   * Capacity of the stage's output queue: how many finished items may wait for the next stage.
+   * `0` means hand-off (a worker waits until the next stage takes its item); `Infinity` means
+   * unbounded (memory then grows with a slow consumer).
+   * @default 64
+   */
+  qsize?: number
+  /**
+   * Emit outputs in input order rather than completion order. Finished items wait in a reorder
+   * window that counts against the bound: the stage holds at most `qsize + workers` items.
+   * Applies to map stages; a generator stage keeps order only with one worker.
+   * @default false
+   */
+  ordered?: boolean
+  /**
+   * The stage's name in errors and stats.
+   * @default the function's name, or `stage<N>` by 1-based position
+   */
+  name?: string
+}
+
+function typeName(value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'array'
+  return typeof value
+}
+
+function show(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value)
+  if (typeof value === 'function') return `function ${value.name || '(anonymous)'}`
+  try {
+    return String(value)
+  } catch {
+    return Object.prototype.toString.call(value)
+  }
+}
+
+/** Names a bad value the way every message here does: `<value> (<type>)`. */
+export function got(value: unknown): string {
+  return `${show(value)} (${typeName(value)})`
+}
+
+/** Validates an integer option `>= min`, optionally allowing `Infinity`. */
+export function checkInteger(
+  where: string,
+  option: string,
+  value: unknown,
+  min: number,
+  allowInfinity: boolean,
+): number {
+  if (typeof value !== 'number' || Number.isNaN(value)) {
+    throw new TypeError(
+      `${where}: expected \`${option}\` to be an integer from ${min} and up${allowInfinity ? ' or `Infinity`' : ''}, got ${got(value)}`,
+    )
+  }
+  if (value === Number.POSITIVE_INFINITY && allowInfinity) return value
+  if (!Number.isInteger(value) || value < min) {
+    throw new RangeError(
+      `${where}: expected \`${option}\` to be an integer from ${min} and up${allowInfinity ? ' or `Infinity`' : ''}, got ${got(value)}`,
+    )
+  }
+  return value
+}
+
+/** Validates a non-negative finite number of milliseconds. */
+export function checkMs(where: string, option: string, value: unknown): number {
+  if (typeof value !== 'number' || Number.isNaN(value)) {
+    throw new TypeError(`${where}: expected \`${option}\` to be a number of milliseconds >= 0, got ${got(value)}`)
+  }
+  if (value < 0 || !Number.isFinite(value)) {
+    throw new RangeError(`${where}: expected \`${option}\` to be a finite number of milliseconds >= 0, got ${got(value)}`)
+  }
+  return value
+}
+
+export function checkBoolean(where: string, option: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') {
+    throw new TypeError(`${where}: expected \`${option}\` to be true or false, got ${got(value)}`)
+  }
+  return value
+}
+
+export function checkFunction(where: string, option: string, value: unknown): void {
+  if (typeof value !== 'function') {
+    throw new TypeError(`${where}: expected \`${option}\` to be a function, got ${got(value)}`)
+  }
+}
+
+export function checkObject(where: string, option: string, value: unknown): void {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new TypeError(`${where}: expected \`${option}\` to be an options object, got ${got(value)}`)
+  }
+}
+
+/** The validated, complete options of a stage. */
+export interface ResolvedStageOptions {
+  workers: number
+  qsize: number
+  ordered: boolean
+  name: string | undefined
+}
+
+const KNOWN = new Set(['workers', 'qsize', 'ordered', 'name'])
+
+/**
+ * Merges and validates stage options. `extra` names further options the caller validates itself;
+ * any other key is refused, so a misspelt option (`worker: 4`) never passes unnoticed.
+ */
+export function resolveStageOptions(
+  where: string,
+  base: ResolvedStageOptions,
+  options: unknown,
+  extra: ReadonlySet<string> = new Set(),
+): ResolvedStageOptions {
+  if (options === undefined) return base
+  checkObject(where, 'options', options)
+  const o = options as Record<string, unknown>
+  for (const key of Object.keys(o)) {
+    if (!KNOWN.has(key) && !extra.has(key)) {
+      const allowed = [...KNOWN, ...extra].map((k) => `\`${k}\``).join(', ')
+      throw new TypeError(`${where}: unknown option \`${key}\`; the options are ${allowed}`)
+    }
+  }
+  const out = { ...base }
+  if (o.workers !== undefined) out.workers = checkInteger(where, 'workers', o.workers, 1, false)
+  if (o.qsize !== undefined) out.qsize = checkInteger(where, 'qsize', o.qsize, 0, true)
+  if (o.ordered !== undefined) out.ordered = checkBoolean(where, 'ordered', o.ordered)
+  if (o.name !== undefined) {
+    if (typeof o.name !== 'string' || o.name === '') {
+      throw new TypeError(`${where}: expected \`name\` to be a non-empty string, got ${got(o.name)}`)
+    }
+    out.name = o.name
+  }
+  return out
+}

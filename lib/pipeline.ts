@@ -1,0 +1,292 @@
+/**
+ * Pipeline: a source and a chain of stages. Lazy and reusable: every `results()`, `execute()`,
+ * `toArray()` or `for await` starts a fresh run.
+ * @module
+ */
+import { RunStopped } from './errors.js'
+import { got } from './options.js'
+import { DONE, EMPTY, Waiter } from './queue.js'
+import { Run, type RunPlan } from './run.js'
+import { isAsyncIterable, isIterable, type Source, type SourceItem } from './source.js'
+import { registerPipe, Stage } from './stage.js'
+
+/** Options of one run. */
+export interface RunOptions {
+  /** Aborting it stops the run: workers' `ctx.signal` aborts and the run rejects with its reason. */
+  signal?: AbortSignal
+}
+
+const END: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true })
+
+function checkRunOptions(where: string, options: unknown): AbortSignal | undefined {
+  if (options === undefined) return undefined
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError(`${where}: expected an options object, got ${got(options)}`)
+  }
+  const signal = (options as RunOptions).signal
+  if (signal === undefined) return undefined
+  if (
+    signal === null ||
+    typeof signal !== 'object' ||
+    typeof (signal as AbortSignal).aborted !== 'boolean' ||
+    typeof (signal as AbortSignal).addEventListener !== 'function'
+  ) {
+    throw new TypeError(`${where}: expected \`signal\` to be an AbortSignal, got ${got(signal)}`)
+  }
+  return signal
+}
+
+/**
+ * The iterator `results()` returns. It starts its run on the first `next()`, so an iterator that
+ * is never read never starts anything.
+ */
+class Results<O> implements AsyncIterableIterator<O> {
+  private run: Run | undefined
+  private readonly w = new Waiter()
+  private busy = false
+  private ended = false
+
+  constructor(
+    private readonly plan: RunPlan,
+    private readonly options: RunOptions | undefined,
+  ) {}
+
+  [Symbol.asyncIterator](): this {
+    return this
+  }
+
+  next(): Promise<IteratorResult<O>> {
+    if (this.ended) return Promise.resolve(END)
+    let run = this.run
+    if (run === undefined) {
+      try {
+        run = this.run = new Run(this.plan, checkRunOptions('results()', this.options))
+      } catch (err) {
+        this.ended = true
+        return Promise.reject(err)
+      }
+    }
+    const x = run.output.poll(this.w)
+    if (x === EMPTY) return this.slow(run)
+    if (x === DONE) return this.end(run)
+    return Promise.resolve({ value: x as O, done: false })
+  }
+
+  private async slow(run: Run): Promise<IteratorResult<O>> {
+    const w = this.busy ? new Waiter() : this.w
+    this.busy = true
+    try {
+      await run.output.wait(w)
+    } finally {
+      if (w === this.w) this.busy = false
+    }
+    const x = w.item
+    w.item = undefined
+    if (x === DONE) return this.end(run)
+    return { value: x as O, done: false }
+  }
+
+  private async end(run: Run): Promise<IteratorResult<O>> {
+    if (this.ended) return END
+    this.ended = true
+    await run.end()
+    return END
+  }
+
+  /** Stops the run (a `break` calls this): every worker is signalled, the source is closed. */
+  async return(): Promise<IteratorResult<O>> {
+    if (this.ended) return END
+    this.ended = true
+    const run = this.run
+    if (run !== undefined) {
+      run.stop(new RunStopped('the consumer stopped reading the results'), false)
+      await run.settled()
+    }
+    return END
+  }
+}
+
+/**
+ * A source and a chain of stages. Build one with {@link pipe}; run it with `results()` (stream),
+ * `execute()` (last output), `toArray()` or `for await`. Each of those starts a fresh run.
+ *
+ * @example
+ * ```ts
+ * import { mapStage, pipe } from 'stageline'
+ * const p = pipe([1, 2, 3], mapStage((n: number) => n + 1))
+ * for await (const n of p) console.log(n)
+ * await p.toArray() // [2, 3, 4], a second, independent run
+ * ```
+ */
+export class Pipeline<O> implements AsyncIterable<O> {
+  /** @internal */
+  readonly plan: RunPlan
+
+  /** @internal use pipe() */
+  constructor(source: Source<unknown>, stages: readonly Stage<any, any>[]) {
+    const names = stages.map((s, i) => s.name ?? `stage${i + 1}`)
+    this.plan = Object.freeze({ source, stages: Object.freeze([...stages]), names: Object.freeze(names) })
+  }
+
+  /** The stages' names, in order. */
+  get stageNames(): readonly string[] {
+    return this.plan.names
+  }
+
+  /**
+   * Returns a new pipeline with `stages` appended (this one is unchanged): chains of any length
+   * keep their types when built in steps.
+   *
+   * @example
+   * ```ts
+   * import { mapStage, pipe } from 'stageline'
+   * const inc = mapStage((n: number) => n + 1)
+   * const p = pipe([1], inc, inc).pipe(inc, inc).pipe(mapStage((n: number) => String(n)))
+   * await p.execute() // '5'
+   * ```
+   */
+  pipe<O1>(s1: Stage<O, O1>): Pipeline<O1>
+  pipe<O1, O2>(s1: Stage<O, O1>, s2: Stage<O1, O2>): Pipeline<O2>
+  pipe<O1, O2, O3>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>): Pipeline<O3>
+  pipe<O1, O2, O3, O4>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>): Pipeline<O4>
+  pipe<O1, O2, O3, O4, O5>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>): Pipeline<O5>
+  pipe<O1, O2, O3, O4, O5, O6>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>): Pipeline<O6>
+  pipe<O1, O2, O3, O4, O5, O6, O7>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>): Pipeline<O7>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>): Pipeline<O8>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>): Pipeline<O9>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>): Pipeline<O10>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>): Pipeline<O11>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>): Pipeline<O12>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>): Pipeline<O13>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>, s14: Stage<O13, O14>): Pipeline<O14>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14, O15>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>, s14: Stage<O13, O14>, s15: Stage<O14, O15>): Pipeline<O15>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14, O15, O16>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>, s14: Stage<O13, O14>, s15: Stage<O14, O15>, s16: Stage<O15, O16>): Pipeline<O16>
+  pipe(...stages: Stage<any, any>[]): Pipeline<unknown>
+  pipe(...stages: Stage<any, any>[]): Pipeline<unknown> {
+    checkStages('pipeline.pipe()', stages, this.plan.stages.length)
+    // names by position are resolved again over the whole chain
+    return new Pipeline(this.plan.source, [...this.plan.stages, ...stages])
+  }
+
+  /**
+   * Runs the pipeline and streams its outputs as soon as each is ready. Breaking out of the loop
+   * (or calling `return()`) stops every worker and closes the source. A failure rejects the
+   * pending `next()` with a {@link TaskException}.
+   *
+   * @example
+   * ```ts
+   * import { mapStage, pipe } from 'stageline'
+   * const controller = new AbortController()
+   * for await (const n of pipe([1, 2, 3], mapStage((n: number) => n * 2)).results({ signal: controller.signal })) {
+   *   if (n === 4) break // stops the run
+   * }
+   * ```
+   */
+  results(options?: RunOptions): AsyncIterableIterator<O> {
+    return new Results<O>(this.plan, options)
+  }
+
+  /**
+   * Runs the pipeline to completion and resolves to its last output (`undefined` if there was none).
+   *
+   * @example
+   * ```ts
+   * import { pipe, stage } from 'stageline'
+   * const count = stage(async function* count(xs: AsyncIterable<unknown>) {
+   *   let n = 0
+   *   for await (const _ of xs) n++
+   *   yield n
+   * })
+   * await pipe(['a', 'b'], count).execute() // 2
+   * ```
+   */
+  async execute(options?: RunOptions): Promise<O | undefined> {
+    const run = new Run(this.plan, checkRunOptions('execute()', options))
+    let last: unknown
+    await run.drain((x) => {
+      last = x
+    })
+    return last as O | undefined
+  }
+
+  /**
+   * Runs the pipeline to completion and resolves to all its outputs, in the order they came out.
+   *
+   * @example
+   * ```ts
+   * import { mapStage, pipe } from 'stageline'
+   * await pipe([3, 1, 2], mapStage((n: number) => n * 10, { workers: 2, ordered: true })).toArray() // [30, 10, 20]
+   * ```
+   */
+  async toArray(options?: RunOptions): Promise<O[]> {
+    const run = new Run(this.plan, checkRunOptions('toArray()', options))
+    const out: O[] = []
+    await run.drain((x) => {
+      out.push(x as O)
+    })
+    return out
+  }
+
+  /** Same as `results()`: a pipeline is an AsyncIterable (for `for await`, `Readable.from()`, it-pipe). */
+  [Symbol.asyncIterator](): AsyncIterableIterator<O> {
+    return this.results()
+  }
+}
+
+function checkStages(where: string, stages: unknown[], offset: number): void {
+  for (let i = 0; i < stages.length; i++) {
+    if (!(stages[i] instanceof Stage)) {
+      throw new TypeError(
+        `${where}: expected stage ${offset + i + 1} to be a Stage (made by stage(), mapStage() or another stage factory), got ${got(stages[i])}`,
+      )
+    }
+  }
+}
+
+/**
+ * Chains a source and stages into a {@link Pipeline}. The source is an Iterable, an
+ * AsyncIterable, or a function returning one (called once per run). Nothing runs until the
+ * pipeline is read.
+ *
+ * @example
+ * ```ts
+ * import { mapStage, pipe, stage } from 'stageline'
+ * const fetchPage = mapStage(async (url: string) => `<title>${url}</title>`, { workers: 8, qsize: 30 })
+ * const titles = stage(async function* titles(pages: AsyncIterable<string>) {
+ *   for await (const html of pages) {
+ *     const m = /<title>(.*?)<\/title>/.exec(html)
+ *     if (m) yield m[1]!
+ *   }
+ * }, { workers: 2 })
+ * const all = await pipe(['a', 'b'], fetchPage, titles).toArray() // ['a', 'b'] in some order
+ * ```
+ */
+export function pipe<S extends Source<unknown>>(source: S): Pipeline<SourceItem<S>>
+export function pipe<T, O1>(source: Source<T>, s1: Stage<T, O1>): Pipeline<O1>
+export function pipe<T, O1, O2>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>): Pipeline<O2>
+export function pipe<T, O1, O2, O3>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>): Pipeline<O3>
+export function pipe<T, O1, O2, O3, O4>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>): Pipeline<O4>
+export function pipe<T, O1, O2, O3, O4, O5>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>): Pipeline<O5>
+export function pipe<T, O1, O2, O3, O4, O5, O6>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>): Pipeline<O6>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>): Pipeline<O7>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>): Pipeline<O8>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>): Pipeline<O9>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>): Pipeline<O10>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>): Pipeline<O11>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>): Pipeline<O12>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>): Pipeline<O13>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>, s14: Stage<O13, O14>): Pipeline<O14>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14, O15>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>, s14: Stage<O13, O14>, s15: Stage<O14, O15>): Pipeline<O15>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14, O15, O16>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>, s14: Stage<O13, O14>, s15: Stage<O14, O15>, s16: Stage<O15, O16>): Pipeline<O16>
+export function pipe(source: Source<unknown>, ...stages: Stage<any, any>[]): Pipeline<unknown>
+export function pipe(source: Source<unknown>, ...stages: Stage<any, any>[]): Pipeline<unknown> {
+  if (typeof source !== 'function' && !isIterable(source) && !isAsyncIterable(source)) {
+    throw new TypeError(
+      `pipe(): expected the source to be an Iterable, an AsyncIterable or a function returning one, got ${got(source)}`,
+    )
+  }
+  checkStages('pipe()', stages, 0)
+  return new Pipeline(source, stages)
+}
+
+registerPipe((source, s) => pipe(source as Source<unknown>, s))

@@ -1,0 +1,247 @@
+/**
+ * The worker loops. Each loop takes items from its group's inlet and hands results to its outlet,
+ * completing synchronously whenever it can: a map function that returns a plain value is never
+ * awaited, and a worker parks only when its inlet is empty or its outlet is full.
+ *
+ * The per-item path allocates nothing of its own: no closure, no promise unless the user's function
+ * returns one, and the try/catch sits around the loop, not inside it.
+ * @module
+ */
+import { setImmediate as nextTurn } from 'node:timers/promises'
+import type { Group, StageContext } from './group.js'
+import { closeQuietly } from './source.js'
+import { type Channel, DONE, EMPTY, type Inlet, type OrderedChannel, Waiter } from './queue.js'
+
+export type MapFn = (item: unknown, ctx: StageContext) => unknown
+export type GenFn = (input: AsyncIterable<unknown>, ctx: StageContext) => unknown
+
+/** How many items a worker handles between checks of whether the event loop needs a turn. */
+const CHECK_EVERY = 1024
+/** A pipeline of functions that never wait on I/O still lets timers and I/O run this often. */
+const TURN_MS = 16
+let lastTurn = performance.now()
+
+/**
+ * A worker whose items all complete synchronously (or in microtasks) would otherwise keep the
+ * event loop from timers, I/O and abort signals until the input ends. Every CHECK_EVERY items a
+ * worker asks this; at most once per TURN_MS it answers true and the worker yields a macrotask.
+ */
+export function dueForTurn(): boolean {
+  const now = performance.now()
+  if (now - lastTurn < TURN_MS) return false
+  lastTurn = now
+  return true
+}
+export { nextTurn }
+
+export function isThenable(x: unknown): x is PromiseLike<unknown> {
+  return x !== null && (typeof x === 'object' || typeof x === 'function') && typeof (x as any).then === 'function'
+}
+
+/** A map stage's worker, outputs in completion order. */
+export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void> {
+  const input = g.input
+  const out = g.output as Channel<unknown>
+  const ctx = g.context(worker)
+  const w = new Waiter()
+  let x: unknown
+  let holding = false
+  let n = 0
+  try {
+    for (;;) {
+      x = input.poll(w)
+      if (x === EMPTY) {
+        await input.wait(w)
+        x = w.item
+        w.item = undefined
+        if (g.halted) break
+      }
+      if (x === DONE) break
+      g.taken++
+      holding = true
+      let y = fn(x, ctx)
+      if (isThenable(y)) {
+        y = await y
+        if (g.halted) break
+      }
+      holding = false
+      g.emitted++
+      if (!out.offer(y)) {
+        await out.put(w, y)
+        if (g.halted) break
+      }
+      if (++n === CHECK_EVERY) {
+        n = 0
+        if (dueForTurn()) {
+          await nextTurn()
+          if (g.halted) break
+        }
+      }
+    }
+  } catch (err) {
+    g.fail(err, worker, holding ? x : undefined)
+    return
+  }
+  g.exit()
+}
+
+/** A map stage's worker, outputs in input order through the group's reorder window. */
+export async function orderedMapLoop(g: Group, worker: number, fn: MapFn): Promise<void> {
+  const input = g.input
+  const out = g.output as OrderedChannel<unknown>
+  const ctx = g.context(worker)
+  const w = new Waiter()
+  let x: unknown
+  let holding = false
+  let n = 0
+  try {
+    for (;;) {
+      if (!out.tryAcquire()) {
+        await out.acquire(w)
+        if (g.halted) break
+      }
+      x = input.poll(w)
+      if (x === EMPTY) {
+        await input.wait(w)
+        x = w.item
+        w.item = undefined
+        if (g.halted) break
+      }
+      if (x === DONE) {
+        out.release()
+        break
+      }
+      const seq = w.seq
+      g.taken++
+      holding = true
+      let y = fn(x, ctx)
+      if (isThenable(y)) {
+        y = await y
+        if (g.halted) break
+      }
+      holding = false
+      g.emitted++
+      out.fill(seq, y)
+      if (++n === CHECK_EVERY) {
+        n = 0
+        if (dueForTurn()) {
+          await nextTurn()
+          if (g.halted) break
+        }
+      }
+    }
+  } catch (err) {
+    g.fail(err, worker, holding ? x : undefined)
+    return
+  }
+  g.exit()
+}
+
+const END: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true })
+
+/**
+ * The input a generator stage's function iterates: a view over the group's inlet, shared by the
+ * group's workers (each item goes to exactly one of them). An async iterator written by hand, not
+ * an async generator, so that an item already waiting costs one resolved promise.
+ */
+export class InputView implements AsyncIterableIterator<unknown> {
+  private readonly w = new Waiter()
+  private busy = false
+  private finished = false
+
+  constructor(
+    private readonly g: Group,
+    private readonly input: Inlet<unknown>,
+  ) {}
+
+  [Symbol.asyncIterator](): this {
+    return this
+  }
+
+  next(): Promise<IteratorResult<unknown>> {
+    if (this.finished || this.g.halted) return Promise.resolve(END)
+    const x = this.input.poll(this.w)
+    if (x === EMPTY) return this.slow()
+    if (x === DONE) {
+      this.finished = true
+      return Promise.resolve(END)
+    }
+    this.g.taken++
+    return Promise.resolve({ value: x, done: false })
+  }
+
+  private async slow(): Promise<IteratorResult<unknown>> {
+    // the function may call next() again before this one settles: give each its own waiter
+    const w = this.busy ? new Waiter() : this.w
+    this.busy = true
+    try {
+      for (;;) {
+        await this.input.wait(w)
+        const x = w.item
+        w.item = undefined
+        if (x === DONE || this.g.halted) {
+          this.finished = true
+          return END
+        }
+        this.g.taken++
+        return { value: x, done: false }
+      }
+    } finally {
+      if (w === this.w) this.busy = false
+    }
+  }
+
+  return(): Promise<IteratorResult<unknown>> {
+    this.finished = true
+    return Promise.resolve(END)
+  }
+}
+
+/** A generator stage's worker: runs the function once over the shared input, pushing what it yields. */
+export async function genLoop(g: Group, worker: number, fn: GenFn): Promise<void> {
+  const out = g.output as Channel<unknown>
+  const w = new Waiter()
+  let it: Iterator<unknown> | AsyncIterator<unknown> | undefined
+  let n = 0
+  try {
+    const produced = fn(new InputView(g, g.input), g.context(worker)) as any
+    if (produced != null && typeof produced[Symbol.asyncIterator] === 'function') {
+      it = produced[Symbol.asyncIterator]()
+    } else if (produced != null && typeof produced[Symbol.iterator] === 'function') {
+      it = produced[Symbol.iterator]()
+    } else {
+      throw new TypeError(
+        `a stage() function must return an AsyncIterable or Iterable (write it as an async function*), got ${produced === null ? 'null' : typeof produced}`,
+      )
+    }
+    for (;;) {
+      let r = it!.next() as IteratorResult<unknown> | Promise<IteratorResult<unknown>>
+      if (isThenable(r)) {
+        r = await r
+        if (g.halted) break
+      }
+      if (r.done) {
+        it = undefined
+        break
+      }
+      g.emitted++
+      if (!out.offer(r.value)) {
+        await out.put(w, r.value)
+        if (g.halted) break
+      }
+      if (++n === CHECK_EVERY) {
+        n = 0
+        if (dueForTurn()) {
+          await nextTurn()
+          if (g.halted) break
+        }
+      }
+    }
+  } catch (err) {
+    closeQuietly(it)
+    g.fail(err, worker, undefined)
+    return
+  }
+  closeQuietly(it)
+  g.exit()
+}

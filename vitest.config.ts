@@ -1,0 +1,17 @@
+import { defineConfig } from 'vitest/config'
+
+export default defineConfig({
+  test: {
+    include: ['spec/**/*.spec.ts'],
+    testTimeout: 20_000,
+    hookTimeout: 30_000,
+    coverage: {
+      provider: 'v8',
+      include: ['lib/**/*.ts'],
+      exclude: ['lib/demo/**'],
+      reporter: ['text-summary', 'json-summary'],
+      // lib is the product: the bar is high, and the report names what a change left untested
+      thresholds: { lines: 90, functions: 90, branches: 85, statements: 90 },
+    },
+  },
+})
