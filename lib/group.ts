@@ -34,6 +34,14 @@ export class Group {
   taken = 0
   /** Items handed to the output. */
   emitted = 0
+  /** Items whose failure was skipped by the stage's error policy. */
+  failed = 0
+  /** Items dropped on purpose (a map function returned `skip`, a filter said no). */
+  skipped = 0
+  /** Retries made (an item that succeeds on its third try counts 2). */
+  retried = 0
+  /** Workers working on an item right now. */
+  busy = 0
   readonly ctl = new AbortController()
 
   constructor(

@@ -88,10 +88,14 @@ export function checkInteger(
 /** Validates a non-negative finite number of milliseconds. */
 export function checkMs(where: string, option: string, value: unknown): number {
   if (typeof value !== 'number' || Number.isNaN(value)) {
-    throw new TypeError(`${where}: expected \`${option}\` to be a number of milliseconds >= 0, got ${got(value)}`)
+    throw new TypeError(
+      `${where}: expected \`${option}\` to be a number of milliseconds >= 0, got ${got(value)}`,
+    )
   }
   if (value < 0 || !Number.isFinite(value)) {
-    throw new RangeError(`${where}: expected \`${option}\` to be a finite number of milliseconds >= 0, got ${got(value)}`)
+    throw new RangeError(
+      `${where}: expected \`${option}\` to be a finite number of milliseconds >= 0, got ${got(value)}`,
+    )
   }
   return value
 }

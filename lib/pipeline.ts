@@ -148,19 +148,162 @@ export class Pipeline<O> implements AsyncIterable<O> {
   pipe<O1>(s1: Stage<O, O1>): Pipeline<O1>
   pipe<O1, O2>(s1: Stage<O, O1>, s2: Stage<O1, O2>): Pipeline<O2>
   pipe<O1, O2, O3>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>): Pipeline<O3>
-  pipe<O1, O2, O3, O4>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>): Pipeline<O4>
-  pipe<O1, O2, O3, O4, O5>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>): Pipeline<O5>
-  pipe<O1, O2, O3, O4, O5, O6>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>): Pipeline<O6>
-  pipe<O1, O2, O3, O4, O5, O6, O7>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>): Pipeline<O7>
-  pipe<O1, O2, O3, O4, O5, O6, O7, O8>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>): Pipeline<O8>
-  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>): Pipeline<O9>
-  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>): Pipeline<O10>
-  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>): Pipeline<O11>
-  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>): Pipeline<O12>
-  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>): Pipeline<O13>
-  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>, s14: Stage<O13, O14>): Pipeline<O14>
-  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14, O15>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>, s14: Stage<O13, O14>, s15: Stage<O14, O15>): Pipeline<O15>
-  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14, O15, O16>(s1: Stage<O, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>, s14: Stage<O13, O14>, s15: Stage<O14, O15>, s16: Stage<O15, O16>): Pipeline<O16>
+  pipe<O1, O2, O3, O4>(
+    s1: Stage<O, O1>,
+    s2: Stage<O1, O2>,
+    s3: Stage<O2, O3>,
+    s4: Stage<O3, O4>,
+  ): Pipeline<O4>
+  pipe<O1, O2, O3, O4, O5>(
+    s1: Stage<O, O1>,
+    s2: Stage<O1, O2>,
+    s3: Stage<O2, O3>,
+    s4: Stage<O3, O4>,
+    s5: Stage<O4, O5>,
+  ): Pipeline<O5>
+  pipe<O1, O2, O3, O4, O5, O6>(
+    s1: Stage<O, O1>,
+    s2: Stage<O1, O2>,
+    s3: Stage<O2, O3>,
+    s4: Stage<O3, O4>,
+    s5: Stage<O4, O5>,
+    s6: Stage<O5, O6>,
+  ): Pipeline<O6>
+  pipe<O1, O2, O3, O4, O5, O6, O7>(
+    s1: Stage<O, O1>,
+    s2: Stage<O1, O2>,
+    s3: Stage<O2, O3>,
+    s4: Stage<O3, O4>,
+    s5: Stage<O4, O5>,
+    s6: Stage<O5, O6>,
+    s7: Stage<O6, O7>,
+  ): Pipeline<O7>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8>(
+    s1: Stage<O, O1>,
+    s2: Stage<O1, O2>,
+    s3: Stage<O2, O3>,
+    s4: Stage<O3, O4>,
+    s5: Stage<O4, O5>,
+    s6: Stage<O5, O6>,
+    s7: Stage<O6, O7>,
+    s8: Stage<O7, O8>,
+  ): Pipeline<O8>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9>(
+    s1: Stage<O, O1>,
+    s2: Stage<O1, O2>,
+    s3: Stage<O2, O3>,
+    s4: Stage<O3, O4>,
+    s5: Stage<O4, O5>,
+    s6: Stage<O5, O6>,
+    s7: Stage<O6, O7>,
+    s8: Stage<O7, O8>,
+    s9: Stage<O8, O9>,
+  ): Pipeline<O9>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10>(
+    s1: Stage<O, O1>,
+    s2: Stage<O1, O2>,
+    s3: Stage<O2, O3>,
+    s4: Stage<O3, O4>,
+    s5: Stage<O4, O5>,
+    s6: Stage<O5, O6>,
+    s7: Stage<O6, O7>,
+    s8: Stage<O7, O8>,
+    s9: Stage<O8, O9>,
+    s10: Stage<O9, O10>,
+  ): Pipeline<O10>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11>(
+    s1: Stage<O, O1>,
+    s2: Stage<O1, O2>,
+    s3: Stage<O2, O3>,
+    s4: Stage<O3, O4>,
+    s5: Stage<O4, O5>,
+    s6: Stage<O5, O6>,
+    s7: Stage<O6, O7>,
+    s8: Stage<O7, O8>,
+    s9: Stage<O8, O9>,
+    s10: Stage<O9, O10>,
+    s11: Stage<O10, O11>,
+  ): Pipeline<O11>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12>(
+    s1: Stage<O, O1>,
+    s2: Stage<O1, O2>,
+    s3: Stage<O2, O3>,
+    s4: Stage<O3, O4>,
+    s5: Stage<O4, O5>,
+    s6: Stage<O5, O6>,
+    s7: Stage<O6, O7>,
+    s8: Stage<O7, O8>,
+    s9: Stage<O8, O9>,
+    s10: Stage<O9, O10>,
+    s11: Stage<O10, O11>,
+    s12: Stage<O11, O12>,
+  ): Pipeline<O12>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13>(
+    s1: Stage<O, O1>,
+    s2: Stage<O1, O2>,
+    s3: Stage<O2, O3>,
+    s4: Stage<O3, O4>,
+    s5: Stage<O4, O5>,
+    s6: Stage<O5, O6>,
+    s7: Stage<O6, O7>,
+    s8: Stage<O7, O8>,
+    s9: Stage<O8, O9>,
+    s10: Stage<O9, O10>,
+    s11: Stage<O10, O11>,
+    s12: Stage<O11, O12>,
+    s13: Stage<O12, O13>,
+  ): Pipeline<O13>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14>(
+    s1: Stage<O, O1>,
+    s2: Stage<O1, O2>,
+    s3: Stage<O2, O3>,
+    s4: Stage<O3, O4>,
+    s5: Stage<O4, O5>,
+    s6: Stage<O5, O6>,
+    s7: Stage<O6, O7>,
+    s8: Stage<O7, O8>,
+    s9: Stage<O8, O9>,
+    s10: Stage<O9, O10>,
+    s11: Stage<O10, O11>,
+    s12: Stage<O11, O12>,
+    s13: Stage<O12, O13>,
+    s14: Stage<O13, O14>,
+  ): Pipeline<O14>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14, O15>(
+    s1: Stage<O, O1>,
+    s2: Stage<O1, O2>,
+    s3: Stage<O2, O3>,
+    s4: Stage<O3, O4>,
+    s5: Stage<O4, O5>,
+    s6: Stage<O5, O6>,
+    s7: Stage<O6, O7>,
+    s8: Stage<O7, O8>,
+    s9: Stage<O8, O9>,
+    s10: Stage<O9, O10>,
+    s11: Stage<O10, O11>,
+    s12: Stage<O11, O12>,
+    s13: Stage<O12, O13>,
+    s14: Stage<O13, O14>,
+    s15: Stage<O14, O15>,
+  ): Pipeline<O15>
+  pipe<O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14, O15, O16>(
+    s1: Stage<O, O1>,
+    s2: Stage<O1, O2>,
+    s3: Stage<O2, O3>,
+    s4: Stage<O3, O4>,
+    s5: Stage<O4, O5>,
+    s6: Stage<O5, O6>,
+    s7: Stage<O6, O7>,
+    s8: Stage<O7, O8>,
+    s9: Stage<O8, O9>,
+    s10: Stage<O9, O10>,
+    s11: Stage<O10, O11>,
+    s12: Stage<O11, O12>,
+    s13: Stage<O12, O13>,
+    s14: Stage<O13, O14>,
+    s15: Stage<O14, O15>,
+    s16: Stage<O15, O16>,
+  ): Pipeline<O16>
   pipe(...stages: Stage<any, any>[]): Pipeline<unknown>
   pipe(...stages: Stage<any, any>[]): Pipeline<unknown> {
     checkStages('pipeline.pipe()', stages, this.plan.stages.length)
@@ -264,20 +407,181 @@ function checkStages(where: string, stages: unknown[], offset: number): void {
 export function pipe<S extends Source<unknown>>(source: S): Pipeline<SourceItem<S>>
 export function pipe<T, O1>(source: Source<T>, s1: Stage<T, O1>): Pipeline<O1>
 export function pipe<T, O1, O2>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>): Pipeline<O2>
-export function pipe<T, O1, O2, O3>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>): Pipeline<O3>
-export function pipe<T, O1, O2, O3, O4>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>): Pipeline<O4>
-export function pipe<T, O1, O2, O3, O4, O5>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>): Pipeline<O5>
-export function pipe<T, O1, O2, O3, O4, O5, O6>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>): Pipeline<O6>
-export function pipe<T, O1, O2, O3, O4, O5, O6, O7>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>): Pipeline<O7>
-export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>): Pipeline<O8>
-export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>): Pipeline<O9>
-export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>): Pipeline<O10>
-export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>): Pipeline<O11>
-export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>): Pipeline<O12>
-export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>): Pipeline<O13>
-export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>, s14: Stage<O13, O14>): Pipeline<O14>
-export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14, O15>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>, s14: Stage<O13, O14>, s15: Stage<O14, O15>): Pipeline<O15>
-export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14, O15, O16>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>, s3: Stage<O2, O3>, s4: Stage<O3, O4>, s5: Stage<O4, O5>, s6: Stage<O5, O6>, s7: Stage<O6, O7>, s8: Stage<O7, O8>, s9: Stage<O8, O9>, s10: Stage<O9, O10>, s11: Stage<O10, O11>, s12: Stage<O11, O12>, s13: Stage<O12, O13>, s14: Stage<O13, O14>, s15: Stage<O14, O15>, s16: Stage<O15, O16>): Pipeline<O16>
+export function pipe<T, O1, O2, O3>(
+  source: Source<T>,
+  s1: Stage<T, O1>,
+  s2: Stage<O1, O2>,
+  s3: Stage<O2, O3>,
+): Pipeline<O3>
+export function pipe<T, O1, O2, O3, O4>(
+  source: Source<T>,
+  s1: Stage<T, O1>,
+  s2: Stage<O1, O2>,
+  s3: Stage<O2, O3>,
+  s4: Stage<O3, O4>,
+): Pipeline<O4>
+export function pipe<T, O1, O2, O3, O4, O5>(
+  source: Source<T>,
+  s1: Stage<T, O1>,
+  s2: Stage<O1, O2>,
+  s3: Stage<O2, O3>,
+  s4: Stage<O3, O4>,
+  s5: Stage<O4, O5>,
+): Pipeline<O5>
+export function pipe<T, O1, O2, O3, O4, O5, O6>(
+  source: Source<T>,
+  s1: Stage<T, O1>,
+  s2: Stage<O1, O2>,
+  s3: Stage<O2, O3>,
+  s4: Stage<O3, O4>,
+  s5: Stage<O4, O5>,
+  s6: Stage<O5, O6>,
+): Pipeline<O6>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7>(
+  source: Source<T>,
+  s1: Stage<T, O1>,
+  s2: Stage<O1, O2>,
+  s3: Stage<O2, O3>,
+  s4: Stage<O3, O4>,
+  s5: Stage<O4, O5>,
+  s6: Stage<O5, O6>,
+  s7: Stage<O6, O7>,
+): Pipeline<O7>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8>(
+  source: Source<T>,
+  s1: Stage<T, O1>,
+  s2: Stage<O1, O2>,
+  s3: Stage<O2, O3>,
+  s4: Stage<O3, O4>,
+  s5: Stage<O4, O5>,
+  s6: Stage<O5, O6>,
+  s7: Stage<O6, O7>,
+  s8: Stage<O7, O8>,
+): Pipeline<O8>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9>(
+  source: Source<T>,
+  s1: Stage<T, O1>,
+  s2: Stage<O1, O2>,
+  s3: Stage<O2, O3>,
+  s4: Stage<O3, O4>,
+  s5: Stage<O4, O5>,
+  s6: Stage<O5, O6>,
+  s7: Stage<O6, O7>,
+  s8: Stage<O7, O8>,
+  s9: Stage<O8, O9>,
+): Pipeline<O9>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10>(
+  source: Source<T>,
+  s1: Stage<T, O1>,
+  s2: Stage<O1, O2>,
+  s3: Stage<O2, O3>,
+  s4: Stage<O3, O4>,
+  s5: Stage<O4, O5>,
+  s6: Stage<O5, O6>,
+  s7: Stage<O6, O7>,
+  s8: Stage<O7, O8>,
+  s9: Stage<O8, O9>,
+  s10: Stage<O9, O10>,
+): Pipeline<O10>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11>(
+  source: Source<T>,
+  s1: Stage<T, O1>,
+  s2: Stage<O1, O2>,
+  s3: Stage<O2, O3>,
+  s4: Stage<O3, O4>,
+  s5: Stage<O4, O5>,
+  s6: Stage<O5, O6>,
+  s7: Stage<O6, O7>,
+  s8: Stage<O7, O8>,
+  s9: Stage<O8, O9>,
+  s10: Stage<O9, O10>,
+  s11: Stage<O10, O11>,
+): Pipeline<O11>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12>(
+  source: Source<T>,
+  s1: Stage<T, O1>,
+  s2: Stage<O1, O2>,
+  s3: Stage<O2, O3>,
+  s4: Stage<O3, O4>,
+  s5: Stage<O4, O5>,
+  s6: Stage<O5, O6>,
+  s7: Stage<O6, O7>,
+  s8: Stage<O7, O8>,
+  s9: Stage<O8, O9>,
+  s10: Stage<O9, O10>,
+  s11: Stage<O10, O11>,
+  s12: Stage<O11, O12>,
+): Pipeline<O12>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13>(
+  source: Source<T>,
+  s1: Stage<T, O1>,
+  s2: Stage<O1, O2>,
+  s3: Stage<O2, O3>,
+  s4: Stage<O3, O4>,
+  s5: Stage<O4, O5>,
+  s6: Stage<O5, O6>,
+  s7: Stage<O6, O7>,
+  s8: Stage<O7, O8>,
+  s9: Stage<O8, O9>,
+  s10: Stage<O9, O10>,
+  s11: Stage<O10, O11>,
+  s12: Stage<O11, O12>,
+  s13: Stage<O12, O13>,
+): Pipeline<O13>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14>(
+  source: Source<T>,
+  s1: Stage<T, O1>,
+  s2: Stage<O1, O2>,
+  s3: Stage<O2, O3>,
+  s4: Stage<O3, O4>,
+  s5: Stage<O4, O5>,
+  s6: Stage<O5, O6>,
+  s7: Stage<O6, O7>,
+  s8: Stage<O7, O8>,
+  s9: Stage<O8, O9>,
+  s10: Stage<O9, O10>,
+  s11: Stage<O10, O11>,
+  s12: Stage<O11, O12>,
+  s13: Stage<O12, O13>,
+  s14: Stage<O13, O14>,
+): Pipeline<O14>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14, O15>(
+  source: Source<T>,
+  s1: Stage<T, O1>,
+  s2: Stage<O1, O2>,
+  s3: Stage<O2, O3>,
+  s4: Stage<O3, O4>,
+  s5: Stage<O4, O5>,
+  s6: Stage<O5, O6>,
+  s7: Stage<O6, O7>,
+  s8: Stage<O7, O8>,
+  s9: Stage<O8, O9>,
+  s10: Stage<O9, O10>,
+  s11: Stage<O10, O11>,
+  s12: Stage<O11, O12>,
+  s13: Stage<O12, O13>,
+  s14: Stage<O13, O14>,
+  s15: Stage<O14, O15>,
+): Pipeline<O15>
+export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14, O15, O16>(
+  source: Source<T>,
+  s1: Stage<T, O1>,
+  s2: Stage<O1, O2>,
+  s3: Stage<O2, O3>,
+  s4: Stage<O3, O4>,
+  s5: Stage<O4, O5>,
+  s6: Stage<O5, O6>,
+  s7: Stage<O6, O7>,
+  s8: Stage<O7, O8>,
+  s9: Stage<O8, O9>,
+  s10: Stage<O9, O10>,
+  s11: Stage<O10, O11>,
+  s12: Stage<O11, O12>,
+  s13: Stage<O12, O13>,
+  s14: Stage<O13, O14>,
+  s15: Stage<O14, O15>,
+  s16: Stage<O15, O16>,
+): Pipeline<O16>
 export function pipe(source: Source<unknown>, ...stages: Stage<any, any>[]): Pipeline<unknown>
 export function pipe(source: Source<unknown>, ...stages: Stage<any, any>[]): Pipeline<unknown> {
   if (typeof source !== 'function' && !isIterable(source) && !isAsyncIterable(source)) {

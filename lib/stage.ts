@@ -4,9 +4,15 @@
  * @module
  */
 import type { Group, StageContext } from './group.js'
-import { checkFunction, DEFAULT_QSIZE, type ResolvedStageOptions, resolveStageOptions, type StageOptions } from './options.js'
+import {
+  checkFunction,
+  DEFAULT_QSIZE,
+  type ResolvedStageOptions,
+  resolveStageOptions,
+  type StageOptions,
+} from './options.js'
 import type { Pipeline } from './pipeline.js'
-import { genLoop, type GenFn, type MapFn, mapLoop, orderedMapLoop } from './workers.js'
+import { type GenFn, genLoop, type MapFn, mapLoop, orderedMapLoop } from './workers.js'
 
 /**
  * How a stage runs inside a run: given its group (inlet, outlet, workers), start the workers.
@@ -98,7 +104,8 @@ export class Stage<in I, out O> {
       this.extraOptions,
     ) as ResolvedStageOptions & Record<string, unknown>
     for (const key of this.extraOptions) {
-      if ((options as Record<string, unknown>)[key] !== undefined) merged[key] = (options as Record<string, unknown>)[key]
+      if ((options as Record<string, unknown>)[key] !== undefined)
+        merged[key] = (options as Record<string, unknown>)[key]
     }
     return new Stage<I, O>(this[KIND], this[RUNNER], merged, this.extraOptions, this.validate)
   }
@@ -121,9 +128,17 @@ export class Stage<in I, out O> {
     pipeOne(source, this).results()
 }
 
-const MAP_DEFAULTS: ResolvedStageOptions = { workers: 1, qsize: DEFAULT_QSIZE, ordered: false, name: undefined }
+const MAP_DEFAULTS: ResolvedStageOptions = {
+  workers: 1,
+  qsize: DEFAULT_QSIZE,
+  ordered: false,
+  name: undefined,
+}
 
-function withFunctionName(options: ResolvedStageOptions, fn: Function): ResolvedStageOptions & Record<string, unknown> {
+function withFunctionName(
+  options: ResolvedStageOptions,
+  fn: Function,
+): ResolvedStageOptions & Record<string, unknown> {
   return { ...options, name: options.name ?? (fn.name || undefined) }
 }
 
@@ -201,7 +216,10 @@ function genRunner(fn: GenFn): RunnerFactory {
  * await pipe([1, 2], addN(7)).toArray() // [8, 9]
  * ```
  */
-export function mapStage<I, R>(fn: (item: I, ctx: StageContext) => R, options?: StageOptions): Stage<I, Awaited<R>> {
+export function mapStage<I, R>(
+  fn: (item: I, ctx: StageContext) => R,
+  options?: StageOptions,
+): Stage<I, Awaited<R>> {
   checkFunction('mapStage()', 'fn', fn)
   const resolved = withFunctionName(resolveStageOptions('mapStage()', MAP_DEFAULTS, options), fn)
   return new Stage<I, Awaited<R>>('mapStage', mapRunner(fn as MapFn), resolved)

@@ -9,8 +9,8 @@
  */
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import type { Group, StageContext } from './group.js'
-import { closeQuietly } from './source.js'
 import { type Channel, DONE, EMPTY, type Inlet, type OrderedChannel, Waiter } from './queue.js'
+import { closeQuietly } from './source.js'
 
 export type MapFn = (item: unknown, ctx: StageContext) => unknown
 export type GenFn = (input: AsyncIterable<unknown>, ctx: StageContext) => unknown
@@ -35,7 +35,9 @@ export function dueForTurn(): boolean {
 export { nextTurn }
 
 export function isThenable(x: unknown): x is PromiseLike<unknown> {
-  return x !== null && (typeof x === 'object' || typeof x === 'function') && typeof (x as any).then === 'function'
+  return (
+    x !== null && (typeof x === 'object' || typeof x === 'function') && typeof (x as any).then === 'function'
+  )
 }
 
 /** A map stage's worker, outputs in completion order. */
