@@ -3,26 +3,71 @@
  * `toArray()` or `for await` starts a fresh run.
  * @module
  */
+import { Run as BackgroundRun, type StartOptions } from './background.js'
 import { RunStopped } from './errors.js'
-import { got } from './options.js'
+import { checkBoolean, checkFunction, checkInteger, got } from './options.js'
 import { DONE, EMPTY, Waiter } from './queue.js'
 import { Run, type RunPlan } from './run.js'
 import { isAsyncIterable, isIterable, type Source, type SourceItem } from './source.js'
 import { registerPipe, Stage } from './stage.js'
+import { type RunStats, watchProgress } from './stats.js'
 
 /** Options of one run. */
 export interface RunOptions {
   /** Aborting it stops the run: workers' `ctx.signal` aborts and the run rejects with its reason. */
   signal?: AbortSignal
+  /**
+   * Called with a stats snapshot every `progressInterval` ms while the run lives, and once when
+   * it ends; never per item. If it throws, the run fails with a TaskException (stage `"onProgress"`).
+   */
+  onProgress?: (stats: RunStats) => void
+  /**
+   * Milliseconds between `onProgress` calls.
+   * @default 1000
+   */
+  progressInterval?: number
+  /**
+   * Read the whole source before the first stage starts (pipeframe's batch source mode); memory
+   * then holds every input item. See StartOptions.collectInput.
+   * @default false
+   */
+  collectInput?: boolean
 }
+
+const RUN_KEYS = new Set(['signal', 'onProgress', 'progressInterval', 'collectInput'])
 
 const END: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true })
 
-function checkRunOptions(where: string, options: unknown): AbortSignal | undefined {
+/** Validates run options and opens a run with them. Throws a TypeError naming a bad option. */
+function openRun(plan: RunPlan, where: string, options: unknown, extra?: ReadonlySet<string>): Run {
+  const signal = checkRunOptions(where, options, extra)
+  const o = (options ?? {}) as RunOptions
+  const run = new Run(plan, signal, o.collectInput === true)
+  if (o.onProgress !== undefined) watchProgress(run, o.onProgress, o.progressInterval ?? 1000)
+  return run
+}
+
+function checkRunOptions(
+  where: string,
+  options: unknown,
+  extra?: ReadonlySet<string>,
+): AbortSignal | undefined {
   if (options === undefined) return undefined
   if (options === null || typeof options !== 'object') {
     throw new TypeError(`${where}: expected an options object, got ${got(options)}`)
   }
+  const o = options as Record<string, unknown>
+  for (const key of Object.keys(o)) {
+    if (!RUN_KEYS.has(key) && !extra?.has(key)) {
+      const all = [...RUN_KEYS, ...(extra ?? [])].map((k) => `\`${k}\``).join(', ')
+      throw new TypeError(`${where}: unknown option \`${key}\`; the options are ${all}`)
+    }
+  }
+  if (o.onProgress !== undefined) checkFunction(where, 'onProgress', o.onProgress)
+  if (o.progressInterval !== undefined) {
+    checkInteger(where, 'progressInterval', o.progressInterval, 1, false)
+  }
+  if (o.collectInput !== undefined) checkBoolean(where, 'collectInput', o.collectInput)
   const signal = (options as RunOptions).signal
   if (signal === undefined) return undefined
   if (
@@ -60,7 +105,7 @@ class Results<O> implements AsyncIterableIterator<O> {
     let run = this.run
     if (run === undefined) {
       try {
-        run = this.run = new Run(this.plan, checkRunOptions('results()', this.options))
+        run = this.run = openRun(this.plan, 'results()', this.options)
       } catch (err) {
         this.ended = true
         return Promise.reject(err)
@@ -69,6 +114,7 @@ class Results<O> implements AsyncIterableIterator<O> {
     const x = run.output.poll(this.w)
     if (x === EMPTY) return this.slow(run)
     if (x === DONE) return this.end(run)
+    run.delivered++
     return Promise.resolve({ value: x as O, done: false })
   }
 
@@ -83,6 +129,7 @@ class Results<O> implements AsyncIterableIterator<O> {
     const x = w.item
     w.item = undefined
     if (x === DONE) return this.end(run)
+    run.delivered++
     return { value: x as O, done: false }
   }
 
@@ -344,7 +391,7 @@ export class Pipeline<O> implements AsyncIterable<O> {
    * ```
    */
   async execute(options?: RunOptions): Promise<O | undefined> {
-    const run = new Run(this.plan, checkRunOptions('execute()', options))
+    const run = openRun(this.plan, 'execute()', options)
     let last: unknown
     await run.drain((x) => {
       last = x
@@ -362,12 +409,43 @@ export class Pipeline<O> implements AsyncIterable<O> {
    * ```
    */
   async toArray(options?: RunOptions): Promise<O[]> {
-    const run = new Run(this.plan, checkRunOptions('toArray()', options))
+    const run = openRun(this.plan, 'toArray()', options)
     const out: O[] = []
     await run.drain((x) => {
       out.push(x as O)
     })
     return out
+  }
+
+  /**
+   * Starts the pipeline in the background and returns its {@link Run}: the run reads its own
+   * outputs (see `onResult`), keeps the process alive until it ends (unless `daemon`), and its
+   * error is never lost: it rejects `run.done` and `run.stop()`.
+   *
+   * @example
+   * ```ts
+   * import { feed, mapStage, pipe } from 'stageline'
+   * const input = feed<number>({ capacity: 100 })
+   * const run = pipe(input, mapStage(async (n: number) => n * 2, { workers: 4 })).start({
+   *   onResult: (n) => console.log(n),
+   *   onProgress: (s) => console.log(s.stages[0]?.out),
+   *   progressInterval: 500,
+   * })
+   * await input.pushAll([1, 2, 3])
+   * await run.stop() // ends the feed, waits for every item in flight
+   * ```
+   */
+  start(options?: StartOptions<O> & RunOptions): BackgroundRun<O> {
+    const o = (options ?? {}) as StartOptions<O> & RunOptions
+    checkRunOptions('start()', {
+      signal: o.signal,
+      onProgress: o.onProgress,
+      progressInterval: o.progressInterval,
+    })
+    const { onProgress, progressInterval, ...startOptions } = o
+    const run = new BackgroundRun<O>(this.plan, startOptions)
+    if (onProgress !== undefined) run.watch(onProgress, progressInterval ?? 1000)
+    return run
   }
 
   /** Same as `results()`: a pipeline is an AsyncIterable (for `for await`, `Readable.from()`, it-pipe). */

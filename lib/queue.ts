@@ -77,6 +77,21 @@ export class Fifo<T> {
     return x
   }
 
+  /** Removes `x` if present (a linear scan: for the rare cancel of a parked waiter). */
+  remove(x: T): boolean {
+    for (let i = 0; i < this.length; i++) {
+      if (this.buf[(this.head + i) & this.mask] === x) {
+        for (let j = i; j < this.length - 1; j++) {
+          this.buf[(this.head + j) & this.mask] = this.buf[(this.head + j + 1) & this.mask]
+        }
+        this.buf[(this.head + this.length - 1) & this.mask] = undefined
+        this.length--
+        return true
+      }
+    }
+    return false
+  }
+
   clear(): void {
     this.buf.fill(undefined)
     this.head = 0
@@ -101,6 +116,13 @@ export interface Inlet<T> {
   wait(w: Waiter): Promise<void>
   /** Stops the inlet for good: parked parties wake, buffered items are dropped, `poll` says DONE. */
   abort(): void
+  /**
+   * Takes back a `wait(w)` that has not been answered yet, without waking `w`; false if `w` was
+   * already answered (then `w.item` holds what it got, and its promise resolves as usual).
+   */
+  cancel(w: Waiter): boolean
+  /** Ends the input gracefully, if this inlet is a source: what was accepted is still delivered. */
+  endInput?(): void
 }
 
 /** The side of a queue that a stage's workers write to. */
@@ -198,10 +220,15 @@ export class Channel<T> implements Inlet<T>, Outlet<T> {
     return park(w)
   }
 
+  cancel(w: Waiter): boolean {
+    return this.takers.remove(w)
+  }
+
+  /** Producers parked in `put()` when the channel closes are still let in (a feed ended while pushes wait). */
   close(): void {
     if (this.closed) return
     this.closed = true
-    // takers park only while the buffer is empty, so they all get DONE
+    // takers park only while the buffer is empty and no producer is parked, so they all get DONE
     while (this.takers.length > 0) {
       const w = this.takers.shift()
       w.item = DONE
@@ -221,6 +248,7 @@ export class Channel<T> implements Inlet<T>, Outlet<T> {
     while (this.pushers.length > 0) {
       const p = this.pushers.shift()
       p.pending = undefined
+      p.item = DONE // tells a feed's push() that its item was not accepted
       p.wake()
     }
   }
@@ -302,6 +330,10 @@ export class OrderedChannel<T> implements Inlet<T> {
     }
     this.takers.push(w)
     return park(w)
+  }
+
+  cancel(w: Waiter): boolean {
+    return this.takers.remove(w)
   }
 
   close(): void {

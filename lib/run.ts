@@ -36,11 +36,24 @@ export class Run implements RunHooks {
   private source: Inlet<unknown> = emptyInlet
   private signal: AbortSignal | undefined
   private settleWaiters: (() => void)[] = []
+  private progressTimer: ReturnType<typeof setInterval> | undefined
+  private onProgress: ((run: Run) => void) | undefined
   private readonly onAbort = (): void => {
     this.stop(this.signal!.reason, true)
   }
 
-  constructor(plan: RunPlan, signal?: AbortSignal) {
+  /** When the run started (performance.now()). */
+  readonly startedAt = performance.now()
+  /** When the run ended, if it has. */
+  endedAt: number | undefined = undefined
+  /** Items the consumer has taken from the last stage. */
+  delivered = 0
+
+  /**
+   * @param collectInput read the whole source before the first stage starts (collect-first mode);
+   *   memory then holds every input item at once
+   */
+  constructor(plan: RunPlan, signal?: AbortSignal, collectInput = false) {
     if (signal?.aborted) {
       this.state = STOPPED
       this.error = signal.reason
@@ -56,6 +69,12 @@ export class Run implements RunHooks {
     }
     const runners: StageRunner[] = []
     let inlet = this.source
+    let collected: Channel<unknown> | undefined
+    if (collectInput && sourceError === undefined && plan.stages.length > 0) {
+      // an unbounded channel in front of the first stage: the source can never wait on a stage
+      // that has not started yet (pipeframe's batch mode deadlocks on its bounded buffer there)
+      collected = inlet = new Channel<unknown>(Number.POSITIVE_INFINITY)
+    }
     for (let i = 0; i < plan.stages.length; i++) {
       const s = plan.stages[i]!
       const runner = s[RUNNER](s.options, plan.names[i]!)
@@ -74,8 +93,47 @@ export class Run implements RunHooks {
       this.fail(sourceError.err, 'source', 0, undefined)
       return
     }
+    if (collected !== undefined) {
+      void this.collect(collected).then((ok) => {
+        if (ok) this.launch(runners)
+      })
+      return
+    }
+    this.launch(runners)
+  }
+
+  private launch(runners: StageRunner[]): void {
     // every group exists before any starts, so a failure during launch reaches them all
     for (let i = 0; i < runners.length && this.state === RUNNING; i++) runners[i]!.launch(this.groups[i]!)
+  }
+
+  /** Collect-first mode: reads the whole source into `into`, then closes it. */
+  private async collect(into: Channel<unknown>): Promise<boolean> {
+    const src = this.source
+    const w = new Waiter()
+    for (;;) {
+      let x = src.poll(w)
+      if (x === EMPTY) {
+        await src.wait(w)
+        x = w.item
+        w.item = undefined
+      }
+      if (x === DONE || this.state !== RUNNING) break
+      into.offer(x)
+    }
+    if (this.state !== RUNNING) return false
+    into.close()
+    return true
+  }
+
+  /**
+   * Ends the input gracefully: a feed is ended (what it accepted is still processed), any other
+   * source stops being pulled and is closed. Items already taken in are finished.
+   */
+  endInput(): void {
+    if (this.state !== RUNNING) return
+    if (this.source.endInput !== undefined) this.source.endInput()
+    else this.source.abort()
   }
 
   fail(err: unknown, stage: string, worker: number, item: unknown): void {
@@ -98,7 +156,32 @@ export class Run implements RunHooks {
   finish(): void {
     if (this.state !== RUNNING) return
     this.state = FINISHED
+    this.endedAt = performance.now()
     this.unlink()
+    this.stopProgress()
+  }
+
+  /**
+   * Calls `report` every `intervalMs` while the run lives, and once more when it ends. The timer
+   * is unref'd (it never keeps a process alive) and cleared when the run ends.
+   */
+  watch(report: (run: Run) => void, intervalMs: number): void {
+    if (this.state !== RUNNING) {
+      report(this)
+      return
+    }
+    this.onProgress = report
+    this.progressTimer = setInterval(() => report(this), intervalMs)
+    this.progressTimer.unref()
+  }
+
+  private stopProgress(): void {
+    if (this.progressTimer === undefined) return
+    clearInterval(this.progressTimer)
+    this.progressTimer = undefined
+    const report = this.onProgress!
+    this.onProgress = undefined
+    report(this)
   }
 
   stageFinished(index: number): void {
@@ -151,7 +234,9 @@ export class Run implements RunHooks {
   }
 
   private shutdown(reason: unknown): void {
+    this.endedAt = performance.now()
     this.unlink()
+    this.stopProgress()
     this.source.abort()
     for (const g of this.groups) g.halt(reason)
   }
@@ -175,6 +260,7 @@ export class Run implements RunHooks {
         w.item = undefined
       }
       if (x === DONE) break
+      this.delivered++
       each(x)
     }
     await this.end()

@@ -3,41 +3,32 @@
  * from the source only when a worker of the first stage asks for one.
  * @module
  */
+import { closeQuietly, isAsyncIterable, isIterable, isThenable, noop } from './_utils.js'
+import { Feed, isFeed } from './feed.js'
 import { DONE, type Done, EMPTY, type Empty, Fifo, type Inlet, park, type Waiter } from './queue.js'
 
 /** Something a pipeline can read from. */
-export type Source<T> = Iterable<T> | AsyncIterable<T> | (() => Iterable<T> | AsyncIterable<T>)
+export type Source<T> =
+  | Iterable<T>
+  | AsyncIterable<T>
+  | Feed<T>
+  | ((bucket: Feed<T>) => Iterable<T> | AsyncIterable<T> | PromiseLike<unknown> | undefined | void)
 
 /** The item type of a source. */
-export type SourceItem<S> = S extends () => infer R
-  ? SourceItem<R>
-  : S extends AsyncIterable<infer T>
+export type SourceItem<S> =
+  S extends Feed<infer T>
     ? T
-    : S extends Iterable<infer T>
-      ? T
-      : never
+    : S extends (bucket: Feed<infer B>) => infer R
+      ? R extends Iterable<unknown> | AsyncIterable<unknown>
+        ? SourceItem<R>
+        : B
+      : S extends AsyncIterable<infer T>
+        ? T
+        : S extends Iterable<infer T>
+          ? T
+          : never
 
-export function isIterable(x: unknown): x is Iterable<unknown> {
-  return x != null && typeof (x as any)[Symbol.iterator] === 'function'
-}
-export function isAsyncIterable(x: unknown): x is AsyncIterable<unknown> {
-  return x != null && typeof (x as any)[Symbol.asyncIterator] === 'function'
-}
-
-/** Calls `return()` on an iterator without waiting for it, swallowing whatever it throws. */
-export function closeQuietly(it: Iterator<unknown> | AsyncIterator<unknown> | undefined): void {
-  if (it === undefined || typeof it.return !== 'function') return
-  try {
-    const r = it.return() as unknown
-    // not awaited: the iterator may be parked mid-await, and waiting on it could hang a `break`
-    if (r != null && typeof (r as PromiseLike<unknown>).then === 'function') {
-      ;(r as Promise<unknown>).then(undefined, noop)
-    }
-  } catch {
-    // a failing return() must not mask the run's own outcome
-  }
-}
-function noop(): void {}
+export { closeQuietly, isAsyncIterable, isIterable } from './_utils.js'
 
 /** A sync iterator read synchronously, one `next()` per item a worker asks for. */
 export class SyncSource<T> implements Inlet<T> {
@@ -73,10 +64,47 @@ export class SyncSource<T> implements Inlet<T> {
     return Promise.resolve()
   }
 
+  cancel(_w: Waiter): boolean {
+    return false
+  }
+
   abort(): void {
     if (this.ended) return
     this.ended = true
     closeQuietly(this.it)
+  }
+}
+
+/** A plain array, read by index on demand (like its iterator, it sees the array's current length). */
+export class ArraySource<T> implements Inlet<T> {
+  private i = 0
+  private ended = false
+
+  constructor(private readonly items: readonly T[]) {}
+
+  poll(w: Waiter): T | Empty | Done {
+    if (this.ended) return DONE
+    const i = this.i
+    if (i >= this.items.length) {
+      this.ended = true
+      return DONE
+    }
+    this.i = i + 1
+    w.seq = i
+    return this.items[i] as T
+  }
+
+  wait(w: Waiter): Promise<void> {
+    w.item = DONE
+    return Promise.resolve()
+  }
+
+  cancel(_w: Waiter): boolean {
+    return false
+  }
+
+  abort(): void {
+    this.ended = true
   }
 }
 
@@ -109,6 +137,10 @@ export class AsyncSource<T> implements Inlet<T> {
     const p = park(w)
     if (!this.reading) void this.pump()
     return p
+  }
+
+  cancel(w: Waiter): boolean {
+    return this.takers.remove(w)
   }
 
   private async pump(): Promise<void> {
@@ -161,14 +193,41 @@ export const emptyInlet: Inlet<never> = {
     return Promise.resolve()
   },
   abort: noop,
+  cancel: () => false,
 }
 
-/** Opens a source for one run. Throws what the source function throws; the caller reports it. */
+/**
+ * Opens a source for one run. A function source is called with a bucket (a feed): if it returns an
+ * Iterable or AsyncIterable, that is the source; otherwise the bucket is, and the input ends when
+ * the function's result settles (a rejection fails the run). Throws what the function throws.
+ */
 export function openSource<T>(source: Source<T>, onError: (err: unknown) => void): Inlet<T> {
-  const s: unknown = typeof source === 'function' ? source() : source
+  if (isFeed(source)) return (source as Feed<T>).open(onError)
+  if (typeof source !== 'function') return openIterable(source, onError)
+  const bucket = new Feed<T>()
+  const s: unknown = (source as (bucket: Feed<T>) => unknown)(bucket)
+  if (isAsyncIterable(s) || isIterable(s)) return openIterable(s as Iterable<T> | AsyncIterable<T>, onError)
+  if (isThenable(s)) {
+    ;(s as PromiseLike<unknown>).then(
+      () => bucket.end(),
+      (err: unknown) => onError(err),
+    )
+  } else if (s === undefined) {
+    bucket.end()
+  } else {
+    throw new TypeError(
+      `pipe(): a source function must return an Iterable, an AsyncIterable, a promise (after pushing into its bucket) or nothing, got ${s === null ? 'null' : typeof s}`,
+    )
+  }
+  return bucket.open(onError)
+}
+
+const arrayIterator = Array.prototype[Symbol.iterator]
+
+function openIterable<T>(s: Iterable<T> | AsyncIterable<T>, onError: (err: unknown) => void): Inlet<T> {
   if (isAsyncIterable(s)) return new AsyncSource(s[Symbol.asyncIterator]() as AsyncIterator<T>, onError)
-  if (isIterable(s)) return new SyncSource(s[Symbol.iterator]() as Iterator<T>, onError)
-  throw new TypeError(
-    `pipe(): the source function must return an Iterable or AsyncIterable, got ${s === null ? 'null' : typeof s}`,
-  )
+  // a plain array is read by index: the same items as its iterator, without an
+  // iterator-result object per item
+  if (Array.isArray(s) && s[Symbol.iterator] === arrayIterator) return new ArraySource(s as T[])
+  return new SyncSource((s as Iterable<T>)[Symbol.iterator]() as Iterator<T>, onError)
 }

@@ -7,11 +7,23 @@ import type { Group, StageContext } from './group.js'
 import {
   checkFunction,
   DEFAULT_QSIZE,
+  got,
   type ResolvedStageOptions,
   resolveStageOptions,
   type StageOptions,
 } from './options.js'
 import type { Pipeline } from './pipeline.js'
+import {
+  checkPolicies,
+  hasPolicies,
+  type MapContext,
+  POLICY_KEYS,
+  type PolicyOptions,
+  policyLoop,
+  resolvePolicies,
+  type Step,
+  type skip,
+} from './policies.js'
 import { type GenFn, genLoop, type MapFn, mapLoop, orderedMapLoop } from './workers.js'
 
 /**
@@ -194,9 +206,18 @@ function genRunner(fn: GenFn): RunnerFactory {
   })
 }
 
+/** Options of {@link mapStage}: the common stage options plus step policies. */
+export interface MapStageOptions<I = any, S = any> extends StageOptions, PolicyOptions<I, S> {}
+
+/** The output type of a map function's result: awaited, with `skip` taken out. */
+export type MapOutput<R> = Exclude<Awaited<R>, typeof skip>
+
 /**
  * Makes a map stage: one output per input item. `fn` may be synchronous or async; a synchronous
- * result is passed on without waiting a tick, so cheap steps run at full speed.
+ * result is passed on without waiting a tick, so cheap steps run at full speed. Returning
+ * {@link skip} drops the item. Instead of a function, a step object (or class instance) with
+ * `process(item, ctx)` and optional `init(ctx)` / `dispose(state, ctx)` methods may be given.
+ * Step policies (retries, timeout, errors, init, dispose, limit, rate) are options.
  *
  * @example
  * ```ts
@@ -215,21 +236,80 @@ function genRunner(fn: GenFn): RunnerFactory {
  * const addN = (n: number) => mapStage((x: number) => x + n, { name: `add${n}` })
  * await pipe([1, 2], addN(7)).toArray() // [8, 9]
  * ```
+ *
+ * Policies and a per-worker resource:
+ * ```ts
+ * import { mapStage, pipe } from 'stageline'
+ * const store = mapStage(async (row: { id: number }, ctx) => {
+ *   ctx.state.rows.push(row.id)                 // one "connection" per worker
+ *   return row.id
+ * }, {
+ *   workers: 2,
+ *   retries: 3, retryDelay: (n) => 10 * 2 ** n, // 20, 40, 80 ms
+ *   timeout: 1_000,
+ *   init: () => ({ rows: [] as number[] }),
+ *   dispose: (conn) => { conn.rows.length = 0 },
+ * })
+ * await pipe([{ id: 1 }, { id: 2 }], store).toArray()
+ * ```
  */
-export function mapStage<I, R>(
-  fn: (item: I, ctx: StageContext) => R,
-  options?: StageOptions,
-): Stage<I, Awaited<R>> {
-  checkFunction('mapStage()', 'fn', fn)
-  const resolved = withFunctionName(resolveStageOptions('mapStage()', MAP_DEFAULTS, options), fn)
-  return new Stage<I, Awaited<R>>('mapStage', mapRunner(fn as MapFn), resolved)
+export function mapStage<I, R, S = undefined>(
+  fn: (item: I, ctx: MapContext<S>) => R,
+  options?: MapStageOptions<I, S>,
+): Stage<I, MapOutput<R>>
+export function mapStage<I, R, S = undefined>(
+  step: Step<I, R, S>,
+  options?: MapStageOptions<I, S>,
+): Stage<I, MapOutput<R>>
+export function mapStage(fnOrStep: unknown, options?: MapStageOptions): Stage<unknown, unknown> {
+  const isStep =
+    fnOrStep !== null &&
+    typeof fnOrStep === 'object' &&
+    typeof (fnOrStep as Step<unknown, unknown>).process === 'function'
+  if (!isStep && typeof fnOrStep !== 'function') {
+    throw new TypeError(
+      `mapStage(): expected \`fn\` to be a function or a step object with a process(item, ctx) method, got ${got(fnOrStep)}`,
+    )
+  }
+  if (isStep) {
+    const st = fnOrStep as Step<unknown, unknown>
+    if (st.init !== undefined && typeof st.init !== 'function')
+      checkFunction('mapStage()', 'step.init', st.init)
+    if (st.dispose !== undefined && typeof st.dispose !== 'function')
+      checkFunction('mapStage()', 'step.dispose', st.dispose)
+  }
+  const named = isStep ? ((fnOrStep as object).constructor?.name ?? '') : (fnOrStep as Function).name
+  const base = resolveStageOptions('mapStage()', MAP_DEFAULTS, options, POLICY_KEYS) as ResolvedStageOptions &
+    Record<string, unknown>
+  for (const key of POLICY_KEYS) {
+    const v = (options as Record<string, unknown> | undefined)?.[key]
+    if (v !== undefined) base[key] = v
+  }
+  const resolved = {
+    ...base,
+    name: base.name ?? (named && named !== 'Object' ? named : undefined),
+  }
+  return new Stage('mapStage', mapRunner(fnOrStep, isStep), resolved, POLICY_KEYS, (o) =>
+    checkPolicies('mapStage()', o),
+  )
 }
 
-function mapRunner(fn: MapFn): RunnerFactory {
-  return (o) => ({
-    ordered: o.ordered,
-    launch: o.ordered
-      ? (g) => g.spawn((g, i) => orderedMapLoop(g, i, fn))
-      : (g) => g.spawn((g, i) => mapLoop(g, i, fn)),
-  })
+function mapRunner(fnOrStep: unknown, isStep: boolean): RunnerFactory {
+  return (o) => {
+    const opts = o as ResolvedStageOptions & Record<string, unknown>
+    if (isStep || hasPolicies(opts)) {
+      const policies = resolvePolicies(fnOrStep, opts)
+      return {
+        ordered: o.ordered,
+        launch: (g) => g.spawn((g, i) => policyLoop(g, i, policies, o.ordered)),
+      }
+    }
+    const fn = fnOrStep as MapFn
+    return {
+      ordered: o.ordered,
+      launch: o.ordered
+        ? (g) => g.spawn((g, i) => orderedMapLoop(g, i, fn))
+        : (g) => g.spawn((g, i) => mapLoop(g, i, fn)),
+    }
+  }
 }

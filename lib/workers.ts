@@ -8,9 +8,10 @@
  * @module
  */
 import { setImmediate as nextTurn } from 'node:timers/promises'
-import type { Group, StageContext } from './group.js'
-import { type Channel, DONE, EMPTY, type Inlet, type OrderedChannel, Waiter } from './queue.js'
-import { closeQuietly } from './source.js'
+import { closeQuietly, isThenable } from './_utils.js'
+import { type Group, SAMPLE_MASK, type StageContext } from './group.js'
+import { skip } from './policies.js'
+import { type Channel, DONE, EMPTY, type Inlet, type OrderedChannel, SKIP, Waiter } from './queue.js'
 
 export type MapFn = (item: unknown, ctx: StageContext) => unknown
 export type GenFn = (input: AsyncIterable<unknown>, ctx: StageContext) => unknown
@@ -32,13 +33,7 @@ export function dueForTurn(): boolean {
   lastTurn = now
   return true
 }
-export { nextTurn }
-
-export function isThenable(x: unknown): x is PromiseLike<unknown> {
-  return (
-    x !== null && (typeof x === 'object' || typeof x === 'function') && typeof (x as any).then === 'function'
-  )
-}
+export { isThenable, nextTurn }
 
 /** A map stage's worker, outputs in completion order. */
 export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void> {
@@ -49,6 +44,7 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
   let x: unknown
   let holding = false
   let n = 0
+  let t0 = 0
   try {
     for (;;) {
       x = input.poll(w)
@@ -59,7 +55,8 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
         if (g.halted) break
       }
       if (x === DONE) break
-      g.taken++
+      if ((++g.taken & SAMPLE_MASK) === 0) t0 = performance.now()
+      g.busy++
       holding = true
       let y = fn(x, ctx)
       if (isThenable(y)) {
@@ -67,6 +64,15 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
         if (g.halted) break
       }
       holding = false
+      g.busy--
+      if (t0 !== 0) {
+        g.record(performance.now() - t0)
+        t0 = 0
+      }
+      if (y === skip) {
+        g.skipped++
+        continue
+      }
       g.emitted++
       if (!out.offer(y)) {
         await out.put(w, y)
@@ -96,6 +102,7 @@ export async function orderedMapLoop(g: Group, worker: number, fn: MapFn): Promi
   let x: unknown
   let holding = false
   let n = 0
+  let t0 = 0
   try {
     for (;;) {
       if (!out.tryAcquire()) {
@@ -114,7 +121,8 @@ export async function orderedMapLoop(g: Group, worker: number, fn: MapFn): Promi
         break
       }
       const seq = w.seq
-      g.taken++
+      if ((++g.taken & SAMPLE_MASK) === 0) t0 = performance.now()
+      g.busy++
       holding = true
       let y = fn(x, ctx)
       if (isThenable(y)) {
@@ -122,6 +130,16 @@ export async function orderedMapLoop(g: Group, worker: number, fn: MapFn): Promi
         if (g.halted) break
       }
       holding = false
+      g.busy--
+      if (t0 !== 0) {
+        g.record(performance.now() - t0)
+        t0 = 0
+      }
+      if (y === skip) {
+        g.skipped++
+        out.fill(seq, SKIP)
+        continue
+      }
       g.emitted++
       out.fill(seq, y)
       if (++n === CHECK_EVERY) {

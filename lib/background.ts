@@ -1,0 +1,172 @@
+/**
+ * Background runs: `pipeline.start()` returns a Run that consumes its own outputs, keeps the
+ * process alive until it finishes (unless started as a daemon), and never loses its error.
+ * @module
+ */
+import { isThenable, noop } from './_utils.js'
+import { RunStopped } from './errors.js'
+import { checkBoolean, checkFunction, checkObject, got } from './options.js'
+import { DONE, EMPTY, Waiter } from './queue.js'
+import { Run as Execution, RUNNING, type RunPlan } from './run.js'
+import { type RunStats, snapshot, watchProgress } from './stats.js'
+
+/** Options of `pipeline.start()`. */
+export interface StartOptions<O> {
+  /** Aborting it aborts the run (as `run.abort(signal.reason)`). */
+  signal?: AbortSignal
+  /**
+   * Called with every output, in the order they come out. If it returns a promise, the next output
+   * waits for it (backpressure). If it throws or rejects, the run fails with a TaskException whose
+   * stage is `"onResult"`.
+   * @default outputs are dropped (only the last one is kept, for `done`)
+   */
+  onResult?: (item: O) => unknown
+  /**
+   * Let the process exit while the run is alive, dropping what is in flight (paipa's daemon flag).
+   * Without it, a started run keeps the process alive until it ends, so no item is lost on exit.
+   * @default false
+   */
+  daemon?: boolean
+  /**
+   * Read the whole source before the first stage starts (pipeframe's batch source mode). Memory
+   * then holds every input item at once; the source never waits on the stages, so an input larger
+   * than any buffer cannot deadlock.
+   * @default false
+   */
+  collectInput?: boolean
+}
+
+const START_KEYS = new Set(['signal', 'onResult', 'daemon', 'collectInput'])
+
+/** Validates start() options; throws a TypeError naming what is wrong. @internal */
+export function checkStartOptions(options: unknown): void {
+  if (options === undefined) return
+  checkObject('start()', 'options', options)
+  const o = options as Record<string, unknown>
+  for (const key of Object.keys(o)) {
+    if (!START_KEYS.has(key)) {
+      throw new TypeError(
+        `start(): unknown option \`${key}\`; the options are ${[...START_KEYS].map((k) => `\`${k}\``).join(', ')}`,
+      )
+    }
+  }
+  if (o.onResult !== undefined) checkFunction('start()', 'onResult', o.onResult)
+  if (o.daemon !== undefined) checkBoolean('start()', 'daemon', o.daemon)
+  if (o.collectInput !== undefined) checkBoolean('start()', 'collectInput', o.collectInput)
+  const signal = o.signal as AbortSignal | undefined
+  if (
+    signal !== undefined &&
+    (signal === null || typeof signal !== 'object' || typeof signal.aborted !== 'boolean')
+  ) {
+    throw new TypeError(`start(): expected \`signal\` to be an AbortSignal, got ${got(signal)}`)
+  }
+}
+
+/**
+ * A pipeline running in the background. It reads its own outputs (pass `onResult` to see them),
+ * so it finishes without anyone iterating it.
+ *
+ * @example
+ * ```ts
+ * import { feed, mapStage, pipe } from 'stageline'
+ * const input = feed<string>()
+ * const seen: number[] = []
+ * const run = pipe(input, mapStage((s: string) => s.length)).start({ onResult: (n) => seen.push(n) })
+ * await input.pushAll(['a', 'bb'])
+ * console.log(run.alive)  // true
+ * await run.stop()        // ends the feed, finishes what was taken in
+ * console.log(run.alive)  // false; seen: [1, 2]
+ * ```
+ */
+export class Run<O> implements AsyncDisposable {
+  /**
+   * Resolves to the last output (undefined if none) when the run finishes; rejects with its
+   * TaskException, or the abort reason. Awaiting only `stop()` never leaves it unhandled.
+   */
+  readonly done: Promise<O | undefined>
+  private readonly exec: Execution
+  private settled = false
+  private keepAlive: ReturnType<typeof setInterval> | undefined
+
+  /** @internal use pipeline.start() */
+  constructor(plan: RunPlan, options: StartOptions<O> = {}) {
+    checkStartOptions(options)
+    this.exec = new Execution(plan, options.signal, options.collectInput ?? false)
+    // a ref'd handle: the event loop does not end, so the process does not exit, while the run lives
+    if (options.daemon !== true) this.keepAlive = setInterval(noop, 0x7fffffff)
+    this.done = this.consume(options.onResult)
+    this.done.catch(noop)
+  }
+
+  /** True while the run is accepting and processing items. */
+  get alive(): boolean {
+    return !this.settled && this.exec.state === RUNNING
+  }
+
+  private async consume(onResult: ((item: O) => unknown) | undefined): Promise<O | undefined> {
+    const exec = this.exec
+    const out = exec.output
+    const w = new Waiter()
+    let last: unknown
+    try {
+      for (;;) {
+        let x = out.poll(w)
+        if (x === EMPTY) {
+          await out.wait(w)
+          x = w.item
+          w.item = undefined
+        }
+        if (x === DONE) break
+        exec.delivered++
+        last = x
+        if (onResult !== undefined) {
+          try {
+            const r = onResult(x as O)
+            if (isThenable(r)) await r
+          } catch (err) {
+            exec.fail(err, 'onResult', 0, x)
+          }
+        }
+      }
+      await exec.end()
+      return last as O | undefined
+    } finally {
+      this.settled = true
+      if (this.keepAlive !== undefined) clearInterval(this.keepAlive)
+    }
+  }
+
+  /**
+   * Graceful stop: ends the input (a feed is ended; any other source stops being pulled and is
+   * closed), finishes every item already taken in, and resolves. Rejects with the run's
+   * TaskException if it failed.
+   */
+  async stop(): Promise<void> {
+    this.exec.endInput()
+    await this.done
+  }
+
+  /**
+   * Immediate stop: in-flight work is signalled and dropped. Resolves once the run has settled;
+   * `done` rejects with `reason`.
+   */
+  async abort(reason: unknown = new RunStopped('the run was aborted')): Promise<void> {
+    this.exec.stop(reason, true)
+    await this.done.then(noop, noop)
+  }
+
+  /** @internal reports progress (pipeline.start's onProgress) */
+  watch(onProgress: (stats: RunStats) => void, intervalMs: number): void {
+    watchProgress(this.exec, onProgress, intervalMs)
+  }
+
+  /** A snapshot of the run's per-stage counters (see {@link RunStats}). */
+  stats(): RunStats {
+    return snapshot(this.exec)
+  }
+
+  /** `await using run = pipeline.start()` stops the run gracefully at the end of the block. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop()
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * feed(): a bounded, multi-producer push source. Producers `push()` while a run reads; a push
+ * waits while the feed is full (backpressure) and rejects, never drops, once nothing will read it.
+ * @module
+ */
+
+import { isAsyncIterable, isIterable } from './_utils.js'
+import { checkInteger, checkMs, checkObject, got } from './options.js'
+import { Channel, DONE, type Done, EMPTY, type Empty, type Inlet, Waiter } from './queue.js'
+
+/** The default number of items a feed holds before `push()` waits. */
+export const DEFAULT_FEED_CAPACITY = 64
+
+/** Options of {@link feed}. */
+export interface FeedOptions {
+  /**
+   * How many pushed items may wait to be read before `push()` waits for room. `0` means every
+   * push waits until a worker takes the item; `Infinity` never waits (memory grows with input).
+   * @default 64
+   */
+  capacity?: number
+  /**
+   * End the feed by itself when nothing has been pushed for this many milliseconds (pipeframe's
+   * stream timeout). The clock starts when a run starts reading the feed.
+   * @default no idle timeout
+   */
+  idleTimeout?: number
+}
+
+/** Rejections of `push()`: why an item was not accepted. */
+export class FeedClosedError extends Error {
+  override name = 'FeedClosedError'
+}
+
+/**
+ * A bounded push source for a pipeline that is fed while it runs. It is an AsyncIterable, so it
+ * can be read directly, but it is meant as a `pipe()` source. One feed feeds one run.
+ *
+ * @example
+ * ```ts
+ * import { feed, mapStage, pipe } from 'stageline'
+ * const input = feed<number>({ capacity: 10 })
+ * const run = pipe(input, mapStage((n: number) => n * 2)).start({ onResult: (n) => console.log(n) })
+ * await input.push(1)              // resolves once accepted (waits while the feed is full)
+ * await input.pushAll([2, 3])      // any iterable or async iterable, pulled lazily
+ * input.end()                      // no more items: the run drains and finishes
+ * await run.stop()
+ * ```
+ */
+export class Feed<T> implements AsyncIterable<T> {
+  private readonly ch: Channel<T>
+  private ended = false
+  private stopped: string | undefined
+  private opened = false
+  private readonly idleTimeout: number | undefined
+  private idleTimer: ReturnType<typeof setTimeout> | undefined
+  private lastPush = 0
+
+  constructor(options?: FeedOptions) {
+    let capacity = DEFAULT_FEED_CAPACITY
+    let idle: number | undefined
+    if (options !== undefined) {
+      checkObject('feed()', 'options', options)
+      for (const key of Object.keys(options)) {
+        if (key !== 'capacity' && key !== 'idleTimeout') {
+          throw new TypeError(
+            `feed(): unknown option \`${key}\`; the options are \`capacity\`, \`idleTimeout\``,
+          )
+        }
+      }
+      if (options.capacity !== undefined)
+        capacity = checkInteger('feed()', 'capacity', options.capacity, 0, true)
+      if (options.idleTimeout !== undefined) idle = checkMs('feed()', 'idleTimeout', options.idleTimeout)
+    }
+    this.ch = new Channel<T>(capacity)
+    this.idleTimeout = idle
+  }
+
+  /** True once `end()` was called, the idle timeout fired, or the run reading it stopped. */
+  get closed(): boolean {
+    return this.ended || this.stopped !== undefined
+  }
+
+  /** Items accepted and waiting to be read. */
+  get length(): number {
+    return this.ch.length
+  }
+
+  /**
+   * Pushes one item; resolves once the feed has accepted it. Rejects with a FeedClosedError
+   * after `end()`, or once the run reading the feed has failed or stopped.
+   */
+  push(item: T): Promise<void> {
+    if (this.stopped !== undefined) return Promise.reject(new FeedClosedError(this.stopped))
+    if (this.ended)
+      return Promise.reject(new FeedClosedError('push() after end(): the feed takes no more items'))
+    this.lastPush = performance.now()
+    if (this.ch.offer(item)) return Promise.resolve()
+    return this.parkedPush(item)
+  }
+
+  private async parkedPush(item: T): Promise<void> {
+    const w = new Waiter()
+    await this.ch.put(w, item)
+    if (w.item === DONE) {
+      throw new FeedClosedError(
+        this.stopped ?? 'the run reading this feed stopped before the item was accepted',
+      )
+    }
+  }
+
+  /** Pushes every item of an iterable or async iterable, pulling the next only once the last was accepted. */
+  async pushAll(items: Iterable<T> | AsyncIterable<T>): Promise<void> {
+    if (isAsyncIterable(items)) {
+      for await (const x of items) await this.push(x)
+    } else if (isIterable(items)) {
+      for (const x of items) {
+        // an item the feed accepts at once costs no tick; only a full feed is waited on
+        if (this.stopped === undefined && !this.ended && this.ch.offer(x)) {
+          this.lastPush = performance.now()
+          continue
+        }
+        await this.push(x)
+      }
+    } else {
+      throw new TypeError(`feed.pushAll(): expected an Iterable or AsyncIterable, got ${got(items)}`)
+    }
+  }
+
+  /** No more items: once what was accepted (and pushes still waiting) has been read, the input ends. */
+  end(): void {
+    if (this.ended) return
+    this.ended = true
+    this.clearIdle()
+    this.ch.close()
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    const inlet = this.open(() => {})
+    const w = new Waiter()
+    return {
+      next: async () => {
+        let x = inlet.poll(w)
+        if (x === EMPTY) {
+          await inlet.wait(w)
+          x = w.item as T | Done
+        }
+        return x === DONE ? { value: undefined, done: true } : { value: x as T, done: false }
+      },
+      return: async () => {
+        inlet.abort()
+        return { value: undefined, done: true }
+      },
+    }
+  }
+
+  /** @internal the inlet a run reads; a feed can be opened once */
+  open(_onError: (err: unknown) => void): Inlet<T> {
+    if (this.opened) {
+      throw new TypeError(
+        'a feed can feed one run only, and this one is already being read; make a new feed() per run',
+      )
+    }
+    this.opened = true
+    this.armIdle()
+    return {
+      poll: (w: Waiter): T | Empty | Done => this.ch.poll(w),
+      wait: (w: Waiter) => this.ch.wait(w),
+      cancel: (w: Waiter) => this.ch.cancel(w),
+      abort: () => this.stop('the run reading this feed has stopped (it failed, was aborted or broke off)'),
+      endInput: () => this.end(),
+    }
+  }
+
+  private stop(why: string): void {
+    if (this.stopped !== undefined) return
+    this.stopped = why
+    this.clearIdle()
+    this.ch.abort()
+  }
+
+  private armIdle(): void {
+    if (this.idleTimeout === undefined || this.ended) return
+    this.lastPush = performance.now()
+    const check = (): void => {
+      this.idleTimer = undefined
+      if (this.closed) return
+      const quiet = performance.now() - this.lastPush
+      if (quiet >= this.idleTimeout!) this.end()
+      else this.idleTimer = setTimeout(check, this.idleTimeout! - quiet)
+    }
+    this.idleTimer = setTimeout(check, this.idleTimeout)
+  }
+
+  private clearIdle(): void {
+    if (this.idleTimer !== undefined) {
+      clearTimeout(this.idleTimer)
+      this.idleTimer = undefined
+    }
+  }
+}
+
+/**
+ * Makes a {@link Feed}: a bounded push source for a pipeline fed while it runs.
+ *
+ * @example
+ * ```ts
+ * import { feed, pipe, mapStage } from 'stageline'
+ * const urls = feed<string>({ capacity: 100, idleTimeout: 5_000 })
+ * const run = pipe(urls, mapStage(async (u: string) => u.length, { workers: 8 })).start()
+ * await urls.push('https://example.org/')
+ * urls.end()
+ * await run.stop()
+ * ```
+ */
+export function feed<T>(options?: FeedOptions): Feed<T> {
+  return new Feed<T>(options)
+}
+
+/** Whether `x` is a Feed (a source that is opened rather than iterated). */
+export function isFeed(x: unknown): x is Feed<unknown> {
+  return x instanceof Feed
+}

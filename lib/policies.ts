@@ -1,0 +1,399 @@
+/**
+ * Step policies for map stages: retries with backoff, per-item timeouts, skipping failed items,
+ * per-worker init/dispose, and limits shared between stages (a concurrency limiter such as a
+ * p-limit instance, or a rate limit). A stage with none of these runs the plain loops in
+ * workers.ts; one with any of them runs `policyLoop` below, which pays for what it offers.
+ * @module
+ */
+import { setTimeout as sleep } from 'node:timers/promises'
+import { isThenable } from './_utils.js'
+import { TimeoutError } from './errors.js'
+import type { Group, StageContext } from './group.js'
+import { checkFunction, checkInteger, checkMs, got } from './options.js'
+import { type Channel, DONE, EMPTY, type OrderedChannel, SKIP, Waiter } from './queue.js'
+
+/**
+ * Return this from a map function to drop the item: nothing is passed on for it, and the stage's
+ * stats count it as skipped (paipa's SkipEntry, pipeframe's `keep_going = False`).
+ *
+ * @example
+ * ```ts
+ * import { mapStage, pipe, skip } from 'stageline'
+ * const evens = mapStage((n: number) => (n % 2 === 0 ? n : skip))
+ * await pipe([1, 2, 3, 4], evens).toArray() // [2, 4]
+ * ```
+ */
+export const skip: unique symbol = Symbol('stageline.skip-item')
+
+/** What a map function receives: the stage context, plus the worker's state and the attempt number. */
+export interface MapContext<S = undefined> extends StageContext {
+  /** What the stage's `init` returned for this worker (`undefined` without `init`). */
+  readonly state: S
+  /** 0 on an item's first try, 1 on its first retry, and so on. */
+  readonly attempt: number
+}
+
+/** A concurrency limiter shared between stages: p-limit's call shape, `limit(fn)` runs fn when a slot is free. */
+export type Limiter = <T>(fn: () => PromiseLike<T> | T) => PromiseLike<T>
+
+/** Step policies of a map stage. */
+export interface PolicyOptions<I = any, S = any> {
+  /**
+   * How many times an item is tried again after it fails, by the same worker, before the failure
+   * counts. A retry waits `retryDelay` first.
+   * @default 0
+   */
+  retries?: number
+  /**
+   * Milliseconds to wait before a retry, or a function of the retry number (1 for the first retry)
+   * and the error, for backoff: `(n) => 100 * 2 ** n`.
+   * @default 0
+   */
+  retryDelay?: number | ((retry: number, error: unknown) => number)
+  /**
+   * Milliseconds one try of an item may take. When it expires the item's `ctx.signal` aborts with a
+   * TimeoutError and the try fails with it (a late result is dropped).
+   * @default no timeout
+   */
+  timeout?: number
+  /**
+   * What a failure (after retries) does: `'fail'` fails the run; `'skip'` drops the item and calls
+   * `onError` with it, so nothing disappears unseen (parallelpipe's `filter_errors`).
+   * @default 'fail'
+   */
+  errors?: 'fail' | 'skip'
+  /** Called with every item skipped by `errors: 'skip'`. Required with it. If it throws, the run fails. */
+  onError?: (error: unknown, item: I, ctx: MapContext<S>) => void
+  /** Called once per worker before its first item; what it returns is `ctx.state` (a connection, a client). */
+  init?: (ctx: StageContext) => S | PromiseLike<S>
+  /** Called once per worker when it ends, also after a failure or a stop, with the worker's state. */
+  dispose?: (state: S, ctx: StageContext) => unknown
+  /**
+   * A concurrency limit shared with other stages: each call of the function runs inside `limit(...)`.
+   * Pass a p-limit instance: `pLimit(4)`.
+   */
+  limit?: Limiter
+  /** A rate limit shared with other stages (see {@link rateLimit}). */
+  rate?: RateLimit
+}
+
+export const POLICY_KEYS: ReadonlySet<string> = new Set([
+  'retries',
+  'retryDelay',
+  'timeout',
+  'errors',
+  'onError',
+  'init',
+  'dispose',
+  'limit',
+  'rate',
+])
+
+/** Validates the policy options of `where` (eagerly: at stage build time). */
+export function checkPolicies(where: string, o: Record<string, unknown>): void {
+  if (o.retries !== undefined) checkInteger(where, 'retries', o.retries, 0, false)
+  if (o.retryDelay !== undefined && typeof o.retryDelay !== 'function')
+    checkMs(where, 'retryDelay', o.retryDelay)
+  if (o.timeout !== undefined) {
+    checkMs(where, 'timeout', o.timeout)
+    if ((o.timeout as number) === 0)
+      throw new RangeError(`${where}: expected \`timeout\` to be above 0 ms, got 0`)
+  }
+  if (o.errors !== undefined && o.errors !== 'fail' && o.errors !== 'skip') {
+    throw new TypeError(`${where}: expected \`errors\` to be 'fail' or 'skip', got ${got(o.errors)}`)
+  }
+  if (o.onError !== undefined) checkFunction(where, 'onError', o.onError)
+  if (o.onError !== undefined && o.errors !== 'skip') {
+    throw new TypeError(
+      `${where}: \`onError\` is called with the items that \`errors: 'skip'\` drops; set \`errors: 'skip'\` too, or leave both out to fail fast`,
+    )
+  }
+  if (o.errors === 'skip' && o.onError === undefined) {
+    throw new TypeError(
+      `${where}: \`errors: 'skip'\` needs an \`onError(error, item, ctx)\` callback, so that no skipped item goes unseen`,
+    )
+  }
+  if (o.init !== undefined) checkFunction(where, 'init', o.init)
+  if (o.dispose !== undefined) checkFunction(where, 'dispose', o.dispose)
+  if (o.limit !== undefined) checkFunction(where, 'limit', o.limit)
+  if (o.rate !== undefined && !(o.rate instanceof RateLimit)) {
+    throw new TypeError(`${where}: expected \`rate\` to be made by rateLimit(perSecond), got ${got(o.rate)}`)
+  }
+}
+
+/** Whether any policy is set, so the stage needs `policyLoop`. */
+export function hasPolicies(o: Record<string, unknown>): boolean {
+  for (const key of POLICY_KEYS) if (o[key] !== undefined) return true
+  return false
+}
+
+/**
+ * A rate limit that several stages can share: at most `perSecond` calls start per second, spaced
+ * evenly, with up to `burst` calls at once after a quiet spell.
+ *
+ * @example
+ * ```ts
+ * import { mapStage, pipe, rateLimit } from 'stageline'
+ * const api = rateLimit(50)                        // 50 calls per second across both stages
+ * const lookUp = mapStage(async (id: number) => id, { workers: 8, rate: api })
+ * const enrich = mapStage(async (id: number) => id, { workers: 8, rate: api })
+ * await pipe([1, 2, 3], lookUp, enrich).toArray()
+ * ```
+ */
+export class RateLimit {
+  private readonly interval: number
+  private readonly burst: number
+  private next = 0
+
+  constructor(perSecond: number, options?: { burst?: number }) {
+    if (typeof perSecond !== 'number' || !(perSecond > 0) || !Number.isFinite(perSecond)) {
+      throw new RangeError(
+        `rateLimit(): expected \`perSecond\` to be a finite number above 0, got ${got(perSecond)}`,
+      )
+    }
+    this.interval = 1000 / perSecond
+    this.burst =
+      options?.burst === undefined ? 1 : checkInteger('rateLimit()', 'burst', options.burst, 1, false)
+  }
+
+  /** Waits for this call's turn; resolves early (without a turn) when `signal` aborts. */
+  take(signal?: AbortSignal): Promise<void> | undefined {
+    const now = performance.now()
+    const earliest = now - (this.burst - 1) * this.interval
+    if (this.next < earliest) this.next = earliest
+    const at = this.next
+    this.next += this.interval
+    if (at <= now) return undefined
+    return sleep(at - now, undefined, { signal }).catch(() => {})
+  }
+}
+
+/**
+ * Makes a {@link RateLimit} to share between stages (`rate` option of mapStage).
+ *
+ * @example
+ * ```ts
+ * import { rateLimit } from 'stageline'
+ * const tenPerSecond = rateLimit(10, { burst: 5 })
+ * ```
+ */
+export function rateLimit(perSecond: number, options?: { burst?: number }): RateLimit {
+  return new RateLimit(perSecond, options)
+}
+
+/** A map step with a lifecycle: a plain object or a class instance (paipa's class steps). */
+export interface Step<I, R, S = undefined> {
+  /** Maps one item. Called as a method, so `this` is the step. */
+  process(item: I, ctx: MapContext<S>): R
+  /** Called once per worker before its first item; its result is `ctx.state`. */
+  init?(ctx: StageContext): S | PromiseLike<S>
+  /** Called once per worker when it ends, also after a failure or a stop. */
+  dispose?(state: S, ctx: StageContext): unknown
+}
+
+/** The resolved policies a policy loop runs with. @internal */
+export interface Policies {
+  call: (item: unknown, ctx: MapContext<unknown>) => unknown
+  retries: number
+  retryDelay: number | ((retry: number, error: unknown) => number)
+  timeout: number | undefined
+  onError: ((error: unknown, item: unknown, ctx: MapContext<unknown>) => void) | undefined
+  init: ((ctx: StageContext) => unknown) | undefined
+  dispose: ((state: unknown, ctx: StageContext) => unknown) | undefined
+  limit: Limiter | undefined
+  rate: RateLimit | undefined
+}
+
+class WorkerContext implements MapContext<unknown> {
+  state: unknown = undefined
+  attempt = 0
+  /** The error of the item that failed the worker (kept here, not in a closure). */
+  lastError: unknown = undefined
+  constructor(
+    public signal: AbortSignal,
+    readonly worker: number,
+    readonly stage: string,
+  ) {}
+}
+
+function delayOf(p: Policies, retry: number, err: unknown): number {
+  const d = typeof p.retryDelay === 'function' ? p.retryDelay(retry, err) : p.retryDelay
+  return typeof d === 'number' && d > 0 && Number.isFinite(d) ? d : 0
+}
+
+/** Runs one try of `x` under the timeout, if any. */
+function tryOnce(p: Policies, g: Group, x: unknown, ctx: WorkerContext): unknown {
+  if (p.timeout === undefined) {
+    return p.limit === undefined ? p.call(x, ctx) : p.limit(() => p.call(x, ctx))
+  }
+  const ms = p.timeout
+  const groupSignal = g.ctl.signal
+  const ac = new AbortController()
+  const onGroupAbort = (): void => ac.abort(groupSignal.reason)
+  groupSignal.addEventListener('abort', onGroupAbort)
+  ctx.signal = ac.signal
+  let timer: ReturnType<typeof setTimeout> | undefined
+  return new Promise((resolve, reject) => {
+    timer = setTimeout(() => {
+      const err = new TimeoutError(g.name, ms)
+      ac.abort(err)
+      reject(err)
+    }, ms)
+    try {
+      const r = p.limit === undefined ? p.call(x, ctx) : p.limit(() => p.call(x, ctx))
+      if (isThenable(r)) r.then(resolve, reject)
+      else resolve(r)
+    } catch (err) {
+      reject(err)
+    }
+  }).finally(() => {
+    clearTimeout(timer)
+    groupSignal.removeEventListener('abort', onGroupAbort)
+    ctx.signal = groupSignal
+  })
+}
+
+const HALTED: unique symbol = Symbol('stageline.halted')
+
+/** A map stage's worker with policies; `ordered` selects the reorder window. */
+export async function policyLoop(g: Group, worker: number, p: Policies, ordered: boolean): Promise<void> {
+  const input = g.input
+  const ctx = new WorkerContext(g.ctl.signal, worker, g.name)
+  const w = new Waiter()
+  let failure: { err: unknown; item: unknown } | undefined
+  if (p.init !== undefined) {
+    try {
+      let s = p.init(ctx)
+      if (isThenable(s)) s = await s
+      ctx.state = s
+    } catch (err) {
+      g.fail(err, worker, undefined)
+      return
+    }
+  }
+  try {
+    for (;;) {
+      if (g.halted) break
+      if (ordered && !(g.output as OrderedChannel<unknown>).tryAcquire()) {
+        await (g.output as OrderedChannel<unknown>).acquire(w)
+        if (g.halted) break
+      }
+      let x = input.poll(w)
+      if (x === EMPTY) {
+        await input.wait(w)
+        x = w.item
+        w.item = undefined
+        if (g.halted) break
+      }
+      if (x === DONE) {
+        if (ordered) (g.output as OrderedChannel<unknown>).release()
+        break
+      }
+      const seq = w.seq
+      g.taken++
+      g.busy++
+      const y = await processItem(p, g, x, ctx)
+      g.busy--
+      if (y === HALTED) break
+      if (y === FAILED) {
+        failure = { err: ctx.lastError, item: x }
+        break
+      }
+      if (y === SKIP || y === skip) {
+        if (y === skip) g.skipped++
+        if (ordered) (g.output as OrderedChannel<unknown>).fill(seq, SKIP)
+        continue
+      }
+      g.emitted++
+      if (ordered) (g.output as OrderedChannel<unknown>).fill(seq, y)
+      else {
+        const out = g.output as Channel<unknown>
+        if (!out.offer(y)) {
+          await out.put(w, y)
+          if (g.halted) break
+        }
+      }
+    }
+  } catch (err) {
+    failure ??= { err, item: undefined }
+  }
+  if (p.dispose !== undefined) {
+    try {
+      const r = p.dispose(ctx.state, ctx)
+      if (isThenable(r)) await r
+    } catch (err) {
+      failure ??= { err, item: undefined }
+    }
+  }
+  if (failure !== undefined) g.fail(failure.err, worker, failure.item)
+  else g.exit()
+}
+
+const FAILED: unique symbol = Symbol('stageline.failed')
+
+/** Tries `x` with retries; returns the output, SKIP for a skipped failure, HALTED, or FAILED (error in ctx.lastError). */
+async function processItem(p: Policies, g: Group, x: unknown, ctx: WorkerContext): Promise<unknown> {
+  for (let attempt = 0; ; attempt++) {
+    ctx.attempt = attempt
+    try {
+      if (p.rate !== undefined) {
+        const turn = p.rate.take(g.ctl.signal)
+        if (turn !== undefined) await turn
+        if (g.halted) return HALTED
+      }
+      let y = tryOnce(p, g, x, ctx)
+      if (isThenable(y)) y = await y
+      if (g.halted) return HALTED
+      return y
+    } catch (err) {
+      if (g.halted) return HALTED
+      if (attempt < p.retries) {
+        g.retried++
+        const d = delayOf(p, attempt + 1, err)
+        if (d > 0) {
+          await sleep(d, undefined, { signal: g.ctl.signal }).catch(() => {})
+          if (g.halted) return HALTED
+        }
+        continue
+      }
+      if (p.onError !== undefined) {
+        g.failed++
+        try {
+          p.onError(err, x, ctx)
+        } catch (cbErr) {
+          ctx.lastError = cbErr
+          return FAILED
+        }
+        return SKIP
+      }
+      ctx.lastError = err
+      return FAILED
+    }
+  }
+}
+
+/** Resolves a step object or function plus options into the policies a loop runs with. @internal */
+export function resolvePolicies(fnOrStep: unknown, o: Record<string, unknown>): Policies {
+  let call: Policies['call']
+  let init = o.init as Policies['init']
+  let dispose = o.dispose as Policies['dispose']
+  if (typeof fnOrStep === 'function') {
+    call = fnOrStep as Policies['call']
+  } else {
+    const step = fnOrStep as Step<unknown, unknown, unknown>
+    call = (item, ctx) => step.process(item, ctx)
+    if (typeof step.init === 'function') init ??= (ctx) => step.init!(ctx)
+    if (typeof step.dispose === 'function') dispose ??= (state, ctx) => step.dispose!(state, ctx)
+  }
+  return {
+    call,
+    retries: (o.retries as number | undefined) ?? 0,
+    retryDelay: (o.retryDelay as Policies['retryDelay'] | undefined) ?? 0,
+    timeout: o.timeout as number | undefined,
+    onError: o.errors === 'skip' ? (o.onError as Policies['onError']) : undefined,
+    init,
+    dispose,
+    limit: o.limit as Limiter | undefined,
+    rate: o.rate as RateLimit | undefined,
+  }
+}
