@@ -64,7 +64,12 @@ export interface PolicyOptions<I = any, S = any> {
   errors?: 'fail' | 'skip'
   /** Called with every item skipped by `errors: 'skip'`. Required with it. If it throws, the run fails. */
   onError?: (error: unknown, item: I, ctx: MapContext<S>) => void
-  /** Called once per worker before its first item; what it returns is `ctx.state` (a connection, a client). */
+  /**
+   * Called once per worker before its first item; what it returns is `ctx.state` (a connection, a
+   * client). Caveat: TypeScript infers `ctx.state`'s type from `init` only when `init`'s own
+   * parameter is annotated (`init: (ctx: StageContext) => open(ctx.worker)`) or absent
+   * (`init: () => open()`); an unannotated `(ctx) =>` leaves `ctx.state` typed `undefined`.
+   */
   init?: (ctx: StageContext) => S | PromiseLike<S>
   /** Called once per worker when it ends, also after a failure or a stop, with the worker's state. */
   dispose?: (state: S, ctx: StageContext) => unknown

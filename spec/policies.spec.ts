@@ -1,6 +1,6 @@
 import pLimit from 'p-limit'
 import { describe, expect, test } from 'vitest'
-import { mapStage, pipe, rateLimit, skip, TaskException, TimeoutError } from '../lib/index.js'
+import { mapStage, pipe, rateLimit, type StageContext, skip, TaskException, TimeoutError } from '../lib/index.js'
 import {
   numbers,
   Peak,
@@ -251,12 +251,13 @@ describe('per-worker init and dispose', () => {
         },
         {
           workers: 3,
-          init: (ctx) => {
+          // annotated: an unannotated parameter would keep TypeScript from inferring ctx.state's type
+          init: (ctx: StageContext) => {
             events.push(`init ${ctx.worker}`)
             return { worker: ctx.worker, count: 0 }
           },
           dispose: (state, ctx) => {
-            events.push(`dispose ${ctx.worker} after ${state.count >= 0 ? 'items' : '?'}`)
+            events.push(`dispose ${ctx.worker} after ${state.count} items`)
           },
         },
       ),
