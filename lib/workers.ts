@@ -47,6 +47,14 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
   let t0 = 0
   try {
     for (;;) {
+      // checked first, so that every path through the loop (skip included) counts
+      if (++n === CHECK_EVERY) {
+        n = 0
+        if (dueForTurn()) {
+          await nextTurn()
+          if (g.halted) break
+        }
+      }
       x = input.poll(w)
       if (x === EMPTY) {
         await input.wait(w)
@@ -78,18 +86,13 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
         await out.put(w, y)
         if (g.halted) break
       }
-      if (++n === CHECK_EVERY) {
-        n = 0
-        if (dueForTurn()) {
-          await nextTurn()
-          if (g.halted) break
-        }
-      }
     }
   } catch (err) {
+    if (holding) g.busy-- // the item's call threw, or the run stopped while it was awaited
     g.fail(err, worker, holding ? x : undefined)
     return
   }
+  if (holding) g.busy--
   g.exit()
 }
 
@@ -105,6 +108,13 @@ export async function orderedMapLoop(g: Group, worker: number, fn: MapFn): Promi
   let t0 = 0
   try {
     for (;;) {
+      if (++n === CHECK_EVERY) {
+        n = 0
+        if (dueForTurn()) {
+          await nextTurn()
+          if (g.halted) break
+        }
+      }
       if (!out.tryAcquire()) {
         await out.acquire(w)
         if (g.halted) break
@@ -142,18 +152,13 @@ export async function orderedMapLoop(g: Group, worker: number, fn: MapFn): Promi
       }
       g.emitted++
       out.fill(seq, y)
-      if (++n === CHECK_EVERY) {
-        n = 0
-        if (dueForTurn()) {
-          await nextTurn()
-          if (g.halted) break
-        }
-      }
     }
   } catch (err) {
+    if (holding) g.busy-- // the item's call threw, or the run stopped while it was awaited
     g.fail(err, worker, holding ? x : undefined)
     return
   }
+  if (holding) g.busy--
   g.exit()
 }
 
