@@ -279,10 +279,12 @@ async function flatMapLoop(
       }
     }
   } catch (err) {
+    if (holding) g.busy-- // the item's call threw, or the run stopped while it was awaited
     closeQuietly(it)
     g.fail(err, worker, holding ? x : undefined)
     return
   }
+  if (holding) g.busy--
   closeQuietly(it)
   g.exit()
 }

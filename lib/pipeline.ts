@@ -38,6 +38,13 @@ const RUN_KEYS = new Set(['signal', 'onProgress', 'progressInterval', 'collectIn
 
 const END: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true })
 
+/**
+ * The untyped fallback of pipe() takes only a spread array of stages (`pipe(src, ...list)`), whose
+ * length is not known statically: stages written out one by one must match the typed overloads, so
+ * a mismatch is a compile error instead of a silent `Pipeline<unknown>`.
+ */
+type SpreadStages<S extends readonly unknown[]> = number extends S['length'] ? S : never
+
 /** Validates run options and opens a run with them. Throws a TypeError naming a bad option. */
 function openRun(plan: RunPlan, where: string, options: unknown, extra?: ReadonlySet<string>): Run {
   const signal = checkRunOptions(where, options, extra)
@@ -351,7 +358,7 @@ export class Pipeline<O> implements AsyncIterable<O> {
     s15: Stage<O14, O15>,
     s16: Stage<O15, O16>,
   ): Pipeline<O16>
-  pipe(...stages: Stage<any, any>[]): Pipeline<unknown>
+  pipe<S extends Stage<any, any>[]>(...stages: SpreadStages<S>): Pipeline<unknown>
   pipe(...stages: Stage<any, any>[]): Pipeline<unknown> {
     checkStages('pipeline.pipe()', stages, this.plan.stages.length)
     // names by position are resolved again over the whole chain
@@ -660,7 +667,10 @@ export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, 
   s15: Stage<O14, O15>,
   s16: Stage<O15, O16>,
 ): Pipeline<O16>
-export function pipe(source: Source<unknown>, ...stages: Stage<any, any>[]): Pipeline<unknown>
+export function pipe<S extends Stage<any, any>[]>(
+  source: Source<unknown>,
+  ...stages: SpreadStages<S>
+): Pipeline<unknown>
 export function pipe(source: Source<unknown>, ...stages: Stage<any, any>[]): Pipeline<unknown> {
   if (typeof source !== 'function' && !isIterable(source) && !isAsyncIterable(source)) {
     throw new TypeError(

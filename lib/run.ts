@@ -88,6 +88,11 @@ export class Run implements RunHooks {
     if (signal !== undefined) {
       this.signal = signal
       signal.addEventListener('abort', this.onAbort, { once: true })
+      // the source function may have aborted it (the listener was not there yet)
+      if (signal.aborted) {
+        this.onAbort()
+        return
+      }
     }
     if (sourceError !== undefined) {
       this.fail(sourceError.err, 'source', 0, undefined)

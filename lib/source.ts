@@ -118,13 +118,21 @@ export class AsyncSource<T> implements Inlet<T> {
   private ended = false
   private reading = false
   private readonly takers = new Fifo<Waiter>(4)
+  /** An item read for a worker that took back its wait (`cancel`) meanwhile: the next taker gets it. */
+  private held: { value: T } | undefined = undefined
 
   constructor(
     private readonly it: AsyncIterator<T>,
     private readonly onError: (err: unknown) => void,
   ) {}
 
-  poll(_w: Waiter): T | Empty | Done {
+  poll(w: Waiter): T | Empty | Done {
+    const h = this.held
+    if (h !== undefined) {
+      this.held = undefined
+      w.seq = this.n++
+      return h.value
+    }
     return this.ended ? DONE : EMPTY
   }
 
@@ -154,6 +162,11 @@ export class AsyncSource<T> implements Inlet<T> {
           this.wakeAll()
           return
         }
+        if (this.takers.length === 0) {
+          // every waiting worker cancelled while this item was being read: keep it for poll()
+          this.held = { value: r.value }
+          return
+        }
         const w = this.takers.shift()
         w.seq = this.n++
         w.item = r.value
@@ -178,6 +191,7 @@ export class AsyncSource<T> implements Inlet<T> {
   }
 
   abort(): void {
+    this.held = undefined
     if (this.ended) return
     this.ended = true
     this.wakeAll()

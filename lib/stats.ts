@@ -95,10 +95,15 @@ export function snapshot(run: Run): RunStats {
 
 /** Reports snapshots of `run` to `onProgress`; a throwing callback fails the run. @internal */
 export function watchProgress(run: Run, onProgress: (stats: RunStats) => void, intervalMs: number): void {
+  let threw = false
   run.watch((r) => {
+    // a callback that threw is not called again: failing the run would otherwise call it at once
+    // for the final snapshot, from inside its own failure, and warn about the same error twice
+    if (threw) return
     try {
       onProgress(snapshot(r))
     } catch (err) {
+      threw = true
       if (r.state === RUNNING) r.fail(err, 'onProgress', 0, undefined)
       else process.emitWarning(`stageline: onProgress threw after the run ended: ${describeCause(err)}`)
     }

@@ -173,11 +173,27 @@ export class InputView implements AsyncIterableIterator<unknown> {
   private readonly w = new Waiter()
   private busy = false
   private finished = false
+  /** Waiters of next() calls parked right now (the slow path only). */
+  private readonly parked = new Set<Waiter>()
 
   constructor(
     private readonly g: Group,
     private readonly input: Inlet<unknown>,
   ) {}
+
+  /**
+   * The function is done with its input: reads it left parked (it returned while a next() was
+   * pending) are taken back, so the input hands their items to the stage's other workers.
+   */
+  close(): void {
+    this.finished = true
+    for (const w of this.parked) {
+      if (this.input.cancel(w)) {
+        w.item = DONE
+        w.wake()
+      }
+    }
+  }
 
   [Symbol.asyncIterator](): this {
     return this
@@ -199,6 +215,7 @@ export class InputView implements AsyncIterableIterator<unknown> {
     // the function may call next() again before this one settles: give each its own waiter
     const w = this.busy ? new Waiter() : this.w
     this.busy = true
+    this.parked.add(w)
     try {
       for (;;) {
         await this.input.wait(w)
@@ -212,6 +229,7 @@ export class InputView implements AsyncIterableIterator<unknown> {
         return { value: x, done: false }
       }
     } finally {
+      this.parked.delete(w)
       if (w === this.w) this.busy = false
     }
   }
@@ -228,8 +246,9 @@ export async function genLoop(g: Group, worker: number, fn: GenFn): Promise<void
   const w = new Waiter()
   let it: Iterator<unknown> | AsyncIterator<unknown> | undefined
   let n = 0
+  const view = new InputView(g, g.input)
   try {
-    const produced = fn(new InputView(g, g.input), g.context(worker)) as any
+    const produced = fn(view, g.context(worker)) as any
     if (produced != null && typeof produced[Symbol.asyncIterator] === 'function') {
       it = produced[Symbol.asyncIterator]()
     } else if (produced != null && typeof produced[Symbol.iterator] === 'function') {
@@ -264,9 +283,11 @@ export async function genLoop(g: Group, worker: number, fn: GenFn): Promise<void
     }
   } catch (err) {
     closeQuietly(it)
+    view.close()
     g.fail(err, worker, undefined)
     return
   }
   closeQuietly(it)
+  view.close()
   g.exit()
 }

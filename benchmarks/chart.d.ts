@@ -1,0 +1,3 @@
+import type { BenchResult } from './types.js'
+
+export declare function renderChart(result: BenchResult): string

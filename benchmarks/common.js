@@ -1,0 +1,105 @@
+/**
+ * What every benchmark shares and that loads no peer library (the memory children import only
+ * this and the one library they measure, so their RSS is theirs): the source, the consumers that
+ * count and sum what comes out, the bare async-generator chain, a sleep.
+ * @module
+ */
+import { setImmediate as nextTurn } from 'node:timers/promises'
+
+/** The integers 0 .. n-1, produced lazily (a source that is read, not an array that is indexed). */
+export function* range(n) {
+  for (let i = 0; i < n; i++) yield i
+}
+
+/** Sum of 0 .. n-1 plus `k` per item: what `n` integers come to after `k` increments each. */
+export function rangeSum(n, k) {
+  return (n * (n - 1)) / 2 + k * n
+}
+
+/**
+ * Counts and sums an async iterable, and counts inversions (an item smaller than the one before
+ * it), which must be 0 wherever the output is supposed to keep input order.
+ */
+export async function consume(iterable) {
+  let count = 0
+  let sum = 0
+  let inversions = 0
+  let prev = Number.NEGATIVE_INFINITY
+  for await (const y of iterable) {
+    count++
+    sum += y
+    if (y < prev) inversions++
+    prev = y
+  }
+  return { count, sum, inversions }
+}
+
+/** Counts and sums an array (for consumers that collect first: `toArray()`). */
+export function tallyArray(ys) {
+  let sum = 0
+  let inversions = 0
+  let prev = Number.NEGATIVE_INFINITY
+  for (const y of ys) {
+    sum += y
+    if (y < prev) inversions++
+    prev = y
+  }
+  return { count: ys.length, sum, inversions }
+}
+
+/**
+ * An async iterator with nothing behind it: `next()` returns an already resolved promise of the
+ * next of n precomputed values. Read with `for await`, it is the floor of the protocol itself:
+ * no library handing its results to a `for await` loop can beat it.
+ */
+export class ResolvedIterator {
+  constructor(n, k) {
+    this.i = 0
+    this.n = n
+    this.k = k
+  }
+
+  [Symbol.asyncIterator]() {
+    return this
+  }
+
+  next() {
+    if (this.i === this.n) return Promise.resolve({ value: undefined, done: true })
+    return Promise.resolve({ value: this.k + this.i++, done: false })
+  }
+}
+
+/** The same as {@link consume}, yielding to the event loop every `every` items. */
+export async function consumeSlowly(iterable, every, value = (y) => y) {
+  let count = 0
+  let sum = 0
+  for await (const y of iterable) {
+    count++
+    sum += value(y)
+    if (count % every === 0) await nextTurn()
+  }
+  return { count, sum, inversions: 0 }
+}
+
+/** The bare async-generator step: `for await (const x of src) yield await fn(x)`. */
+export function bareStep(fn, sync) {
+  return sync
+    ? async function* bareSync(src) {
+        for await (const x of src) yield fn(x)
+      }
+    : async function* bareAsync(src) {
+        for await (const x of src) yield await fn(x)
+      }
+}
+
+/** An async iterable through `fns`, chained as bare async generators. */
+export function bareChain(src, fns, sync) {
+  let it = src
+  for (const fn of fns) it = bareStep(fn, sync)(it)
+  return it
+}
+
+/** Resolves after `ms` milliseconds: the "I/O" of the io and ordered workloads. */
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}

@@ -1,0 +1,167 @@
+/**
+ * `npm run bench [-- options]`: runs issue 5's workloads against the peers in this one process
+ * run (the memory workload in child processes), prints the tables and the target verdicts, and
+ * writes the JSON and the SVG chart to benchmarks/results/.
+ *
+ * Options:
+ *   --quick            small sizes, one round: a smoke check in well under a minute
+ *   --rounds N         timed runs per implementation (default 5; 1 with --quick)
+ *   --only a,b         only the workloads whose id starts with one of these (overhead-async, io, memory, cpu, ...)
+ *   --reduce-below R   peers under R x the baseline in the warm-up run on the reduced size (default 0.5)
+ *   --out DIR          where to write the results (default benchmarks/results)
+ * @module
+ */
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg, totalmem } from 'node:os'
+import { dirname, join, relative } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { parseArgs } from 'node:util'
+import { renderChart } from './chart.js'
+import { measureWorkload } from './harness.js'
+import { measureMemory } from './memory.js'
+import { evaluateTargets, memoryTable, throughputTable, toJson } from './report.js'
+import { defineWorkloads, SIZES } from './workloads.js'
+
+const here = dirname(fileURLToPath(import.meta.url))
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    only: { type: 'string' },
+    'reduce-below': { type: 'string', default: '0.5' },
+    out: { type: 'string', default: join(here, 'results') },
+  },
+})
+const quick = args.quick
+const rounds = args.rounds === undefined ? (quick ? 1 : 5) : Number(args.rounds)
+if (!Number.isInteger(rounds) || rounds < 1)
+  throw new RangeError(`--rounds: expected an integer >= 1, got ${args.rounds}`)
+const reduceBelow = Number(args['reduce-below'])
+if (!(reduceBelow >= 0))
+  throw new RangeError(`--reduce-below: expected a number >= 0, got ${args['reduce-below']}`)
+const only = args.only?.split(',').filter((s) => s !== '')
+const wanted = (id) => only === undefined || only.some((o) => id.startsWith(o))
+const sizes = quick ? SIZES.quick : SIZES.full
+const memorySizes = quick ? [10_000, 50_000] : [1_000_000, 10_000_000]
+
+const log = (line) => console.log(line)
+const started = performance.now()
+const meta = {
+  date: new Date().toISOString(),
+  machine: `${cpus().length} x ${cpus()[0]?.model.trim() ?? 'unknown cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GB, ${process.platform} ${process.arch}`,
+  node: process.version,
+  command: `npm run bench${quick ? ' -- --quick' : ''}${args.rounds !== undefined ? ` --rounds ${rounds}` : ''}${only ? ` --only ${only.join(',')}` : ''}`,
+  commit: gitCommit(),
+  quick,
+  rounds,
+  reduceBelow,
+  sizes,
+  memorySizes,
+  loadavgStart: loadavg(),
+}
+log(`stageline benchmarks, ${meta.date}`)
+log(
+  `${meta.machine}, node ${meta.node}, load average ${meta.loadavgStart.map((x) => x.toFixed(2)).join(' ')}`,
+)
+log(`${rounds} round(s) per cell; ratios are per-round pairs with the baseline, median shown [min..max]`)
+log(`peers below ${reduceBelow}x the baseline in the warm-up run on ${sizes.reduced} items (marked *)`)
+
+const distEntry = join(here, '..', 'dist', 'index.js')
+if (!existsSync(distEntry)) {
+  console.error(
+    `benchmarks: ${relative(process.cwd(), distEntry)} is missing; run \`npm run build\` first (npm run bench does)`,
+  )
+  process.exit(1)
+}
+const sl = await import(pathToFileURL(distEntry).href)
+
+const throughput = []
+for (const w of defineWorkloads(sl, sizes)) {
+  if (!wanted(w.id)) continue
+  log(`\n== ${w.title} (${w.n} items)`)
+  const rows = await measureWorkload(w, { rounds, reduceBelow, warmupN: quick ? 5_000 : 50_000, log })
+  throughput.push(...rows)
+  log(throughputTable(rows))
+}
+
+// Workloads written alongside this suite (cpu.js, redis.js): each default-exports an async function
+// called with `{ quick, rounds, log, sl }` that measures with this harness and resolves to
+// `{ rows, targets }` (rows as measureWorkload returns them, targets as evaluateTargets does).
+const extra = []
+const extraTargets = []
+const extraWorkloads = new Set()
+for (const [id, file, what] of [
+  ['cpu', 'cpu.js', 'the thread-stage workload of issue 4'],
+  ['redis', 'redis.js', 'the Redis transport workload of issue 7'],
+]) {
+  if (!wanted(id)) continue
+  const path = join(here, file)
+  if (!existsSync(path)) {
+    log(`\n== ${id}: SKIPPED, benchmarks/${file} is not there yet (${what})`)
+    extra.push({ workload: id, skipped: `benchmarks/${file} is not there yet` })
+    continue
+  }
+  log(`\n== ${id}: benchmarks/${file}`)
+  try {
+    const mod = await import(pathToFileURL(path).href)
+    if (typeof mod.default !== 'function')
+      throw new TypeError(`benchmarks/${file} has no default export function`)
+    const result = await mod.default({ quick, rounds, log, sl })
+    const rows = Array.isArray(result?.rows) ? result.rows : []
+    for (const w of new Set(rows.map((r) => r.workload))) {
+      const ws = rows.filter((r) => r.workload === w)
+      log(`${ws[0].title}\n${throughputTable(ws)}`)
+    }
+    throughput.push(...rows)
+    for (const r of rows) extraWorkloads.add(r.workload)
+    if (Array.isArray(result?.targets)) extraTargets.push(...result.targets)
+    const { rows: _rows, targets: _targets, ...rest } = result ?? {}
+    extra.push({ workload: id, ...rest })
+  } catch (err) {
+    log(`  FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
+    extra.push({ workload: id, error: String(err) })
+  }
+}
+
+let memory = []
+if (wanted('memory')) {
+  log(`\n== memory: ${memorySizes.join(' and ')} items of 1 KB, 2 steps, consumer yielding every 100 items`)
+  memory = await measureMemory({ sizes: memorySizes, parallel: 2, log, maxSeconds: quick ? 60 : 150 })
+  log(memoryTable(memory))
+}
+
+// targets of this suite's own workloads; the cpu and redis modules evaluate theirs
+const own = throughput.filter((r) => !extraWorkloads.has(r.workload))
+const targets = [...evaluateTargets(own, memory), ...extraTargets]
+if (targets.length > 0) {
+  log('\n== stageline targets (issue 5)')
+  for (const t of targets) log(`  ${t.pass ? 'met   ' : 'MISSED'}  ${t.text}: ${t.value}`)
+}
+
+meta.loadavgEnd = loadavg()
+meta.seconds = Math.round((performance.now() - started) / 1000)
+const result = { meta, throughput, memory, extra, targets }
+mkdirSync(args.out, { recursive: true })
+const base = join(args.out, quick ? 'quick' : 'bench')
+writeFileSync(`${base}.json`, `${toJson(result)}\n`)
+writeFileSync(`${base}.svg`, renderChart(result))
+log(
+  `\nwrote ${relative(process.cwd(), `${base}.json`)} and ${relative(process.cwd(), `${base}.svg`)} in ${meta.seconds} s`,
+)
+
+const failed = [...throughput, ...memory].filter((r) => r.error !== null)
+if (failed.length > 0) {
+  log(`\n${failed.length} implementation(s) gave a wrong result or failed:`)
+  for (const r of failed) log(`  ${r.workload} ${r.impl}: ${r.error}`)
+  process.exitCode = 1
+}
+
+function gitCommit() {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: here, encoding: 'utf8' }).trim()
+  } catch {
+    return null
+  }
+}

@@ -1,0 +1,282 @@
+/**
+ * `npm run demo`: starts a local web site, crawls it with a stageline pipeline under the live
+ * progress reporter, and prints the most common page title, the per-stage stats and the speed-up
+ * over one worker. Run with `--help` for the flags.
+ * @module
+ */
+import { realpathSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import type { RunStats } from '../index.js'
+import { formatCount, formatDuration } from '../progress/format.js'
+import { formatStats, type ProgressStream, progressReporter } from '../progress/index.js'
+import { crawl, type MostCommon } from './crawl.js'
+import { startPageServer } from './server.js'
+
+/** What the demo runs. */
+export interface DemoConfig {
+  /** Pages on the local site. */
+  pages: number
+  /** Workers of the fetch stage. */
+  workers: number
+  /** Mean latency of a page in ms. */
+  latency: number
+  /** Pages fetched with one worker to estimate the speed-up (0 skips the estimate). */
+  baseline: number
+}
+
+/** The defaults: a few thousand pages at a typical web latency, fetched by 16 workers. */
+export const DEFAULTS: Readonly<DemoConfig> = Object.freeze({
+  pages: 2000,
+  workers: 16,
+  latency: 40,
+  baseline: 50,
+})
+
+/** Where the demo writes, and how it hears Ctrl-C. */
+export interface DemoIO {
+  /** Results: the most common title, the stats table, the speed-up. */
+  stdout: ProgressStream
+  /** The live progress display and messages. */
+  stderr: ProgressStream
+  /** Registers a Ctrl-C handler; returns its removal. */
+  onInterrupt?: (handler: () => void) => () => void
+  /** Milliseconds between progress updates. @default 200 */
+  progressInterval?: number
+}
+
+/** The speed-up of the run over one worker, estimated from a smaller run with one worker. */
+export interface SpeedUp {
+  /** The estimated one-worker time over the measured time. */
+  readonly factor: number
+  /** Pages the one-worker run fetched. */
+  readonly baselinePages: number
+  /** How long the one-worker run took, in ms. */
+  readonly baselineMs: number
+  /** That time scaled to every page, in ms. */
+  readonly estimatedMs: number
+}
+
+/** What a demo run found. */
+export interface DemoResult {
+  /** The most common title, or undefined if the run was aborted or found no title. */
+  readonly mostCommon: MostCommon | undefined
+  /** The main run's final stats. */
+  readonly stats: RunStats
+  /** How long the main run took, in ms. */
+  readonly elapsedMs: number
+  /** True if Ctrl-C stopped the run early. */
+  readonly interrupted: boolean
+  /** Undefined when skipped (`--baseline 0`) or interrupted. */
+  readonly speedUp: SpeedUp | undefined
+}
+
+export const USAGE = `Usage: npm run demo -- [options]
+   or: node dist/demo/main.js [options]
+
+Starts a web site on 127.0.0.1 and crawls it with a stageline pipeline,
+the example of Python's parallelpipe:
+
+  pipe(urls, fetchPage (--workers workers), titles (2 workers), mostCommon)
+
+then prints the most common page title, the stats of every stage and the
+speed-up over fetching with 1 worker.
+
+Options:
+  --pages N       pages on the site (default ${DEFAULTS.pages})
+  --workers N     workers fetching pages (default ${DEFAULTS.workers})
+  --latency MS    mean response time of a page in ms (default ${DEFAULTS.latency})
+  --baseline N    pages fetched with 1 worker to estimate the speed-up;
+                  0 skips the estimate (default ${DEFAULTS.baseline})
+  -h, --help      show this help
+
+Ctrl-C stops gracefully: pages in flight are finished and counted, and the
+results so far are printed. Press it again to abort at once.
+`
+
+/** A bad command line: the message says which flag and what is allowed. */
+export class UsageError extends Error {
+  override name = 'UsageError'
+}
+
+function integerFlag(name: string, text: string, min: number): number {
+  if (!/^\d+$/.test(text) || Number(text) < min || !Number.isSafeInteger(Number(text))) {
+    throw new UsageError(`--${name} expects an integer from ${min} and up, got ${JSON.stringify(text)}`)
+  }
+  return Number(text)
+}
+
+/** Parses the command line: `{ help: true }`, or the configuration. Throws a UsageError. */
+export function parseFlags(argv: readonly string[]): { help: true } | { help: false; config: DemoConfig } {
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof FLAG_OPTIONS; strict: true }>>
+  try {
+    parsed = parseArgs({ args: [...argv], options: FLAG_OPTIONS, strict: true, allowPositionals: false })
+  } catch (err) {
+    throw new UsageError((err as Error).message)
+  }
+  const v = parsed.values
+  if (v.help === true) return { help: true }
+  const config: DemoConfig = { ...DEFAULTS }
+  if (v.pages !== undefined) config.pages = integerFlag('pages', v.pages, 1)
+  if (v.workers !== undefined) config.workers = integerFlag('workers', v.workers, 1)
+  if (v.baseline !== undefined) config.baseline = integerFlag('baseline', v.baseline, 0)
+  if (v.latency !== undefined) {
+    const ms = Number(v.latency)
+    if (v.latency.trim() === '' || !Number.isFinite(ms) || ms < 0) {
+      throw new UsageError(
+        `--latency expects a number of milliseconds from 0 and up, got ${JSON.stringify(v.latency)}`,
+      )
+    }
+    config.latency = ms
+  }
+  return { help: false, config }
+}
+
+const FLAG_OPTIONS = {
+  pages: { type: 'string' },
+  workers: { type: 'string' },
+  latency: { type: 'string' },
+  baseline: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const
+
+/** `count` pages spread evenly over `pages`, so a sample sees the same latency mix as the whole site. */
+function sample(urls: readonly string[], count: number): string[] {
+  const n = Math.min(count, urls.length)
+  return Array.from({ length: n }, (_, k) => urls[Math.floor((k * urls.length) / n)]!)
+}
+
+/** Runs the demo with `config`, writing to `io`; resolves to what it found. */
+export async function runDemo(config: DemoConfig, io: DemoIO): Promise<DemoResult> {
+  const { pages, workers, latency, baseline } = config
+  const server = await startPageServer({ pages, latency })
+  let interrupts = 0
+  let onInterrupt = (): void => {}
+  const removeHandler = io.onInterrupt?.(() => {
+    interrupts++
+    onInterrupt()
+  })
+  try {
+    io.stdout.write(
+      `stageline demo: ${formatCount(pages)} pages on ${server.url}, about ${latency} ms each\n` +
+        `pipe(urls, fetchPage (${workers} workers), titles (2 workers), mostCommon)\n\n`,
+    )
+    const progress = progressReporter({ stream: io.stderr, total: pages })
+    const started = performance.now()
+    const run = crawl(server.urls, workers).start({
+      onProgress: progress.onProgress,
+      progressInterval: io.progressInterval ?? 200,
+    })
+    onInterrupt = () => {
+      if (interrupts === 1) {
+        io.stderr.write('\nCtrl-C: stopping (pages in flight are finished); press Ctrl-C again to abort\n')
+        void run.stop().catch(() => {})
+      } else {
+        void run.abort()
+      }
+    }
+    if (interrupts > 0) onInterrupt()
+    let mostCommon: MostCommon | undefined
+    try {
+      mostCommon = await run.done
+    } catch (err) {
+      if (interrupts < 2) throw err
+    }
+    const elapsedMs = performance.now() - started
+    progress.done()
+    const stats = run.stats()
+    const interrupted = interrupts > 0
+
+    io.stdout.write('\n')
+    if (mostCommon === undefined) {
+      io.stdout.write(interrupted ? 'aborted: no result\n' : 'no page had a title\n')
+    } else {
+      io.stdout.write(
+        `most common title: "${mostCommon.title}" (${formatCount(mostCommon.count)} of ${formatCount(mostCommon.titles)} titles)\n`,
+      )
+    }
+    if (interrupted)
+      io.stdout.write(
+        `interrupted: ${formatCount(stats.stages[0]?.out ?? 0)} of ${formatCount(pages)} pages fetched\n`,
+      )
+    io.stdout.write(`\n${formatStats(stats)}\n\n`)
+
+    let speedUp: SpeedUp | undefined
+    if (!interrupted && baseline > 0) {
+      const urls = sample(server.urls, baseline)
+      io.stderr.write(`measuring 1 worker on ${formatCount(urls.length)} of the pages...\n`)
+      const t0 = performance.now()
+      const one = crawl(urls, 1).start()
+      onInterrupt = () => void one.abort()
+      let measured = true
+      await one.done.catch(() => {
+        measured = false
+      })
+      const baselineMs = performance.now() - t0
+      if (measured && interrupts === 0) {
+        const estimatedMs = (baselineMs * pages) / urls.length
+        speedUp = { factor: estimatedMs / elapsedMs, baselinePages: urls.length, baselineMs, estimatedMs }
+        const how =
+          urls.length === pages
+            ? `1 worker took ${formatDuration(baselineMs)}`
+            : `1 worker took ${formatDuration(baselineMs)} for ${formatCount(urls.length)} pages, so about ${formatDuration(estimatedMs)} for all`
+        io.stdout.write(
+          `speed-up over workers: 1: ${speedUp.factor.toFixed(1)}x (${workers} workers: ${formatDuration(elapsedMs)}; ${how})\n`,
+        )
+      }
+    }
+    return { mostCommon, stats, elapsedMs, interrupted: interrupts > 0, speedUp }
+  } finally {
+    removeHandler?.()
+    await server.close()
+  }
+}
+
+/** The demo's command line: parses `argv`, runs, and resolves to the process's exit code. */
+export async function main(argv: readonly string[], io: DemoIO): Promise<number> {
+  let parsed: ReturnType<typeof parseFlags>
+  try {
+    parsed = parseFlags(argv)
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err
+    io.stderr.write(`demo: ${err.message}\nRun with --help to see the options.\n`)
+    return 2
+  }
+  if (parsed.help) {
+    io.stdout.write(USAGE)
+    return 0
+  }
+  try {
+    const result = await runDemo(parsed.config, io)
+    return result.interrupted ? 130 : 0
+  } catch (err) {
+    io.stderr.write(`demo failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+    return 1
+  }
+}
+
+/** The process's own streams and SIGINT. */
+function processIO(): DemoIO {
+  return {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    onInterrupt(handler) {
+      process.on('SIGINT', handler)
+      return () => process.off('SIGINT', handler)
+    },
+  }
+}
+
+function isEntryPoint(): boolean {
+  const script = process.argv[1]
+  if (script === undefined) return false
+  try {
+    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url))
+  } catch {
+    return false
+  }
+}
+
+if (isEntryPoint()) {
+  process.exitCode = await main(process.argv.slice(2), processIO())
+}

@@ -1,0 +1,117 @@
+/**
+ * The error classes of the Redis transport. Like the core's, each keeps what it wraps as `cause`.
+ * @module
+ */
+
+/** What a worker sends back when a stage function throws: the thrown error's name, message and stack. */
+export interface RemoteErrorInfo {
+  name: string
+  message: string
+  stack?: string | undefined
+  /** The error's `code` property, when it had a string or number one (`'ENOENT'`, 404). */
+  code?: string | number | undefined
+}
+
+/**
+ * An error thrown by a stage function in a worker process, rebuilt in the pipeline's process.
+ * It becomes the `cause` of the run's {@link TaskException}, so the run reads like a local failure.
+ *
+ * `name`, `message` and `stack` are the remote error's own (a remote `TypeError` arrives with
+ * `name === 'TypeError'`): test for it with `instanceof RemoteError`. `consumer` names the worker
+ * process (`host:pid:random`), `attempt` the delivery it failed on, `seq` the item's input position.
+ *
+ * @example
+ * <!-- no-run: needs a Redis server -->
+ * ```ts
+ * import { pipe, TaskException } from 'stageline'
+ * import { redisStage, RemoteError } from 'stageline/redis'
+ * try {
+ *   await pipe([1, 2, 3], redisStage<number, number>('check', { url: 'redis://127.0.0.1:6379' })).toArray()
+ * } catch (err) {
+ *   if (err instanceof TaskException && err.cause instanceof RemoteError) {
+ *     console.log(err.cause.consumer, err.cause.name, err.cause.message, err.item)
+ *   }
+ * }
+ * ```
+ */
+export class RemoteError extends Error {
+  /** The worker process that ran the item: `host:pid:random`. */
+  readonly consumer: string
+  /** The delivery of the item's entry this failure happened on (1 for the first). */
+  readonly attempt: number
+  /** The item's 0-based position in the run's input. */
+  readonly seq: number
+  /** The remote error's `code`, when it had one. */
+  readonly code: string | number | undefined
+
+  constructor(info: RemoteErrorInfo, consumer: string, attempt: number, seq: number) {
+    super(info.message)
+    this.name = info.name
+    this.consumer = consumer
+    this.attempt = attempt
+    this.seq = seq
+    this.code = info.code
+    this.stack = info.stack ?? `${info.name}: ${info.message}`
+  }
+}
+
+/**
+ * The cause of a run's failure when an entry of items was delivered more than `maxDeliveries`
+ * times (its workers crashed or stalled past `visibilityTimeout` each time) and no dead-letter
+ * stream was configured.
+ *
+ * @example
+ * ```ts
+ * import { DeliveryLimitError } from 'stageline/redis'
+ * const err = new DeliveryLimitError('resize', 12, 3, 4, 3)
+ * // err.message: 'stage "resize": the entry holding items 12..14 was delivered 4 times (maxDeliveries: 3)'
+ * ```
+ */
+export class DeliveryLimitError extends Error {
+  override name = 'DeliveryLimitError'
+  constructor(
+    /** The stage's name. */
+    readonly stage: string,
+    /** The input position of the entry's first item. */
+    readonly seq: number,
+    /** How many items the entry holds. */
+    readonly count: number,
+    /** Deliveries made, counting the one that found the limit exceeded. */
+    readonly deliveries: number,
+    /** The stage's `maxDeliveries`. */
+    readonly maxDeliveries: number,
+  ) {
+    const items = count === 1 ? `item ${seq}` : `items ${seq}..${seq + count - 1}`
+    super(
+      `stage "${stage}": the entry holding ${items} was delivered ${deliveries} times (maxDeliveries: ${maxDeliveries})`,
+    )
+  }
+}
+
+/**
+ * Connecting to Redis failed for good: the server is unreachable, refused the credentials, or the
+ * connection was lost and could not be re-established within `connectTimeout`. The message names
+ * the server with any password replaced by `***`; `cause` is the client's last error.
+ *
+ * @example
+ * <!-- no-run: needs a Redis server -->
+ * ```ts
+ * import { serveStage, RedisConnectionError } from 'stageline/redis'
+ * try {
+ *   await serveStage('resize', { url: 'redis://:wrong@127.0.0.1:6379' }, (x: number) => x)
+ * } catch (err) {
+ *   if (err instanceof RedisConnectionError) console.error(err.message) // no password in it
+ * }
+ * ```
+ */
+export class RedisConnectionError extends Error {
+  override name = 'RedisConnectionError'
+  constructor(
+    message: string,
+    /** The server as given, with any password replaced by `***`. */
+    readonly server: string,
+    cause: unknown,
+  ) {
+    super(message, { cause })
+  }
+}

@@ -1,0 +1,10 @@
+/**
+ * `stageline/redis`: stages whose workers run in other processes and on other hosts, with Redis
+ * Streams carrying the items. The pipeline's process uses {@link redisStage}; worker processes run
+ * {@link serveStage}. See docs/distributed.md for the guarantees and what is not promised.
+ * @module
+ */
+export { DeliveryLimitError, RedisConnectionError, RemoteError, type RemoteErrorInfo } from './errors.js'
+export type { RedisClientConfig, RedisConnectionOptions, RedisStageOptions, ServeOptions } from './options.js'
+export { type StageWorker, serveStage, type WorkerContext } from './serve.js'
+export { redisStage } from './stage.js'

@@ -1,0 +1,622 @@
+/**
+ * The transport on Redis Streams (node-redis client, RESP3).
+ *
+ * Keys, all with the stage's name as the Redis Cluster hash tag so that every script's keys live
+ * in one slot:
+ * - `stageline:{name}:<run>:in`   the run's input stream; the stage's consumer group reads it.
+ *   An entry is `s <seq> c <count> b <items> [a <prior deliveries>]`, `<items>` being the items'
+ *   msgpack messages back to back (one field, not one per item: a command with hundreds of
+ *   arguments costs several times more to send and parse).
+ * - `stageline:{name}:<run>:out`  the run's results; only the run's own process reads it.
+ * - `stageline:{name}:<run>:meta` a hash: `n` (items of the run in Redis), `cap`, and the settings
+ *   workers need. Every script that writes for a run checks it exists first, so a late write never
+ *   recreates a run's keys after they were deleted.
+ * - `stageline:{name}:runs`       a sorted set of live runs, scored by lease deadline (server time).
+ * - `stageline:{name}:dead`       the dead-letter stream (only with `deadLetter`; never expired).
+ * - channel `stageline:{name}:events`: `+<run>` when a run starts, `-<run>` when it ends.
+ * @module
+ */
+import type { RedisArgument } from 'redis'
+import { BUFFERS, type Client, type Connection, Script } from './connection.js'
+import type { Delivery, ResultRecord, RunInfo, RunQueue, RunSettings, WorkQueue } from './transport.js'
+
+/** How long a run's keys live without being refreshed (a pipeline process that died leaves them this long). */
+export const KEY_TTL_MS = 30_000
+
+/** The names of a stage's keys. */
+export class StageKeys {
+  readonly base: string
+  readonly runs: string
+  readonly events: string
+  readonly dead: string
+  constructor(readonly stage: string) {
+    this.base = `stageline:{${stage}}`
+    this.runs = `${this.base}:runs`
+    this.events = `${this.base}:events`
+    this.dead = `${this.base}:dead`
+  }
+  input(runId: string): string {
+    return `${this.base}:${runId}:in`
+  }
+  output(runId: string): string {
+    return `${this.base}:${runId}:out`
+  }
+  meta(runId: string): string {
+    return `${this.base}:${runId}:meta`
+  }
+  /** The consumer group of every run of the stage. */
+  get group(): string {
+    return this.stage
+  }
+}
+
+const NOW = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+const KEEP_OUT_TTL = `local ttl = redis.call('PTTL', KEYS[3])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+`
+
+// KEYS in, meta, runs; ARGV runId, group, ttl, channel, then the meta hash's field/value pairs
+const BEGIN = new Script(
+  `${NOW}redis.call('HSET', KEYS[2], 'n', 0, unpack(ARGV, 5))
+redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[2], '0', 'MKSTREAM')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('PUBLISH', ARGV[4], '+' .. ARGV[1])
+return 1`,
+  3,
+)
+
+// KEYS in, meta; ARGV seq, count, items, ends (each item's end offset in items, 4 bytes big-endian):
+// the bounded append, one call per entry. It adds the items that fit (cutting `items` after the
+// last one that does) and returns how many, 0 when the run is full, -1 when its keys are gone.
+const APPEND = new Script(
+  `local m = redis.call('HMGET', KEYS[2], 'n', 'cap')
+if not m[1] then return -1 end
+local count = tonumber(ARGV[2])
+local k = tonumber(m[2]) - tonumber(m[1])
+if k > count then k = count end
+if k <= 0 then return 0 end
+local items = ARGV[3]
+if k < count then items = string.sub(items, 1, struct.unpack('>I4', ARGV[4], 4 * (k - 1) + 1)) end
+if not redis.call('XADD', KEYS[1], 'NOMKSTREAM', '*', 's', ARGV[1], 'c', k, 'b', items) then return -1 end
+redis.call('HINCRBY', KEYS[2], 'n', k)
+return k`,
+  2,
+)
+
+// KEYS out, meta; ARGV items, id, id, ...
+const RELEASE = new Script(
+  `if #ARGV > 1 then redis.call('XDEL', KEYS[1], unpack(ARGV, 2)) end
+local n = tonumber(ARGV[1])
+if n > 0 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HINCRBY', KEYS[2], 'n', -n) end
+return 1`,
+  2,
+)
+
+// KEYS in, out, meta, runs; ARGV runId, ttl
+const TOUCH = new Script(
+  `if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+${NOW}redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[4], ARGV[2])
+return 1`,
+  4,
+)
+
+// KEYS in, out, meta, runs; ARGV runId, channel
+const END = new Script(
+  `redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('PUBLISH', ARGV[2], '-' .. ARGV[1])
+return 1`,
+  4,
+)
+
+// KEYS runs: the live runs, forgetting those whose lease ran out (their pipeline died)
+const LIST = new Script(
+  `${NOW}redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)`,
+  1,
+)
+
+// KEYS in, out, meta; ARGV group, then id, seq, values for each entry of the run: results are
+// written only by the worker whose XACK took the entry out of the pending list, so a run sees each
+// entry's results once. Returns how many entries were completed here.
+const COMPLETE = new Script(
+  `if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+local done = 0
+for i = 2, #ARGV, 3 do
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    redis.call('XADD', KEYS[2], '*', 's', ARGV[i + 1], 'v', ARGV[i + 2])
+    done = done + 1
+  end
+end
+if done > 0 then
+  ${KEEP_OUT_TTL}end
+return done`,
+  3,
+)
+
+// KEYS in, out, meta; ARGV group, id, seq, error, item: only while the entry is still pending (a
+// stalled worker failing on an entry another worker has completed does not fail the run)
+const REPORT = new Script(
+  `if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', 's', ARGV[3], 'e', ARGV[4], 'x', ARGV[5])
+${KEEP_OUT_TTL}return 1`,
+  3,
+)
+
+// KEYS in; ARGV group, consumer, id, ...: renews (XCLAIM JUSTID: the delivery count stays) the
+// entries still pending for this consumer, returns the others
+const RENEW = new Script(
+  `local lost = {}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {unpack(ARGV, 3)} end
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 0 or p[1][2] ~= ARGV[2] then
+    lost[#lost + 1] = ARGV[i]
+  else
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  end
+end
+return lost`,
+  1,
+)
+
+// KEYS in; ARGV group, consumer, minIdle, cursor, count: XAUTOCLAIM plus each entry's delivery
+// count, which XAUTOCLAIM does not return (XPENDING does)
+const RECLAIM = new Script(
+  `if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
+local entries = {}
+local counts = {}
+for _, e in ipairs(r[2]) do
+  if e and e[2] then
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
+    if #p > 0 then
+      entries[#entries + 1] = e
+      counts[#counts + 1] = p[1][4]
+    end
+  end
+end
+return {r[1], entries, counts}`,
+  1,
+)
+
+// KEYS in, meta; ARGV group, id, attempts: the same items as a new entry at the stream's end
+const REQUEUE = new Script(
+  `if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if #e == 0 or redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[2])
+local f = e[1][2]
+redis.call('XADD', KEYS[1], 'NOMKSTREAM', '*', 's', f[2], 'c', f[4], 'b', f[6], 'a', ARGV[3])
+return 1`,
+  2,
+)
+
+// KEYS in, out, meta, dead; ARGV group, id, deliveries, runId, consumer, deadLetter ('1' or '0')
+const EXPIRE = new Script(
+  `if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if #e == 0 or redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[2])
+local f = e[1][2]
+if ARGV[6] == '1' then
+  redis.call('XADD', KEYS[4], '*', 'run', ARGV[4], 'seq', f[2], 'count', f[4], 'deliveries', ARGV[3],
+    'consumer', ARGV[5], 'items', f[6])
+  redis.call('XADD', KEYS[2], '*', 's', f[2], 'k', f[4])
+else
+  redis.call('XADD', KEYS[2], '*', 's', f[2], 'l', f[4], 'n', ARGV[3], 'x', f[6])
+end
+${KEEP_OUT_TTL}return 1`,
+  4,
+)
+
+/**
+ * Options of a blocking read: Buffer replies, and a command timeout longer than the block (node-redis
+ * times every command out after 5 s by default, or after the user's `commandOptions.timeout`).
+ */
+function blocking(blockMs: number): typeof BUFFERS & { timeout: number } {
+  return { ...BUFFERS, timeout: blockMs + 5000 }
+}
+
+const str = (b: Buffer | string): string => (typeof b === 'string' ? b : b.toString('latin1'))
+
+/** Parses a result entry's fields (`s <seq> <kind> <value> ...`). */
+function parseResult(id: string, f: Buffer[]): ResultRecord {
+  const seq = Number(str(f[1]!))
+  switch (str(f[2]!)) {
+    case 'v':
+      return { kind: 'values', id, seq, values: f[3]! }
+    case 'e':
+      return { kind: 'error', id, seq, error: f[3]!, item: f[5]! }
+    case 'k':
+      return { kind: 'dead', id, seq, count: Number(str(f[3]!)) }
+    case 'l':
+      return {
+        kind: 'limit',
+        id,
+        seq,
+        count: Number(str(f[3]!)),
+        deliveries: Number(str(f[5]!)),
+        items: f[7]!,
+      }
+    default:
+      throw new Error(`stageline/redis: unknown result record ${JSON.stringify(str(f[2]!))} in ${id}`)
+  }
+}
+
+/** Parses an input entry's fields (`s <seq> c <count> b <items> [a <prior>]`) into a delivery. */
+function parseEntry(runId: string, id: string, f: Buffer[], deliveries: number): Delivery {
+  return {
+    runId,
+    id,
+    seq: Number(str(f[1]!)),
+    count: Number(str(f[3]!)),
+    items: f[5]!,
+    prior: f.length > 7 ? Number(str(f[7]!)) : 0,
+    deliveries,
+  }
+}
+
+/** The pipeline's side of one run on Redis Streams. */
+export class RedisRunQueue implements RunQueue {
+  private lastId = '0-0'
+  private readonly inKey: string
+  private readonly outKey: string
+  private readonly metaKey: string
+
+  private constructor(
+    private readonly keys: StageKeys,
+    private readonly runId: string,
+    private readonly main: Connection,
+    private readonly reader: Connection,
+  ) {
+    this.inKey = keys.input(runId)
+    this.outKey = keys.output(runId)
+    this.metaKey = keys.meta(runId)
+  }
+
+  /** Connects, creates the run's keys and announces the run to the workers. */
+  static async open(main: Connection, stage: string, runId: string, s: RunSettings): Promise<RedisRunQueue> {
+    let reader: Connection | undefined
+    try {
+      reader = await main.duplicate()
+      const keys = new StageKeys(stage)
+      const q = new RedisRunQueue(keys, runId, main, reader)
+      const meta = [
+        'cap',
+        String(s.capacity),
+        'batch',
+        String(s.batch),
+        'vis',
+        String(s.visibilityTimeout),
+        'maxd',
+        String(s.maxDeliveries),
+        'dl',
+        s.deadLetter ? '1' : '0',
+      ]
+      await Script.load(main.client, [BEGIN, APPEND, RELEASE, TOUCH, END])
+      const args = BEGIN.args(7 + meta.length)
+      args.splice(
+        3,
+        7 + meta.length,
+        q.inKey,
+        q.metaKey,
+        keys.runs,
+        runId,
+        keys.group,
+        String(KEY_TTL_MS),
+        keys.events,
+        ...meta,
+      )
+      await BEGIN.run(main.client, args)
+      return q
+    } catch (err) {
+      reader?.destroy()
+      throw err
+    }
+  }
+
+  async append(seq: number, count: number, items: Buffer, ends: Buffer): Promise<number> {
+    const args = APPEND.args(6)
+    args[3] = this.inKey
+    args[4] = this.metaKey
+    args[5] = String(seq)
+    args[6] = String(count)
+    args[7] = items
+    args[8] = ends
+    return APPEND.run<number>(this.main.client, args)
+  }
+
+  async read(blockMs: number): Promise<ResultRecord[] | null> {
+    const reply = (await this.reader.client.sendCommand(
+      ['XREAD', 'COUNT', '64', 'BLOCK', String(blockMs), 'STREAMS', this.outKey, this.lastId],
+      blocking(blockMs),
+    )) as [Buffer, [Buffer, Buffer[]][]] | [] | null
+    if (reply === null || reply.length === 0) return null
+    const entries = reply[1]
+    const out = new Array<ResultRecord>(entries.length)
+    for (let i = 0; i < entries.length; i++) {
+      const [rawId, fields] = entries[i]!
+      const id = str(rawId)
+      out[i] = parseResult(id, fields)
+      this.lastId = id
+    }
+    return out
+  }
+
+  async release(ids: readonly string[], items: number): Promise<void> {
+    const args = RELEASE.args(3 + ids.length)
+    args[3] = this.outKey
+    args[4] = this.metaKey
+    args[5] = String(items)
+    for (let i = 0; i < ids.length; i++) args[6 + i] = ids[i]!
+    await RELEASE.run(this.main.client, args)
+  }
+
+  async touch(): Promise<boolean> {
+    const args = TOUCH.args(6)
+    args.splice(3, 6, this.inKey, this.outKey, this.metaKey, this.keys.runs, this.runId, String(KEY_TTL_MS))
+    return (await TOUCH.run<number>(this.main.client, args)) === 1
+  }
+
+  async end(): Promise<void> {
+    const args = END.args(6)
+    args.splice(3, 6, this.inKey, this.outKey, this.metaKey, this.keys.runs, this.runId, this.keys.events)
+    try {
+      await END.run(this.main.client, args)
+    } finally {
+      this.close()
+      await this.main.close()
+    }
+  }
+
+  close(): void {
+    this.reader.destroy()
+  }
+
+  failure(err: unknown): unknown {
+    return this.reader.alive ? this.main.failure(err) : this.reader.failure(err)
+  }
+}
+
+/** A worker's side of one stage on Redis Streams. */
+export class RedisWorkQueue implements WorkQueue {
+  private readerId: string | undefined
+  private readonly group: string
+
+  private constructor(
+    private readonly keys: StageKeys,
+    private readonly consumer: string,
+    private readonly main: Connection,
+    private readonly reader: Connection,
+    private readonly sub: Connection,
+  ) {
+    this.group = keys.group
+  }
+
+  /** Connects three clients: commands, the blocking reader (it holds its connection), pub/sub. */
+  static async open(main: Connection, stage: string, consumer: string): Promise<RedisWorkQueue> {
+    const extra: Connection[] = []
+    try {
+      extra.push(await main.duplicate())
+      extra.push(await main.duplicate())
+      await Script.load(main.client, [LIST, COMPLETE, REPORT, RENEW, RECLAIM, REQUEUE, EXPIRE])
+      const q = new RedisWorkQueue(new StageKeys(stage), consumer, main, extra[0]!, extra[1]!)
+      await q.fetchReaderId()
+      // a reconnected reader has a new id: CLIENT UNBLOCK must aim at the new one
+      q.reader.client.on('ready', () => void q.fetchReaderId().catch(() => {}))
+      return q
+    } catch (err) {
+      for (const c of extra) c.destroy()
+      throw err
+    }
+  }
+
+  private async fetchReaderId(): Promise<void> {
+    this.readerId = String(await this.reader.client.sendCommand(['CLIENT', 'ID']))
+  }
+
+  async runs(): Promise<RunInfo[]> {
+    const args = LIST.args(1)
+    args[3] = this.keys.runs
+    const ids = await LIST.run<string[]>(this.main.client, args)
+    const metas = await Promise.all(
+      ids.map(
+        (id) =>
+          this.main.client.sendCommand([
+            'HMGET',
+            this.keys.meta(id),
+            'cap',
+            'batch',
+            'vis',
+            'maxd',
+            'dl',
+          ]) as Promise<(string | null)[]>,
+      ),
+    )
+    const out: RunInfo[] = []
+    for (let i = 0; i < ids.length; i++) {
+      const m = metas[i]!
+      if (m[0] == null) continue // ended between the two calls
+      out.push({
+        runId: ids[i]!,
+        capacity: Number(m[0]),
+        batch: Number(m[1]),
+        visibilityTimeout: Number(m[2]),
+        maxDeliveries: Number(m[3]),
+        deadLetter: m[4] === '1',
+      })
+    }
+    return out
+  }
+
+  async onRunEvent(fn: (event: '+' | '-', runId: string) => void): Promise<void> {
+    await this.sub.client.subscribe(this.keys.events, (message: string) => {
+      const kind = message[0]
+      if (kind === '+' || kind === '-') fn(kind, message.slice(1))
+    })
+  }
+
+  async read(runIds: readonly string[], count: number, blockMs: number): Promise<Delivery[] | null> {
+    const args: RedisArgument[] = ['XREADGROUP', 'GROUP', this.group, this.consumer, 'COUNT', String(count)]
+    args.push('BLOCK', String(blockMs), 'STREAMS')
+    for (const id of runIds) args.push(this.keys.input(id))
+    for (let i = 0; i < runIds.length; i++) args.push('>')
+    const reply = (await this.reader.client.sendCommand(args, blocking(blockMs))) as
+      | (Buffer | [Buffer, Buffer[]][])[]
+      | null
+    if (reply === null || reply.length === 0) return null
+    const out: Delivery[] = []
+    for (let i = 0; i < reply.length; i += 2) {
+      const key = str(reply[i] as Buffer)
+      const runId = key.slice(this.keys.base.length + 1, key.length - 3)
+      for (const [id, fields] of reply[i + 1] as [Buffer, Buffer[]][]) {
+        out.push(parseEntry(runId, str(id), fields, 1))
+      }
+    }
+    return out
+  }
+
+  interrupt(): void {
+    if (this.readerId === undefined) return
+    this.main.client.sendCommand(['CLIENT', 'UNBLOCK', this.readerId]).catch(() => {
+      // not allowed (ACL) or already gone: the read ends at its block timeout instead
+    })
+  }
+
+  async complete(runId: string, done: readonly (readonly [Delivery, Buffer])[]): Promise<number> {
+    const args = COMPLETE.args(4 + 3 * done.length)
+    args[3] = this.keys.input(runId)
+    args[4] = this.keys.output(runId)
+    args[5] = this.keys.meta(runId)
+    args[6] = this.group
+    for (let i = 0; i < done.length; i++) {
+      const [d, values] = done[i]!
+      args[7 + 3 * i] = d.id
+      args[8 + 3 * i] = String(d.seq)
+      args[9 + 3 * i] = values
+    }
+    return COMPLETE.run<number>(this.main.client, args)
+  }
+
+  async report(d: Delivery, seq: number, error: Buffer, item: Buffer): Promise<void> {
+    const args = REPORT.args(8)
+    args.splice(
+      3,
+      8,
+      this.keys.input(d.runId),
+      this.keys.output(d.runId),
+      this.keys.meta(d.runId),
+      this.group,
+      d.id,
+      String(seq),
+      error,
+      item,
+    )
+    await REPORT.run(this.main.client, args)
+  }
+
+  async renew(runId: string, ids: readonly string[]): Promise<string[]> {
+    const args = RENEW.args(3 + ids.length)
+    args[3] = this.keys.input(runId)
+    args[4] = this.group
+    args[5] = this.consumer
+    for (let i = 0; i < ids.length; i++) args[6 + i] = ids[i]!
+    return RENEW.run<string[]>(this.main.client, args)
+  }
+
+  private readonly cursors = new Map<string, string>()
+
+  async reclaim(runId: string, minIdle: number, count: number): Promise<Delivery[]> {
+    const args = RECLAIM.args(6)
+    const cursor = this.cursors.get(runId) ?? '0-0'
+    args.splice(
+      3,
+      6,
+      this.keys.input(runId),
+      this.group,
+      this.consumer,
+      String(minIdle),
+      cursor,
+      String(count),
+    )
+    const reply = (await RECLAIM.run(this.main.client, args, BUFFERS)) as
+      | [Buffer, [Buffer, Buffer[]][], number[]]
+      | null
+    if (reply === null) {
+      this.cursors.delete(runId)
+      return []
+    }
+    this.cursors.set(runId, str(reply[0]))
+    const entries = reply[1]
+    const counts = reply[2]
+    const out: Delivery[] = []
+    for (let i = 0; i < entries.length; i++) {
+      const [id, fields] = entries[i]!
+      out.push(parseEntry(runId, str(id), fields, Number(counts[i])))
+    }
+    return out
+  }
+
+  async requeue(d: Delivery, attempts: number): Promise<void> {
+    const args = REQUEUE.args(5)
+    args.splice(3, 5, this.keys.input(d.runId), this.keys.meta(d.runId), this.group, d.id, String(attempts))
+    await REQUEUE.run(this.main.client, args)
+  }
+
+  async expire(d: Delivery, attempts: number, deadLetter: boolean): Promise<void> {
+    const args = EXPIRE.args(10)
+    args.splice(
+      3,
+      10,
+      this.keys.input(d.runId),
+      this.keys.output(d.runId),
+      this.keys.meta(d.runId),
+      this.keys.dead,
+      this.group,
+      d.id,
+      String(attempts),
+      d.runId,
+      this.consumer,
+      deadLetter ? '1' : '0',
+    )
+    await EXPIRE.run(this.main.client, args)
+  }
+
+  forget(runId: string): void {
+    this.cursors.delete(runId)
+  }
+
+  async close(): Promise<void> {
+    this.reader.destroy()
+    try {
+      if (this.sub.client.isOpen) await this.sub.client.unsubscribe()
+    } catch {
+      // closing anyway
+    }
+    this.sub.destroy()
+    await this.main.close()
+  }
+
+  failure(err: unknown): unknown {
+    for (const c of [this.main, this.reader, this.sub]) if (!c.alive) return c.failure(err)
+    return this.main.failure(err)
+  }
+
+  get alive(): boolean {
+    return this.main.alive && this.reader.alive && this.sub.alive
+  }
+}
+
+export type { Client }

@@ -1,0 +1,110 @@
+/**
+ * The transport a distributed stage is written against: what the pipeline's side (a run's queue
+ * pair) and a worker's side (the stage's work queue) need from a message engine. Redis Streams
+ * implement it in streams.ts; another engine (NATS JetStream: publish, pull consumer, ack, nak,
+ * in-progress, max deliver) would implement the same two interfaces and reuse the stage driver
+ * (stage.ts) and the worker (serve.ts) unchanged.
+ *
+ * Items travel as opaque payloads grouped in entries (one Buffer holding the items' msgpack messages
+ * back to back); an entry is the unit a worker receives, acknowledges, and gets redelivered.
+ * @module
+ */
+
+/** Settings a run publishes for the workers that serve it. */
+export interface RunSettings {
+  capacity: number
+  batch: number
+  visibilityTimeout: number
+  maxDeliveries: number
+  deadLetter: boolean
+}
+
+/** What a worker sent back for one entry, as the run's collector reads it. */
+export type ResultRecord =
+  /** The results of an entry's items, in order: one packed array. */
+  | { kind: 'values'; id: string; seq: number; values: Buffer }
+  /** An item's function threw: the packed error and the item's own payload. */
+  | { kind: 'error'; id: string; seq: number; error: Buffer; item: Buffer }
+  /** An entry exceeded maxDeliveries: its items. */
+  | { kind: 'limit'; id: string; seq: number; count: number; deliveries: number; items: Buffer }
+  /** An entry exceeded maxDeliveries and went to the dead-letter stream. */
+  | { kind: 'dead'; id: string; seq: number; count: number }
+
+/** The pipeline's side of one run: the run's input queue and result queue, bounded together. */
+export interface RunQueue {
+  /**
+   * Adds, as one entry, as many of the `count` items packed in `items` (item `i` ends at offset
+   * `ends.readUInt32BE(4 * i)`) as fit under the run's capacity, the first being item `seq` of the
+   * run. Resolves to how many were added (0 when the run is full), or -1 when the run's keys are gone.
+   */
+  append(seq: number, count: number, items: Buffer, ends: Buffer): Promise<number>
+  /** Waits up to `blockMs` for results after the last one read; null when none came. */
+  read(blockMs: number): Promise<ResultRecord[] | null>
+  /** Deletes results read (`ids`) and gives `items` back to the run's capacity. */
+  release(ids: readonly string[], items: number): Promise<void>
+  /** Extends the expiry of the run's keys; false when they are gone. */
+  touch(): Promise<boolean>
+  /** Deletes everything the run left in the engine and tells the workers it ended. */
+  end(): Promise<void>
+  /** Makes a pending read() reject or return at once, and closes the connections. */
+  close(): void
+  /** Reports an error of the underlying connection in the words the user should see. */
+  failure(err: unknown): unknown
+}
+
+/** A run as a worker sees it. */
+export interface RunInfo extends RunSettings {
+  runId: string
+}
+
+/** An entry handed to a worker. */
+export interface Delivery {
+  runId: string
+  id: string
+  /** The run's input position of the entry's first item. */
+  seq: number
+  /** Deliveries made before this entry was put back in the queue (a closing worker's entries). */
+  prior: number
+  /** How many times the engine has delivered this entry (1 on the first delivery). */
+  deliveries: number
+  /** How many items the entry holds. */
+  count: number
+  /** The items' msgpack messages back to back. */
+  items: Buffer
+}
+
+/** The worker's side: every run of one stage. */
+export interface WorkQueue {
+  /** The runs alive now. */
+  runs(): Promise<RunInfo[]>
+  /** Calls `fn('+', runId)` when a run starts and `fn('-', runId)` when one ends; resolves once listening. */
+  onRunEvent(fn: (event: '+' | '-', runId: string) => void): Promise<void>
+  /** Forgets what the queue kept about a run that ended (a reclaim cursor). */
+  forget(runId: string): void
+  /** Waits up to `blockMs` for new entries of the given runs, at most `count` per run. */
+  read(runIds: readonly string[], count: number, blockMs: number): Promise<Delivery[] | null>
+  /** Makes a pending read() return early. */
+  interrupt(): void
+  /**
+   * For each entry of the run, writes its results (packed) for the run, then acknowledges and
+   * deletes the entry; skips those another worker completed already. Resolves to how many were
+   * completed here, -1 when the run is gone.
+   */
+  complete(runId: string, done: readonly (readonly [Delivery, Buffer])[]): Promise<number>
+  /** Sends an item's failure (and the item's own payload) to the run; the entry stays held. */
+  report(d: Delivery, seq: number, error: Buffer, item: Buffer): Promise<void>
+  /** Renews the lease on entries of a run still being worked on; resolves to the ids this worker lost. */
+  renew(runId: string, ids: readonly string[]): Promise<string[]>
+  /** Takes over up to `count` entries of a run whose holders were silent for `minIdle` ms. */
+  reclaim(runId: string, minIdle: number, count: number): Promise<Delivery[]>
+  /** Puts an entry back at the end of its run's queue for another worker (`attempts` deliveries so far). */
+  requeue(d: Delivery, attempts: number): Promise<void>
+  /** Takes an entry past maxDeliveries out of the queue: to the dead-letter stream, or as a failure of the run. */
+  expire(d: Delivery, attempts: number, deadLetter: boolean): Promise<void>
+  /** Closes the connections. */
+  close(): Promise<void>
+  /** Reports an error of the underlying connection in the words the user should see. */
+  failure(err: unknown): unknown
+  /** False once a connection is gone for good (it may be reconnecting while true). */
+  readonly alive: boolean
+}

@@ -1,0 +1,543 @@
+/**
+ * One run of a thread stage: the piscina pool it owns, the batch loops that feed the pool from the
+ * stage's inlet, and the bridge that carries the run's abort into the threads. The thread side is
+ * entry.js; the stage description is stage.ts.
+ *
+ * The pool is created when the run starts and destroyed when the stage's last loop ends (the input
+ * is done, the run failed, or the consumer stopped), before that loop reports to its group: once a
+ * run has settled, none of its threads is left.
+ * @module
+ */
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { MessagePort, type TransferListItem, type Worker } from 'node:worker_threads'
+import type { Piscina } from 'piscina'
+import { describeCause } from '../errors.js'
+import type { Group } from '../group.js'
+import { got, SETTLE_GRACE_MS } from '../options.js'
+import { type Channel, DONE, EMPTY, type OrderedChannel, Waiter } from '../queue.js'
+
+/** What a run of a thread stage needs from the stage's options. */
+export interface ThreadPlan {
+  readonly moduleHref: string
+  readonly exportName: string
+  readonly threads: number
+  readonly batch: number
+  readonly transfer: ((item: any) => readonly (TransferListItem | ArrayBufferView)[] | undefined) | undefined
+}
+
+/**
+ * Batches in flight per thread: one running and one queued behind it, so a thread finishing a batch
+ * finds the next already there, while piscina's own queue never holds more than one per thread
+ * (the stage's bounded channels, not the pool, carry the backpressure).
+ */
+export const IN_FLIGHT_PER_THREAD = 2
+
+/**
+ * A batch is sized to cost about this long (see learn()): long enough that piscina's cost per
+ * task (tens of microseconds) is small against it, short enough that the threads stay evenly
+ * loaded near the end of the input and that a stop is noticed soon.
+ */
+const TARGET_BATCH_MS = 2
+
+/**
+ * The control block shared with the threads (see entry.js): Int32 [0] abort flag, [1] thread
+ * counter, [2] reason length, [3] unused, then a pair (threadId, inside a batch) per thread index,
+ * then the abort reason's UTF-8 bytes (up to REASON_BYTES).
+ */
+const REASON_BYTES = 1024
+
+/** The thread side, next to this file: lib/threads/entry.js, or dist/threads/entry.js once built. */
+const ENTRY = new URL('./entry.js', import.meta.url)
+
+/**
+ * Loaded on the first run of any thread stage, so that importing stageline does not load piscina.
+ * (piscina's CommonJS typings give its ESM namespace a confused type, hence the cast.)
+ */
+let piscina: Promise<{ Piscina: typeof Piscina }> | undefined
+
+/** A check task: load the module and find the export. Any non-array task is one. */
+const CHECK = Object.freeze({ check: true })
+
+/** An error, or any thrown value, as entry.js sends it across. */
+interface Described {
+  value?: unknown
+  name?: string
+  message?: string
+  stack?: string
+  props?: Record<string, unknown>
+  cause?: Described
+}
+
+/** The answer of a batch (see entry.js). */
+interface Answer {
+  worker: number
+  out?: unknown[]
+  ms?: number
+  at?: number
+  error?: Described
+  stopped?: boolean
+}
+
+/** A batch that failed: the run fails with `err` on `item`. */
+class BatchFailure {
+  constructor(
+    readonly err: unknown,
+    readonly worker: number,
+    readonly item: unknown,
+  ) {}
+}
+
+const NO_RESULTS: unknown[] = []
+function noop(): void {}
+
+export class ThreadRun {
+  private pool: Piscina | undefined
+  private readonly ready: Promise<void>
+  /** Loops still running; the last one to end destroys the pool. */
+  private active: number
+  private destroyed: Promise<void> | undefined
+  /** Every thread the pool started, and a promise of its exit (see track()). */
+  private readonly threads = new Map<Worker, Promise<void>>()
+  private graceTimer: ReturnType<typeof setTimeout> | undefined
+  /** Thread indexes with a running flag: the threads, and replacements for a few that die. */
+  private readonly slots: number
+  private readonly control: SharedArrayBuffer
+  private readonly flags: Int32Array
+  /** What an item costs, in ms, averaged over recent batches (see learn()); -1 before the first batch returns. */
+  private perItem = -1
+  /** Items per batch now: starts at 1 and follows `perItem`, up to `plan.batch`. */
+  private size = 1
+
+  constructor(
+    private readonly g: Group,
+    private readonly plan: ThreadPlan,
+    ordered: boolean,
+  ) {
+    const loops = plan.threads * IN_FLIGHT_PER_THREAD
+    this.active = loops
+    this.slots = 2 * plan.threads + 8
+    this.control = new SharedArrayBuffer(4 * (4 + 2 * this.slots) + REASON_BYTES)
+    this.flags = new Int32Array(this.control, 0, 4 + 2 * this.slots)
+    g.ctl.signal.addEventListener('abort', this.onHalt, { once: true })
+    this.ready = this.start()
+    // Group.spawn would start `g.workers` loops, but a thread stage's `workers` counts the items it
+    // may hold in flight (it sizes the reorder window), not its loops: start them the way spawn does
+    for (let i = 0; i < loops; i++) {
+      g.live++
+      void (ordered ? this.orderedLoop() : this.loop())
+    }
+  }
+
+  /** Loads piscina, starts the threads, and has them load the module and find the export (one check per thread). */
+  private async start(): Promise<void> {
+    if (!existsSync(fileURLToPath(ENTRY))) {
+      throw new Error(
+        `threadStage "${this.g.name}": its worker-thread entry ${ENTRY.href} is missing; a build must copy ` +
+          'lib/threads/entry.js next to the compiled pool.js (`npm run build` does)',
+      )
+    }
+    piscina ??= import('piscina') as Promise<unknown> as Promise<{ Piscina: typeof Piscina }>
+    const { Piscina: Pool } = await piscina
+    if (this.g.halted) return
+    const pool = new Pool({
+      filename: ENTRY.href,
+      // threads start for tasks (the checks below start them all) and are never retired. Not
+      // minThreads: piscina tops a pool up to minThreads whenever a dead thread's exit arrives,
+      // even after destroy() has returned, which would leave new threads running after the run
+      minThreads: 0,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      maxThreads: this.plan.threads,
+      maxQueue: this.plan.threads * IN_FLIGHT_PER_THREAD,
+      concurrentTasksPerWorker: 1,
+      recordTiming: false,
+      workerData: {
+        module: this.plan.moduleHref,
+        exportName: this.plan.exportName,
+        stage: this.g.name,
+        control: this.control,
+        slots: this.slots,
+      },
+    })
+    this.pool = pool
+    pool.on('error', this.onPoolError)
+    pool.on('workerCreate', this.track)
+    this.track()
+    const checks: Promise<Answer>[] = []
+    for (let i = 0; i < this.plan.threads; i++) checks.push(pool.run(CHECK))
+    for (const answer of await Promise.all(checks)) {
+      if (answer.error !== undefined) throw new BatchFailure(rebuild(answer.error), answer.worker, undefined)
+    }
+  }
+
+  /** A batch loop, outputs in completion order. */
+  private async loop(): Promise<void> {
+    const g = this.g
+    const input = g.input
+    const out = g.output as Channel<unknown>
+    const w = new Waiter()
+    let failure: BatchFailure | undefined
+    try {
+      await this.ready
+      outer: for (;;) {
+        if (g.halted) break
+        let x = input.poll(w)
+        if (x === EMPTY) {
+          await input.wait(w)
+          x = w.item
+          w.item = undefined
+          if (g.halted) break
+        }
+        if (x === DONE) break
+        // the rest of the batch is what the inlet has now: only the first item is waited for
+        const batch = [x]
+        const max = this.size
+        while (batch.length < max) {
+          const y = input.poll(w)
+          if (y === EMPTY || y === DONE) break
+          batch.push(y)
+        }
+        const results = await this.send(batch)
+        if (g.halted) break
+        for (let i = 0; i < results.length; i++) {
+          g.emitted++
+          if (!out.offer(results[i])) {
+            await out.put(w, results[i])
+            if (g.halted) break outer
+          }
+        }
+      }
+    } catch (err) {
+      failure = err instanceof BatchFailure ? err : new BatchFailure(err, 0, undefined)
+    }
+    await this.loopEnded(failure)
+  }
+
+  /** A batch loop, outputs in input order: a slot of the reorder window is reserved per item before it is taken. */
+  private async orderedLoop(): Promise<void> {
+    const g = this.g
+    const input = g.input
+    const out = g.output as OrderedChannel<unknown>
+    const w = new Waiter()
+    const seqs: number[] = []
+    let failure: BatchFailure | undefined
+    try {
+      await this.ready
+      for (;;) {
+        if (g.halted) break
+        if (!out.tryAcquire()) {
+          await out.acquire(w)
+          if (g.halted) break
+        }
+        let x = input.poll(w)
+        if (x === EMPTY) {
+          await input.wait(w)
+          x = w.item
+          w.item = undefined
+          if (g.halted) break
+        }
+        if (x === DONE) {
+          out.release()
+          break
+        }
+        const batch = [x]
+        seqs.length = 0
+        seqs.push(w.seq)
+        const max = this.size
+        while (batch.length < max && out.tryAcquire()) {
+          const y = input.poll(w)
+          if (y === EMPTY || y === DONE) {
+            out.release()
+            break
+          }
+          batch.push(y)
+          seqs.push(w.seq)
+        }
+        const results = await this.send(batch)
+        if (g.halted) break
+        for (let i = 0; i < results.length; i++) {
+          g.emitted++
+          out.fill(seqs[i]!, results[i])
+        }
+      }
+    } catch (err) {
+      failure = err instanceof BatchFailure ? err : new BatchFailure(err, 0, undefined)
+    }
+    await this.loopEnded(failure)
+  }
+
+  /** Runs one batch on the pool; resolves to its results, or throws a BatchFailure. */
+  private async send(batch: unknown[]): Promise<unknown[]> {
+    const g = this.g
+    const n = batch.length
+    const transfer = this.plan.transfer
+    let transferList: TransferListItem[] | undefined
+    for (let i = 0; i < n; i++) {
+      const x = batch[i]
+      const bad = unclonable(x)
+      if (bad !== undefined) {
+        throw new BatchFailure(
+          new TypeError(
+            `threadStage "${g.name}": an item is ${bad}; send plain data and rebuild it in the thread`,
+          ),
+          0,
+          x,
+        )
+      }
+      if (transfer !== undefined) {
+        let list: readonly (TransferListItem | ArrayBufferView)[] | undefined
+        try {
+          list = transfer(x)
+        } catch (err) {
+          throw new BatchFailure(err, 0, x)
+        }
+        if (list !== undefined) transferList = this.movable(list, x, transferList)
+      }
+    }
+    g.taken += n
+    g.busy += n
+    let answer: Answer
+    const sent = performance.now()
+    try {
+      answer = await this.pool!.run(batch, transferList === undefined ? undefined : { transferList })
+    } catch (err) {
+      if (g.halted) return NO_RESULTS
+      throw this.explain(err, batch)
+    } finally {
+      g.busy -= n
+      if (g.halted) this.destroyIfIdle()
+    }
+    if (answer.out !== undefined) {
+      this.learn(answer.ms!, performance.now() - sent, n)
+      return answer.out
+    }
+    if (answer.stopped === true) return NO_RESULTS
+    const at = answer.at!
+    throw new BatchFailure(rebuild(answer.error!), answer.worker, at >= 0 ? batch[at] : undefined)
+  }
+
+  /** Adds what `transfer(item)` returned to the batch's transfer list, once each; a view moves its buffer. */
+  private movable(
+    list: readonly (TransferListItem | ArrayBufferView)[],
+    item: unknown,
+    into: TransferListItem[] | undefined,
+  ): TransferListItem[] | undefined {
+    if (!Array.isArray(list)) {
+      throw new BatchFailure(
+        new TypeError(
+          `threadStage "${this.g.name}": \`transfer\` must return an array (or undefined), got ${got(list)}`,
+        ),
+        0,
+        item,
+      )
+    }
+    for (let t of list) {
+      if (ArrayBuffer.isView(t)) t = t.buffer as ArrayBuffer
+      if (!(t instanceof ArrayBuffer) && !(t instanceof MessagePort)) {
+        throw new BatchFailure(
+          new TypeError(
+            `threadStage "${this.g.name}": \`transfer\` returned ${got(t)}, which cannot be moved to a thread (an ArrayBuffer, a view of one, or a MessagePort can)`,
+          ),
+          0,
+          item,
+        )
+      }
+      into ??= []
+      if (!into.includes(t)) into.push(t)
+    }
+    return into
+  }
+
+  /**
+   * Sizes the next batches from what this one cost: the thread's time on it, or, when moving the
+   * items and results costs more than the function (large items, a cheap function), its share of
+   * the round trip (a batch waits behind the one batch queued ahead of it on its thread). Without
+   * the round trip, a cheap function would get full batches of large items, and memory would hold
+   * 2 x threads x batch of them.
+   */
+  private learn(threadMs: number, roundTripMs: number, n: number): void {
+    this.g.record(threadMs / n)
+    const ms = Math.max(threadMs, roundTripMs / IN_FLIGHT_PER_THREAD)
+    const per = ms / n
+    this.perItem = this.perItem < 0 ? per : (this.perItem + per) / 2
+    const max = this.plan.batch
+    const size = this.perItem > 0 ? Math.floor(TARGET_BATCH_MS / this.perItem) : max
+    this.size = size < 1 ? 1 : Math.min(size, max)
+  }
+
+  /** Turns a rejected task (the thread never answered) into the error the run fails with. */
+  private explain(err: unknown, batch: unknown[]): BatchFailure {
+    const name = this.g.name
+    const e = err as { name?: unknown; resultIndex?: unknown; worker?: unknown } | null
+    if (e !== null && typeof e === 'object' && typeof e.resultIndex === 'number') {
+      // entry.js found the result that could not be posted back, and let its thread die with this
+      return new BatchFailure(err, typeof e.worker === 'number' ? e.worker : 0, batch[e.resultIndex])
+    }
+    if (e !== null && typeof e === 'object' && e.name === 'DataCloneError') {
+      // posting the batch failed: find the item (only here, on the failure path, is each cloned)
+      for (const x of batch) {
+        try {
+          structuredClone(x)
+        } catch (cause) {
+          return new BatchFailure(
+            new TypeError(
+              `threadStage "${name}": an item could not be sent to its thread (structured clone): ${describeCause(cause)}`,
+              { cause },
+            ),
+            0,
+            x,
+          )
+        }
+      }
+    }
+    return new BatchFailure(
+      new Error(
+        `threadStage "${name}": a batch of ${batch.length} items got no answer from its thread (it could not be sent, or the thread died): ${describeCause(err)}`,
+        { cause: err },
+      ),
+      0,
+      undefined,
+    )
+  }
+
+  private async loopEnded(failure: BatchFailure | undefined): Promise<void> {
+    if (--this.active === 0) await this.close()
+    if (failure !== undefined && !this.g.halted) this.g.fail(failure.err, failure.worker, failure.item)
+    else this.g.exit()
+  }
+
+  /**
+   * The run stops: tell the threads. Batches that have not started will not start; if no thread is
+   * inside a batch, the pool goes now (what is queued in it was never started), otherwise once the
+   * running batches return, or after the grace period for a function that ignores ctx.signal.
+   */
+  private readonly onHalt = (): void => {
+    const reason = this.g.ctl.signal.reason
+    const text = reason instanceof Error ? `${reason.name}\n${reason.message}` : `Error\n${String(reason)}`
+    const bytes = new TextEncoder().encode(text).subarray(0, REASON_BYTES)
+    new Uint8Array(this.control, this.flags.byteLength).set(bytes)
+    Atomics.store(this.flags, 2, bytes.length)
+    Atomics.store(this.flags, 0, 1)
+    Atomics.notify(this.flags, 0)
+    if (this.destroyIfIdle()) return
+    // half the run's grace period, so that the threads are gone within it and the run settles after
+    this.graceTimer = setTimeout(this.destroy, SETTLE_GRACE_MS / 2)
+    this.graceTimer.unref()
+  }
+
+  /**
+   * After a stop: destroys the pool if no thread is inside a batch. The stop flag is raised before
+   * this reads the running flags, and a thread raises its running flag before it reads the stop
+   * flag, so a batch either stops by itself or is seen here. Says whether it destroyed the pool.
+   */
+  private destroyIfIdle(): boolean {
+    const started = Math.min(Atomics.load(this.flags, 1), this.slots)
+    for (let i = 0; i < started; i++) if (Atomics.load(this.flags, 4 + 2 * i + 1) !== 0) return false
+    void this.destroy()
+    return true
+  }
+
+  /** A thread exited: it runs nothing any more (one that died inside a batch left its flag raised). */
+  private threadExited(threadId: number): void {
+    for (let i = 0; i < this.slots; i++) {
+      if (Atomics.load(this.flags, 4 + 2 * i) === threadId) Atomics.store(this.flags, 4 + 2 * i + 1, 0)
+    }
+    if (this.g.halted) this.destroyIfIdle()
+  }
+
+  /** The pool failed outside any task (piscina emits 'error'): the run fails. */
+  private readonly onPoolError = (err: unknown): void => {
+    if (!this.g.halted) this.g.run.fail(err, this.g.name, 0, undefined)
+  }
+
+  private close(): Promise<void> {
+    this.g.ctl.signal.removeEventListener('abort', this.onHalt)
+    clearTimeout(this.graceTimer)
+    return this.destroy()
+  }
+
+  /**
+   * Notes the pool's threads. piscina's destroy() waits only for the threads still in its pool; a
+   * thread that died (and was replaced) may still be exiting, so the run waits for those too.
+   */
+  private readonly track = (): void => {
+    for (const t of this.pool!.threads) {
+      if (this.threads.has(t)) continue
+      const id = t.threadId
+      this.threads.set(
+        t,
+        new Promise<void>((resolve) =>
+          t.once('exit', () => {
+            this.threadExited(id)
+            resolve()
+          }),
+        ),
+      )
+    }
+  }
+
+  /** Destroys the pool once; every call waits for the same end: every thread it started has exited. */
+  private readonly destroy = (): Promise<void> => {
+    if (this.destroyed === undefined) {
+      const pool = this.pool
+      this.destroyed =
+        pool === undefined
+          ? Promise.resolve()
+          : pool
+              .destroy()
+              .then(() => Promise.all(this.threads.values()))
+              .then(noop)
+    }
+    return this.destroyed
+  }
+}
+
+/** An error, or any thrown value, rebuilt from what entry.js sent: same name, message, stack and properties. */
+export function rebuild(d: Described): unknown {
+  if (!('name' in d)) return d.value
+  const C = BUILTIN_ERRORS[d.name!] ?? Error
+  const e = 'cause' in d ? new C(d.message, { cause: rebuild(d.cause!) }) : new C(d.message)
+  if (e.name !== d.name)
+    Object.defineProperty(e, 'name', { value: d.name, writable: true, configurable: true })
+  e.stack = d.stack
+  if (d.props !== undefined) Object.assign(e, d.props)
+  return e
+}
+
+const BUILTIN_ERRORS: Record<string, ErrorConstructor> = {
+  __proto__: null as any,
+  Error,
+  TypeError,
+  RangeError,
+  SyntaxError,
+  ReferenceError,
+  EvalError,
+  URIError,
+}
+
+/**
+ * Why structured clone would fail on, or silently change, `x` at its top level; undefined if it
+ * will not. Kept in step with the same function in entry.js (which checks results).
+ */
+export function unclonable(x: unknown): string | undefined {
+  const t = typeof x
+  if (t === 'function') return `a function (${(x as Function).name || 'anonymous'}), which cannot be cloned`
+  if (t === 'symbol') return 'a symbol, which cannot be cloned'
+  if (t !== 'object' || x === null) return undefined
+  const p = Object.getPrototypeOf(x)
+  if (p === Object.prototype || p === Array.prototype || p === null) return undefined
+  if (ArrayBuffer.isView(x) || x instanceof Error) return undefined
+  let ok = builtins.get(p)
+  if (ok === undefined) builtins.set(p, (ok = isBuiltin(p)))
+  if (ok) return undefined
+  const name = typeof p.constructor === 'function' ? p.constructor.name : ''
+  return `an instance of class ${name || '(anonymous)'}, which structured clone would turn into a plain object without its methods`
+}
+const builtins = new Map<object, boolean>()
+function isBuiltin(p: { constructor?: unknown }): boolean {
+  const C = p.constructor
+  if (typeof C !== 'function') return false
+  if (C === globalThis.Blob) return true
+  // Date, Map, Set, RegExp, ArrayBuffer, boxed primitives: classes the engine implements natively
+  return /\{\s*\[native code\]\s*\}\s*$/.test(Function.prototype.toString.call(C))
+}

@@ -1,0 +1,269 @@
+/**
+ * Smoke test of the benchmark suite (benchmarks/): at tiny sizes, every implementation of every
+ * workload produces the right count and sum (and keeps input order where it promises to), and the
+ * harness refuses to post a number for a run whose result is wrong. No timing is asserted.
+ */
+import { describe, expect, test } from 'vitest'
+import { renderChart } from '../benchmarks/chart.js'
+import { measureWorkload, median, timeOnce } from '../benchmarks/harness.js'
+import { MEMORY_IMPLS, memoryExpect, runChild } from '../benchmarks/memory.js'
+import { evaluateTargets, toJson } from '../benchmarks/report.js'
+import type { BenchResult, Impl, MemoryRow, Row, Workload } from '../benchmarks/types.js'
+import { checkResult, defineWorkloads, SIZES } from '../benchmarks/workloads.js'
+import * as sl from '../lib/index.js'
+
+const workloads = defineWorkloads(sl, SIZES.tiny)
+
+describe.each(workloads.map((w) => [w.id, w] as const))('workload %s', (_id, w) => {
+  test.each(w.impls.map((impl) => [impl.label, impl] as const))(
+    '%s produces every item once',
+    async (_label, impl) => {
+      const result = await impl.run(w.n)
+      expect(result).toMatchObject(w.expect(w.n))
+      if (impl.ordered === true) expect(result.inversions).toBe(0)
+      expect(checkResult(w, impl, w.n, result)).toBeUndefined()
+    },
+  )
+})
+
+test('every workload has its baseline and stageline among its implementations', () => {
+  for (const w of workloads) {
+    const names = w.impls.map((i) => i.name)
+    expect(names).toContain(w.baseline)
+    expect(w.impls.some((i) => i.role === 'stageline')).toBe(true)
+    expect(new Set(names).size).toBe(names.length)
+  }
+})
+
+test('the ordered workload reports the peak reorder buffer within stageline bound', async () => {
+  const w = workloads.find((x) => x.id === 'ordered')!
+  const impl = w.impls.find((i) => i.name === 'stageline ordered')!
+  const result = await impl.run(w.n)
+  expect(result.inversions).toBe(0)
+  // 8 workers, qsize 64: the window never holds more than qsize + workers items
+  expect(result.peakAhead).toBeGreaterThanOrEqual(0)
+  expect(result.peakAhead).toBeLessThanOrEqual(64 + 8)
+})
+
+describe('memory workload', () => {
+  test.each(MEMORY_IMPLS.map((impl) => [impl.label, impl] as const))(
+    '%s produces every item once',
+    async (_label, impl) => {
+      const n = 500
+      const result = await impl.run(n, sl)
+      expect(result).toMatchObject(memoryExpect(n))
+    },
+  )
+
+  test('a child process runs one implementation and reports its peak RSS', async () => {
+    const r = await runChild('bare', 300)
+    expect(r.error).toBeUndefined()
+    if (r.error === undefined) {
+      expect(r).toMatchObject({ impl: 'bare', n: 300, ...memoryExpect(300) })
+      expect(r.maxRssMB).toBeGreaterThan(0)
+    }
+  })
+
+  test('a child process given an unknown implementation reports an error', async () => {
+    const r = await runChild('no-such-library', 10)
+    expect(r.error).toMatch(/usage: node memory-child\.js/)
+  })
+})
+
+// a workload made up for the harness: counts 0..n-1 (sum n(n-1)/2), with implementations that are right or wrong
+function fakeWorkload(impls: Impl[], reducedN?: number): Workload {
+  return {
+    id: 'fake',
+    group: 'fake',
+    title: 'fake',
+    n: 200,
+    reducedN,
+    baseline: 'base',
+    expect: (n) => ({ count: n, sum: (n * (n - 1)) / 2 }),
+    target: { impl: 'good', min: 1, text: 'good >= 1x' },
+    impls,
+  }
+}
+const counting = (name: string, role: Impl['role'] = 'peer'): Impl => ({
+  name,
+  label: name,
+  role,
+  run: async (n) => ({ count: n, sum: (n * (n - 1)) / 2, inversions: 0 }),
+})
+
+describe('harness', () => {
+  test('a run with a wrong sum posts no number, and the right ones do', async () => {
+    const wrong: Impl = { ...counting('wrong'), run: async (n) => ({ count: n, sum: 1, inversions: 0 }) }
+    const rows = await measureWorkload(
+      fakeWorkload([counting('base', 'baseline'), counting('good', 'stageline'), wrong]),
+      { rounds: 3, warmupN: 50 },
+    )
+    const by = Object.fromEntries(rows.map((r) => [r.impl, r]))
+    expect(by.wrong).toMatchObject({ itemsPerSec: null, ratio: null })
+    expect(by.wrong!.error).toMatch(/sum 1, expected 1225/)
+    expect(by.good).toMatchObject({ error: null, runs: 3 })
+    expect(by.good!.ratio).toBeGreaterThan(0)
+    expect(by.base).toMatchObject({ error: null, runs: 3, ratio: 1 })
+  })
+
+  test('a run that throws, or promises order and breaks it, posts no number', async () => {
+    const throws: Impl = {
+      ...counting('throws'),
+      run: async () => {
+        throw new TypeError('boom')
+      },
+    }
+    const shuffled: Impl = {
+      ...counting('shuffled'),
+      ordered: true,
+      run: async (n) => ({ count: n, sum: (n * (n - 1)) / 2, inversions: 3 }),
+    }
+    const rows = await measureWorkload(fakeWorkload([counting('base', 'baseline'), throws, shuffled]), {
+      rounds: 1,
+      warmupN: 50,
+    })
+    expect(rows.find((r) => r.impl === 'throws')!.error).toMatch(/threw TypeError: boom/)
+    expect(rows.find((r) => r.impl === 'shuffled')!.error).toMatch(/3 items out of input order/)
+  })
+
+  test('a run that never settles fails with a timeout instead of hanging the suite', async () => {
+    const hangs: Impl = { ...counting('hangs'), run: () => new Promise(() => {}) }
+    const r = await timeOnce(fakeWorkload([hangs]), hangs, 10, 30)
+    expect(r.error).toMatch(/no result after 30 ms/)
+  })
+
+  test('a failing baseline leaves no ratio standing', async () => {
+    const base: Impl = {
+      ...counting('base', 'baseline'),
+      run: async (n) => ({ count: n - 1, sum: 0, inversions: 0 }),
+    }
+    const rows = await measureWorkload(fakeWorkload([base, counting('good', 'stageline')]), {
+      rounds: 1,
+      warmupN: 50,
+    })
+    for (const r of rows) expect(r.ratio).toBeNull()
+  })
+
+  test('slow peers run on the reduced size, and the baseline is also run at that size', async () => {
+    const sizes: number[] = []
+    const base: Impl = {
+      ...counting('base', 'baseline'),
+      run: async (n) => {
+        sizes.push(n)
+        return { count: n, sum: (n * (n - 1)) / 2, inversions: 0 }
+      },
+    }
+    const w = fakeWorkload([base, counting('good', 'stageline'), counting('peer')], 40)
+    // reduceBelow Infinity: every peer counts as slow, whatever the clock says
+    const rows = await measureWorkload(w, { rounds: 2, warmupN: 20, reduceBelow: Number.POSITIVE_INFINITY })
+    expect(rows.find((r) => r.impl === 'peer')).toMatchObject({ n: 40, reduced: true, runs: 2 })
+    expect(rows.find((r) => r.impl === 'good')).toMatchObject({ n: 200, reduced: false })
+    expect(rows.find((r) => r.impl === 'base')).toMatchObject({ n: 200, runs: 2 })
+    expect(sizes.filter((n) => n === 40)).toHaveLength(2)
+    // reduceBelow 0: nobody is
+    const none = await measureWorkload(w, { rounds: 1, warmupN: 20, reduceBelow: 0 })
+    expect(none.every((r) => !r.reduced && r.n === 200)).toBe(true)
+  })
+
+  test('median', () => {
+    expect(median([3, 1, 2])).toBe(2)
+    expect(median([4, 1, 3, 2])).toBe(2.5)
+    expect(median([])).toBeNaN()
+  })
+})
+
+describe('report and chart', () => {
+  const row = (
+    impl: string,
+    role: Row['role'],
+    ratio: number | null,
+    workload = 'overhead-async/w1',
+  ): Row => ({
+    workload,
+    group: workload.split('/')[0]!,
+    title: `${workload} <title & "quotes">`,
+    impl,
+    label: `${impl} <label>`,
+    role,
+    ordered: undefined,
+    baseline: 'bare',
+    n: 1000,
+    reduced: false,
+    runs: 1,
+    itemsPerSec: ratio === null ? null : ratio * 1000,
+    ratio,
+    ratioMin: ratio,
+    ratioMax: ratio,
+    target: { impl: 'stageline', min: 1, text: 'stageline >= 1x the bare chain' },
+    peakReorder: null,
+    error: ratio === null ? 'count 1, expected 2' : null,
+  })
+  const memory = (impl: string, rss: [number, number]): MemoryRow => ({
+    workload: 'memory',
+    impl,
+    label: impl,
+    role: impl === 'stageline' ? 'stageline' : 'peer',
+    points: [
+      { n: 1_000_000, maxRssMB: rss[0], itemsPerSec: 1 },
+      { n: 10_000_000, maxRssMB: rss[1], itemsPerSec: 1 },
+    ],
+    growthMB: rss[1] - rss[0],
+    error: null,
+    skipped: null,
+  })
+
+  test('targets are met or missed by the stageline cell and the memory rows', () => {
+    const verdicts = evaluateTargets(
+      [
+        row('bare', 'baseline', 1),
+        row('stageline', 'stageline', 1.2),
+        row('stageline', 'stageline', 0.8, 'x/w4'),
+      ],
+      [memory('stageline', [80, 85]), memory('p-map', [84, 85])],
+    )
+    expect(verdicts.map((v) => v.pass)).toEqual([true, false, true, true])
+    const worse = evaluateTargets([], [memory('stageline', [80, 95]), memory('p-map', [84, 85])])
+    expect(worse.map((v) => v.pass)).toEqual([false, false])
+  })
+
+  test('the chart is an SVG with a bar per measured cell and escaped labels', () => {
+    const result: BenchResult = {
+      meta: { date: '2026-01-01', machine: 'test', command: 'npm run bench' },
+      throughput: [row('bare', 'baseline', 1), row('stageline', 'stageline', 2.5), row('rxjs', 'peer', null)],
+      memory: [memory('stageline', [80, 85])],
+      extra: [],
+      targets: [],
+    }
+    const svg = renderChart(result)
+    expect(svg.startsWith('<svg ')).toBe(true)
+    expect(svg.trimEnd().endsWith('</svg>')).toBe(true)
+    expect(svg).toContain('stageline &lt;label&gt;')
+    expect(svg).toContain('&lt;title &amp; &quot;quotes&quot;&gt;')
+    expect(svg).not.toContain('<label>')
+    expect(svg).toContain('failed: count 1, expected 2')
+    // two ratio bars and two memory bars, besides the background
+    expect(svg.match(/<rect /g)).toHaveLength(5)
+  })
+
+  test('result JSON round-trips', () => {
+    const value = { a: [1, 2.5, 3], b: { c: null, d: 'x', e: [] as number[] }, f: [{ g: true }] }
+    expect(JSON.parse(toJson(value))).toEqual(value)
+    const long = Array.from({ length: 60 }, (_, i) => i * 1001)
+    expect(JSON.parse(toJson({ long }))).toEqual({ long })
+  })
+})
+
+describe('cpu workload (benchmarks/cpu.js)', async () => {
+  const { defineCpuWorkloads, SIZES: CPU_SIZES } = await import('../benchmarks/cpu.js')
+  const { Piscina } = await import('piscina')
+  const cpuWorkloads = defineCpuWorkloads(sl, Piscina, CPU_SIZES.tiny)
+  describe.each(cpuWorkloads.map((w) => [w.id, w] as const))('workload %s', (_id, w) => {
+    const sizes = [...new Set([w.n, w.reducedN ?? w.n])]
+    test.each(w.impls.map((impl) => [impl.label, impl] as const))(
+      '%s produces every item once',
+      async (_label, impl) => {
+        for (const n of sizes) expect(checkResult(w, impl, n, await impl.run(n))).toBeUndefined()
+      },
+    )
+  })
+})

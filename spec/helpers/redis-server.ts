@@ -1,0 +1,148 @@
+/**
+ * Starts a private redis-server for a spec file: loopback only, a free port, no persistence, and
+ * stops it afterwards. It never uses a Redis the machine may already run on 6379.
+ *
+ * When no redis-server can be found or started, `startRedisServer()` resolves to the reason
+ * instead of throwing, and `reportUnavailable()` says so loudly: a console warning, plus a test
+ * named "NOT RUN: ..." that is skipped on a developer's machine and FAILS under CI (CI=true), where
+ * `.ci/run` installs redis-server and a missing one is a broken setup, not something to skip.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { connect, createServer } from 'node:net'
+import { test } from 'vitest'
+
+export interface RedisServer {
+  /** `redis://127.0.0.1:<port>` (with the password, if one was set). */
+  readonly url: string
+  readonly port: number
+  stop(): Promise<void>
+}
+
+export type Started = { ok: true; server: RedisServer } | { ok: false; reason: string }
+
+const BINARY = process.env.REDIS_SERVER ?? 'redis-server'
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number }
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+/** Sends PING (after AUTH when a password is set) over a raw socket; resolves true on +PONG. */
+function ping(port: number, password: string | undefined): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect({ port, host: '127.0.0.1' })
+    let data = ''
+    const done = (ok: boolean): void => {
+      sock.destroy()
+      resolve(ok)
+    }
+    sock.setTimeout(500, () => done(false))
+    sock.once('error', () => done(false))
+    sock.on('data', (chunk) => {
+      data += chunk.toString()
+      if (data.includes('+PONG')) done(true)
+      else if (data.includes('-')) done(false)
+    })
+    sock.once('connect', () => {
+      sock.write(password === undefined ? 'PING\r\n' : `AUTH ${password}\r\nPING\r\n`)
+    })
+  })
+}
+
+function stopper(child: ChildProcess): () => Promise<void> {
+  return () =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve()
+      const kill = setTimeout(() => child.kill('SIGKILL'), 3000)
+      child.once('exit', () => {
+        clearTimeout(kill)
+        resolve()
+      })
+      child.kill('SIGTERM')
+    })
+}
+
+async function attempt(password: string | undefined): Promise<Started> {
+  const port = await freePort()
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
+  args.push('--daemonize', 'no', '--loglevel', 'warning', '--protected-mode', 'yes')
+  if (password !== undefined) args.push('--requirepass', password)
+  let child: ChildProcess
+  try {
+    child = spawn(BINARY, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  } catch (err) {
+    return { ok: false, reason: `could not start ${BINARY}: ${(err as Error).message}` }
+  }
+  let output = ''
+  child.stdout!.on('data', (c) => (output += c))
+  child.stderr!.on('data', (c) => (output += c))
+  const spawnError = new Promise<string>((resolve) => {
+    child.once('error', (err: NodeJS.ErrnoException) =>
+      resolve(err.code === 'ENOENT' ? `no ${BINARY} binary on PATH` : `${BINARY}: ${err.message}`),
+    )
+    child.once('exit', (code, signal) => resolve(`${BINARY} exited (${code ?? signal}): ${output.trim()}`))
+  })
+  let failed: string | undefined
+  void spawnError.then((reason) => (failed = reason))
+  const killAtExit = (): void => {
+    child.kill('SIGKILL')
+  }
+  process.once('exit', killAtExit)
+  const deadline = Date.now() + 10_000
+  while (Date.now() < deadline) {
+    if (failed !== undefined) {
+      process.off('exit', killAtExit)
+      return { ok: false, reason: failed }
+    }
+    if (await ping(port, password)) {
+      const stop = stopper(child)
+      const url = `redis://${password === undefined ? '' : `:${password}@`}127.0.0.1:${port}`
+      return {
+        ok: true,
+        server: {
+          url,
+          port,
+          stop: async () => {
+            await stop()
+            process.off('exit', killAtExit)
+          },
+        },
+      }
+    }
+    await new Promise((r) => setTimeout(r, 25))
+  }
+  await stopper(child)()
+  process.off('exit', killAtExit)
+  return { ok: false, reason: `${BINARY} did not answer PING within 10 s: ${output.trim()}` }
+}
+
+/** Starts a redis-server (a few tries, in case another process took the free port first). */
+export async function startRedisServer(options: { password?: string } = {}): Promise<Started> {
+  let last: Started = { ok: false, reason: 'not started' }
+  for (let i = 0; i < 3; i++) {
+    last = await attempt(options.password)
+    if (last.ok || last.reason.startsWith('no ')) return last
+  }
+  return last
+}
+
+/** Says loudly that a spec file's Redis tests did not run (see the module comment). */
+export function reportUnavailable(file: string, reason: string): void {
+  const line = '*'.repeat(100)
+  console.warn(
+    `\n${line}\n${file}: the Redis transport specs DID NOT RUN: ${reason}\n` +
+      `Install redis-server (Debian: apt-get install redis-server) or set REDIS_SERVER to its path.\n${line}\n`,
+  )
+  const name = `NOT RUN: redis-server unavailable (${reason})`
+  if (process.env.CI) {
+    test(name, () => {
+      throw new Error(`redis-server is required under CI (.ci/run installs it): ${reason}`)
+    })
+  } else test.skip(name, () => {})
+}

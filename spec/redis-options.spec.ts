@@ -1,0 +1,163 @@
+/** stageline/redis: option validation. Needs no Redis server: every case throws before connecting. */
+import { describe, expect, test } from 'vitest'
+import { Stage } from '../lib/index.js'
+import { DeliveryLimitError, RemoteError, redisStage, serveStage } from '../lib/redis/index.js'
+
+describe('redisStage() options', () => {
+  test('returns a Stage named after the Redis stage, with its options', () => {
+    const s = redisStage<number, number>('resize', {
+      url: 'redis://127.0.0.1:6390',
+      capacity: 10,
+      ordered: true,
+    })
+    expect(s).toBeInstanceOf(Stage)
+    expect(s.name).toBe('resize')
+    expect(s.options).toMatchObject({ name: 'resize', capacity: 10, ordered: true, workers: 1 })
+    const wider = s.setup({ capacity: 20, qsize: 5 })
+    expect(wider.options).toMatchObject({ capacity: 20, qsize: 5, ordered: true })
+    expect(s.options).toMatchObject({ capacity: 10 })
+  })
+
+  test.each([
+    [undefined, TypeError, /expected `name` to be a non-empty string, got undefined \(undefined\)/],
+    ['', TypeError, /expected `name` to be a non-empty string, got "" \(string\)/],
+    [
+      'a{b}',
+      RangeError,
+      /no `\{` or `\}` \(it is the Redis Cluster hash tag of the stage's keys\), got "a\{b\}" \(string\)/,
+    ],
+  ])('refuses the name %s', (name, type, message) => {
+    expect(() => redisStage(name as string)).toThrow(type)
+    expect(() => redisStage(name as string)).toThrow(message)
+  })
+
+  test.each([
+    [{ capacity: 0 }, RangeError, 'expected `capacity` to be an integer from 1 and up, got 0 (number)'],
+    [
+      { capacity: Number.POSITIVE_INFINITY },
+      RangeError,
+      'expected `capacity` to be an integer from 1 and up, got Infinity',
+    ],
+    [{ capacity: '5' }, TypeError, 'expected `capacity` to be an integer from 1 and up, got "5" (string)'],
+    [{ batch: 1001 }, RangeError, 'expected `batch` to be an integer from 1 to 1000, got 1001 (number)'],
+    [{ batch: 1.5 }, RangeError, 'expected `batch` to be an integer from 1 and up, got 1.5 (number)'],
+    [
+      { maxWait: -1 },
+      RangeError,
+      'expected `maxWait` to be a finite number of milliseconds >= 0, got -1 (number)',
+    ],
+    [
+      { visibilityTimeout: 10 },
+      RangeError,
+      'expected `visibilityTimeout` to be a number of milliseconds >= 30, got 10',
+    ],
+    [
+      { maxDeliveries: 0 },
+      RangeError,
+      'expected `maxDeliveries` to be an integer from 1 and up, got 0 (number)',
+    ],
+    [{ deadLetter: 'yes' }, TypeError, 'expected `deadLetter` to be true or false, got "yes" (string)'],
+    [
+      { connectTimeout: 0 },
+      RangeError,
+      'expected `connectTimeout` to be a number of milliseconds >= 1, got 0',
+    ],
+    [{ url: 42 }, TypeError, 'expected `url` to be a redis:// or rediss:// URL string, got 42 (number)'],
+    [
+      { url: 'http://h:1' },
+      TypeError,
+      'expected `url` to be a redis:// or rediss:// URL string, got "http://h:1"',
+    ],
+    [{ client: 'x' }, TypeError, 'expected `client` to be an options object, got "x" (string)'],
+    [{ client: { url: 'redis://h' } }, TypeError, 'give the server as the `url` option, not as `client.url`'],
+    [{ workers: 4 }, TypeError, '`workers` does not apply to a Redis stage (got 4 (number))'],
+    [
+      { worker: 4 },
+      TypeError,
+      'unknown option `worker`; the options are `workers`, `qsize`, `ordered`, `name`, `url`',
+    ],
+    [
+      { qsize: -1 },
+      RangeError,
+      'expected `qsize` to be an integer from 0 and up or `Infinity`, got -1 (number)',
+    ],
+  ])('refuses %o with a %s naming the option and the value', (options, type, message) => {
+    const make = (): unknown => redisStage('s', options as object)
+    expect(make).toThrow(type)
+    expect(make).toThrow(message)
+  })
+
+  test('a bad URL is shown without its password', () => {
+    const make = (): unknown => redisStage('s', { url: 'http://user:pa55word@host:1' })
+    expect(make).toThrow('got "http://user:***@host:1" (string)')
+  })
+
+  test('setup() validates what it changes', () => {
+    const s = redisStage('s')
+    expect(() => s.setup({ batch: 0 })).toThrow(RangeError)
+    expect(() => s.setup({ workers: 2 })).toThrow('`workers` does not apply to a Redis stage')
+    expect(() => s.setup({ name: 'x}' })).toThrow(RangeError)
+  })
+})
+
+describe('serveStage() options', () => {
+  const fn = (x: unknown): unknown => x
+  test.each([
+    [
+      { concurrency: 0 },
+      RangeError,
+      'serveStage(): expected `concurrency` to be an integer from 1 and up, got 0 (number)',
+    ],
+    [
+      { concurrency: 'many' },
+      TypeError,
+      'expected `concurrency` to be an integer from 1 and up, got "many" (string)',
+    ],
+    [
+      { capacity: 3 },
+      TypeError,
+      'serveStage(): unknown option `capacity`; the options are `url`, `client`, `connectTimeout`, `concurrency`',
+    ],
+    [{ url: 'ftp://x' }, TypeError, 'expected `url` to be a redis:// or rediss:// URL string'],
+    ['fast', TypeError, 'serveStage(): expected `options` to be an options object, got "fast" (string)'],
+  ])('refuses %o', async (options, type, message) => {
+    const p = serveStage('s', options as object, fn)
+    await expect(p).rejects.toThrow(type)
+    await expect(p).rejects.toThrow(message)
+  })
+
+  test('refuses a function that is not one, and a bad name', async () => {
+    await expect(serveStage('s', {}, 'f' as never)).rejects.toThrow(
+      'serveStage(): expected `fn` to be a function, got "f" (string)',
+    )
+    await expect(serveStage('{s}', {}, fn)).rejects.toThrow(RangeError)
+  })
+})
+
+describe('error classes', () => {
+  test('RemoteError keeps the remote name, message, stack and code', () => {
+    const e = new RemoteError(
+      { name: 'TypeError', message: 'bad', stack: 'TypeError: bad\n    at f (w.js:1:1)', code: 'E1' },
+      'h:1:ab',
+      2,
+      9,
+    )
+    expect(e).toBeInstanceOf(Error)
+    expect([e.name, e.message, e.stack, e.code, e.consumer, e.attempt, e.seq]).toEqual([
+      'TypeError',
+      'bad',
+      'TypeError: bad\n    at f (w.js:1:1)',
+      'E1',
+      'h:1:ab',
+      2,
+      9,
+    ])
+    expect(new RemoteError({ name: 'E', message: 'm' }, 'c', 1, 0).stack).toBe('E: m')
+  })
+
+  test('DeliveryLimitError names the items of the entry', () => {
+    expect(new DeliveryLimitError('resize', 12, 3, 4, 3).message).toBe(
+      'stage "resize": the entry holding items 12..14 was delivered 4 times (maxDeliveries: 3)',
+    )
+  })
+})

@@ -1,0 +1,649 @@
+/**
+ * stageline/redis against a real redis-server (started by the spec, see helpers/redis-server.ts),
+ * with workers served in this process. Worker child processes: redis-processes.spec.ts.
+ */
+import { inspect } from 'node:util'
+import { pack, unpackMultiple } from 'msgpackr'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { mapStage, pipe, RunStopped, TaskException } from '../lib/index.js'
+import {
+  DeliveryLimitError,
+  RedisConnectionError,
+  RemoteError,
+  redisStage,
+  type StageWorker,
+  serveStage,
+  type WorkerContext,
+} from '../lib/redis/index.js'
+import { type RedisServer, reportUnavailable, startRedisServer } from './helpers/redis-server.js'
+import { keysOf, type Raw, range, rawClient, runsOf, sleep, waitFor } from './helpers/redis-util.js'
+
+const started = await startRedisServer()
+if (!started.ok) reportUnavailable('spec/redis.spec.ts', started.reason)
+
+describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
+  let server: RedisServer
+  let url: string
+  let raw: Raw
+  const workers: StageWorker[] = []
+  let n = 0
+  const fresh = (): string => `s${process.pid}-${++n}`
+  const serve = async <I, O>(
+    name: string,
+    fn: (x: I, ctx: WorkerContext) => O | Promise<O>,
+    concurrency = 1,
+  ): Promise<StageWorker> => {
+    const w = await serveStage(name, { url, concurrency }, fn)
+    workers.push(w)
+    return w
+  }
+
+  beforeAll(async () => {
+    server = (started as { server: RedisServer }).server
+    url = server.url
+    raw = await rawClient(url)
+  })
+  afterAll(async () => {
+    await Promise.all(workers.map((w) => w.close()))
+    await raw?.close()
+    await server?.stop()
+  })
+
+  test('every item comes back exactly once, through several workers and multi-item entries', async () => {
+    const name = fresh()
+    const seen: number[] = []
+    const double = (x: number): number => {
+      seen.push(x)
+      return x * 2
+    }
+    await serve(name, double, 2)
+    await serve(name, async (x: number) => double(x), 3)
+    const out = await pipe(
+      range(2000),
+      redisStage<number, number>(name, { url, batch: 7, capacity: 50 }),
+    ).toArray()
+    expect(out.sort((a, b) => a - b)).toEqual(range(2000).map((x) => x * 2))
+    expect(seen.length).toBe(2000)
+  })
+
+  test('a finished run leaves no key behind, and its keys carry an expiry while it runs', async () => {
+    const name = fresh()
+    const ttls: number[] = []
+    let keysDuring: string[] = []
+    await serve(name, async (x: number) => {
+      if (x === 0) {
+        keysDuring = await keysOf(raw, name)
+        for (const k of keysDuring) ttls.push(Number(await raw.sendCommand(['PTTL', k])))
+      }
+      return x
+    })
+    await pipe(range(5), redisStage<number, number>(name, { url, batch: 1 })).toArray()
+    expect(await keysOf(raw, name)).toEqual([])
+    // a run's input stream, meta hash and the stage's run list, each with the stage's hash tag
+    expect(keysDuring.some((k) => k.endsWith(':in'))).toBe(true)
+    expect(keysDuring.some((k) => k.endsWith(':meta'))).toBe(true)
+    expect(keysDuring.every((k) => k.startsWith(`stageline:{${name}}:`))).toBe(true)
+    expect(ttls.length).toBe(keysDuring.length)
+    for (const t of ttls) expect(t).toBeGreaterThan(0)
+  })
+
+  test('an early break stops feeding, aborts ctx.signal for the run in the workers and deletes its keys', async () => {
+    const name = fresh()
+    const reasons: unknown[] = []
+    let started = 0
+    await serve(
+      name,
+      async (x: number, ctx: WorkerContext) => {
+        started++
+        if (x === 0) return x
+        await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }))
+        reasons.push(ctx.signal.reason)
+        throw ctx.signal.reason
+      },
+      4,
+    )
+    let pulled = 0
+    let closed = 0
+    function* source(): Generator<number> {
+      try {
+        for (let i = 0; i < 1_000_000; i++) {
+          pulled++
+          yield i
+        }
+      } finally {
+        closed++
+      }
+    }
+    const capacity = 20
+    for await (const x of pipe(source, redisStage<number, number>(name, { url, batch: 1, capacity }))) {
+      expect(x).toBe(0)
+      break
+    }
+    expect(closed).toBe(1)
+    expect(pulled).toBeLessThanOrEqual(capacity + 1)
+    await waitFor('the run keys to be deleted', async () => (await keysOf(raw, name)).length === 0)
+    await waitFor('the held items to be aborted', () => reasons.length === started - 1)
+    expect(reasons[0]).toBeInstanceOf(RunStopped)
+  })
+
+  test('a worker error rejects the run with a TaskException carrying the remote name, message and stack', async () => {
+    const name = fresh()
+    await serve(name, function check(x: number) {
+      if (x === 7) throw new TypeError(`seven is bad (${x})`)
+      return x
+    })
+    let closed = 0
+    function* source(): Generator<number> {
+      try {
+        yield* range(1_000_000)
+      } finally {
+        closed++
+      }
+    }
+    const err = await pipe(
+      source,
+      redisStage<number, number>(name, { url, batch: 3 }),
+      mapStage((x: number) => x),
+    )
+      .toArray()
+      .catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(TaskException)
+    const te = err as TaskException
+    expect(te.stage).toBe(name)
+    expect(te.item).toBe(7)
+    expect(te.message).toBe(`The task "${name}-0" raised TypeError: seven is bad (7)`)
+    expect(te.cause).toBeInstanceOf(RemoteError)
+    const cause = te.cause as RemoteError
+    expect(cause.name).toBe('TypeError')
+    expect(cause.message).toBe('seven is bad (7)')
+    expect(cause.stack).toMatch(/^TypeError: seven is bad \(7\)\n +at .*check.*redis\.spec\.ts/)
+    expect(cause.seq).toBe(7)
+    expect(cause.attempt).toBe(1)
+    expect(cause.consumer).toMatch(/:\d+:[0-9a-f]+$/)
+    expect(closed).toBe(1)
+    await waitFor('the failed run keys to be deleted', async () => (await keysOf(raw, name)).length === 0)
+  })
+
+  test('two concurrent runs sharing a Redis and a stage name do not mix items', async () => {
+    const name = fresh()
+    await serve(name, async (x: string) => `${x}!`, 4)
+    const stage = redisStage<string, string>(name, { url, batch: 5, capacity: 30 })
+    const a = range(300).map((i) => `a${i}`)
+    const b = range(300).map((i) => `b${i}`)
+    const [ra, rb] = await Promise.all([pipe(a, stage).toArray(), pipe(b, stage).toArray()])
+    expect(ra.sort()).toEqual(a.map((x) => `${x}!`).sort())
+    expect(rb.sort()).toEqual(b.map((x) => `${x}!`).sort())
+  })
+
+  test('Date, Map, Set, typed arrays, BigInt, undefined and cycles round-trip both ways', async () => {
+    const name = fresh()
+    await serve(name, (x: unknown) => ({ got: x, made: new Map<string, unknown>([['when', new Date(5)]]) }))
+    const cyclic: { name: string; self?: unknown } = { name: 'c' }
+    cyclic.self = cyclic
+    const items: unknown[] = [
+      new Date(0),
+      new Map<unknown, unknown>([
+        [1, { a: 1 }],
+        ['k', new Set([1, 2])],
+      ]),
+      new Set(['x', 'y']),
+      new Uint8Array([1, 2, 3]),
+      new Float64Array([1.5, -2]),
+      10n ** 20n,
+      undefined,
+      null,
+      cyclic,
+    ]
+    const out = (await pipe(
+      items,
+      redisStage<unknown, { got: unknown; made: Map<string, unknown> }>(name, {
+        url,
+        ordered: true,
+        batch: 4,
+      }),
+    ).toArray()) as { got: any; made: Map<string, unknown> }[]
+    expect(out.map((r) => r.got).slice(0, 8)).toEqual(items.slice(0, 8))
+    expect(out[1]!.got).toBeInstanceOf(Map)
+    expect(out[1]!.got.get('k')).toBeInstanceOf(Set)
+    expect(out[3]!.got).toBeInstanceOf(Uint8Array)
+    expect(out[4]!.got).toBeInstanceOf(Float64Array)
+    expect(out[6]!.got).toBeUndefined()
+    expect(out[8]!.got.self).toBe(out[8]!.got)
+    expect(out[0]!.made).toBeInstanceOf(Map)
+    expect(out[0]!.made.get('when')).toEqual(new Date(5))
+  })
+
+  test('ordered: true emits results in input order whatever order the workers finish in', async () => {
+    const name = fresh()
+    const delayed = (f: number, m: number) => async (x: number) => {
+      await sleep((x * f) % m)
+      return x
+    }
+    await serve(name, delayed(7, 5), 4)
+    await serve(name, delayed(3, 4), 4)
+    const out = await pipe(
+      range(200),
+      redisStage<number, number>(name, { url, ordered: true, batch: 2, capacity: 24, qsize: 0 }),
+    ).toArray()
+    expect(out).toEqual(range(200))
+  })
+
+  test('the bound holds while a slow worker runs: Redis never holds more than capacity items of the run', async () => {
+    const name = fresh()
+    await serve(
+      name,
+      async (x: number) => {
+        await sleep(2)
+        return x
+      },
+      2,
+    )
+    const capacity = 10
+    const batch = 3
+    let pulled = 0
+    let delivered = 0
+    let maxAhead = 0
+    function* source(): Generator<number> {
+      for (let i = 0; i < 150; i++) {
+        pulled++
+        maxAhead = Math.max(maxAhead, pulled - delivered)
+        yield i
+      }
+    }
+    // the run's item count, and the entries in its streams, sampled while it runs
+    const sample = `local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+      local n, xin, xout = 0, 0, 0
+      for _, id in ipairs(ids) do
+        local base = string.sub(KEYS[1], 1, -5) .. id
+        n = math.max(n, tonumber(redis.call('HGET', base .. ':meta', 'n') or 0))
+        xin = math.max(xin, redis.call('XLEN', base .. ':in'))
+        xout = math.max(xout, redis.call('XLEN', base .. ':out'))
+      end
+      return {n, xin, xout, #ids}`
+    const peaks = [0, 0, 0]
+    let samples = 0
+    let sampling = true
+    const sampler = (async () => {
+      while (sampling) {
+        const r = (await raw.sendCommand(['EVAL', sample, '1', `stageline:{${name}}:runs`])) as number[]
+        if (r[3]! > 0) samples++
+        for (let i = 0; i < 3; i++) peaks[i] = Math.max(peaks[i]!, r[i]!)
+      }
+    })()
+    const stage = redisStage<number, number>(name, { url, capacity, batch, qsize: 0 })
+    for await (const _ of pipe(source, stage)) delivered++
+    sampling = false
+    await sampler
+    expect(delivered).toBe(150)
+    expect(samples).toBeGreaterThan(10)
+    // the count of items came within an entry of the bound and never passed it (an entry is sent
+    // whole once it fits); XLEN counts entries, at most one per item
+    expect(peaks[0]).toBeGreaterThan(capacity - batch)
+    expect(peaks[0]).toBeLessThanOrEqual(capacity)
+    expect(peaks[1]).toBeLessThanOrEqual(capacity)
+    expect(peaks[2]).toBeLessThanOrEqual(capacity)
+    // read ahead of the consumer: the items in Redis plus the entry being filled, never more
+    expect(maxAhead).toBeGreaterThanOrEqual(capacity)
+    expect(maxAhead).toBeLessThanOrEqual(capacity + batch)
+  })
+
+  test('an item slower than visibilityTimeout is renewed, not redelivered, and comes back once', async () => {
+    const name = fresh()
+    const calls = new Map<number, number>()
+    const work = async (x: number, ctx: WorkerContext): Promise<{ x: number; attempt: number }> => {
+      calls.set(x, (calls.get(x) ?? 0) + 1)
+      if (x === 3) await sleep(500)
+      return { x, attempt: ctx.attempt }
+    }
+    // two workers: had the slow item's lease lapsed, the idle one would have reclaimed it
+    await serve(name, work, 2)
+    await serve(name, work, 2)
+    const out = await pipe(
+      range(10),
+      redisStage<number, { x: number; attempt: number }>(name, {
+        url,
+        batch: 1,
+        visibilityTimeout: 90,
+      }),
+    ).toArray()
+    expect(out.map((r) => r.x).sort((a, b) => a - b)).toEqual(range(10))
+    expect(out.find((r) => r.x === 3)!.attempt).toBe(1)
+    expect(calls.get(3)).toBe(1)
+  })
+
+  test('an entry delivered more than maxDeliveries times fails the run with a DeliveryLimitError', async () => {
+    const name = fresh()
+    const stage = redisStage<number, number>(name, { url, batch: 1, maxDeliveries: 1, visibilityTimeout: 60 })
+    const run = pipe([1, 2, 3], stage).toArray()
+    // a consumer that takes the first entry and dies without a word
+    const [runId] = await waitFor('the run to start', () =>
+      runsOf(raw, name).then((r) => (r.length ? r : null)),
+    )
+    const key = `stageline:{${name}}:${runId}:in`
+    await waitFor('the first entry', async () => Number(await raw.sendCommand(['XLEN', key])) > 0)
+    await raw.sendCommand(['XREADGROUP', 'GROUP', name, 'ghost', 'COUNT', '1', 'STREAMS', key, '>'])
+    await serve(name, (x: number) => x)
+    const err = await run.catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(TaskException)
+    expect((err as TaskException).item).toBe(1)
+    const cause = (err as TaskException).cause as DeliveryLimitError
+    expect(cause).toBeInstanceOf(DeliveryLimitError)
+    expect(cause.deliveries).toBe(2)
+    expect(cause.maxDeliveries).toBe(1)
+    expect(cause.message).toBe(
+      `stage "${name}": the entry holding item 0 was delivered 2 times (maxDeliveries: 1)`,
+    )
+  })
+
+  test('with deadLetter, such an entry goes to the dead-letter stream and the run goes on without it', async () => {
+    const name = fresh()
+    const stage = redisStage<number, number>(name, {
+      url,
+      batch: 2,
+      maxDeliveries: 1,
+      visibilityTimeout: 60,
+      deadLetter: true,
+      ordered: true,
+    })
+    const run = pipe([1, 2, 3, 4, 5], stage).toArray()
+    const [runId] = await waitFor('the run to start', () =>
+      runsOf(raw, name).then((r) => (r.length ? r : null)),
+    )
+    const key = `stageline:{${name}}:${runId}:in`
+    await waitFor('the first entry', async () => Number(await raw.sendCommand(['XLEN', key])) > 0)
+    await raw.sendCommand(['XREADGROUP', 'GROUP', name, 'ghost', 'COUNT', '1', 'STREAMS', key, '>'])
+    await serve(name, (x: number) => x * 10)
+    expect(await run).toEqual([30, 40, 50])
+    const dead = `stageline:{${name}}:dead`
+    const entries = (await raw.sendCommand(['XRANGE', dead, '-', '+'])) as [string, string[]][]
+    expect(entries.length).toBe(1)
+    const fields = entries[0]![1]
+    const get = (f: string): string => fields[fields.indexOf(f) + 1]!
+    expect([get('run'), get('seq'), get('count'), get('deliveries')]).toEqual([runId, '0', '2', '2'])
+    const items = (await raw.sendCommand(['XRANGE', dead, '-', '+'], {
+      typeMapping: { 36: Buffer },
+    })) as [Buffer, Buffer[]][]
+    const payload = items[0]![1][items[0]![1].findIndex((b) => b.toString() === 'items') + 1]!
+    expect(unpackMultiple(payload)).toEqual([1, 2])
+    expect(await keysOf(raw, name)).toEqual([dead])
+    await raw.del(dead)
+  })
+
+  test('close() lets held items finish, acknowledges them and disconnects', async () => {
+    const name = fresh()
+    let begun = false
+    let abortedAt = -1
+    const w = await serve(name, async (x: number, ctx: WorkerContext) => {
+      begun = true
+      const t0 = performance.now()
+      ctx.signal.addEventListener('abort', () => (abortedAt = performance.now() - t0))
+      await sleep(150) // ignores the signal
+      return x + 1
+    })
+    const run = pipe([41], redisStage<number, number>(name, { url })).toArray()
+    await waitFor('the item to start', () => begun)
+    await expect(w.close({ grace: -1 })).rejects.toThrow(
+      'worker.close(): expected `grace` to be a number of milliseconds >= 0, got -1 (number)',
+    )
+    await w.close({ grace: 50 })
+    await w.closed
+    expect(await run).toEqual([42])
+    // the signal aborted after the grace period, while the item was still running
+    expect(abortedAt).toBeGreaterThanOrEqual(40)
+  })
+
+  test('an item aborted by close() goes back to the queue and another worker completes it', async () => {
+    const name = fresh()
+    const attempts: [string, number][] = []
+    const a = await serve(name, async (_: number, ctx: WorkerContext) => {
+      attempts.push(['a', ctx.attempt])
+      await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }))
+      throw ctx.signal.reason
+    })
+    const run = pipe([1, 2], redisStage<number, number>(name, { url, batch: 2 })).toArray()
+    await waitFor('worker a to start', () => attempts.length > 0)
+    await serve(name, (x: number, ctx: WorkerContext) => {
+      attempts.push(['b', ctx.attempt])
+      return x
+    })
+    await a.close()
+    expect((await run).sort()).toEqual([1, 2])
+    expect(attempts).toEqual([
+      ['a', 1],
+      ['b', 2],
+      ['b', 2],
+    ])
+  })
+
+  test('an item or a result that cannot be serialized fails the run naming it', async () => {
+    const name = fresh()
+    await serve(name, (x: number) => (x === 2 ? Symbol('no') : x))
+    const sym = Symbol('item')
+    const e1 = await pipe([1, sym], redisStage<unknown, unknown>(name, { url }))
+      .toArray()
+      .catch((e: unknown) => e)
+    expect(e1).toBeInstanceOf(TaskException)
+    expect((e1 as TaskException).item).toBe(sym)
+    const e2 = await pipe([1, 2, 3], redisStage<number, unknown>(name, { url, batch: 3 }))
+      .toArray()
+      .catch((e: unknown) => e)
+    expect(e2).toBeInstanceOf(TaskException)
+    expect((e2 as TaskException).item).toBe(2)
+    expect(((e2 as TaskException).cause as Error).message).toMatch(/the result of item 1 cannot be sent back/)
+  })
+
+  test('items from a trickling source go out in partial entries after maxWait, not when the entry is full', async () => {
+    const name = fresh()
+    await serve(name, (x: number) => x)
+    for (const maxWait of [0, 5]) {
+      let pulled = 0
+      async function* trickle(): AsyncGenerator<number> {
+        for (let i = 0; i < 6; i++) {
+          await sleep(15)
+          pulled++
+          yield i
+        }
+      }
+      const seenAt: number[] = []
+      for await (const _ of pipe(trickle, redisStage<number, number>(name, { url, batch: 100, maxWait }))) {
+        seenAt.push(pulled)
+      }
+      // each result came back while the source was still producing (an entry of 100 would wait for all)
+      expect(seenAt.length).toBe(6)
+      expect(seenAt[0]).toBeLessThan(6)
+    }
+  })
+
+  test('results sent twice for the same items reach the consumer once', async () => {
+    const name = fresh()
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    await serve(name, async (x: number) => {
+      if (x > 0) await gate
+      return x
+    })
+    const out: number[] = []
+    const run = (async () => {
+      for await (const x of pipe(range(4), redisStage<number, number>(name, { url, batch: 1 }))) out.push(x)
+    })()
+    await waitFor('the first result', () => out.length === 1)
+    // a second copy of item 0's result, as a worker that lost a race would have written it
+    const [runId] = await runsOf(raw, name)
+    await raw.sendCommand(['XADD', `stageline:{${name}}:${runId}:out`, '*', 's', '0', 'v', pack([0])])
+    await sleep(20)
+    release()
+    await run
+    expect(out.sort()).toEqual([0, 1, 2, 3])
+  })
+
+  test('the append script holds the bound even when the count in Redis disagrees with the pipeline', async () => {
+    const name = fresh()
+    await serve(name, async (x: number) => {
+      await sleep(1)
+      return x
+    })
+    let skewed = false
+    const stage = redisStage<number, number>(name, { url, capacity: 8, batch: 3 })
+    const out: number[] = []
+    for await (const x of pipe(range(60), stage)) {
+      if (!skewed) {
+        // 4 items the pipeline does not know of: entries it sends whole must now be cut by the script
+        const [runId] = await runsOf(raw, name)
+        await raw.sendCommand(['HINCRBY', `stageline:{${name}}:${runId}:meta`, 'n', '4'])
+        skewed = true
+      }
+      out.push(x)
+    }
+    expect(out.sort((a, b) => a - b)).toEqual(range(60))
+  })
+
+  test('a run whose keys vanish fails with a clear error', async () => {
+    const name = fresh()
+    await serve(name, async (x: number) => {
+      await sleep(2)
+      return x
+    })
+    const run = pipe(range(1000), redisStage<number, number>(name, { url, capacity: 10, batch: 2 }))
+      .toArray()
+      .catch((e: unknown) => e)
+    const [runId] = await waitFor('the run to start', () =>
+      runsOf(raw, name).then((r) => (r.length ? r : null)),
+    )
+    await raw.del(`stageline:{${name}}:${runId}:meta`)
+    const err = await run
+    expect(err).toBeInstanceOf(TaskException)
+    expect(((err as TaskException).cause as Error).message).toBe(
+      `stageline/redis: the keys of run ${runId} of stage "${name}" vanished from Redis (deleted, or expired while this process was unresponsive)`,
+    )
+  })
+
+  test("a worker that lost an entry's lease to another consumer aborts its items and the entry completes once", async () => {
+    const name = fresh()
+    const reasons: unknown[] = []
+    const attempts: number[] = []
+    await serve(name, async (x: number, ctx: WorkerContext) => {
+      attempts.push(ctx.attempt)
+      if (ctx.attempt > 1) return x
+      await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }))
+      reasons.push(ctx.signal.reason)
+      throw ctx.signal.reason
+    })
+    const run = pipe([5], redisStage<number, number>(name, { url, visibilityTimeout: 60 })).toArray()
+    await waitFor('the item to start', () => attempts.length === 1)
+    const [runId] = await runsOf(raw, name)
+    const key = `stageline:{${name}}:${runId}:in`
+    const pending = (await raw.sendCommand(['XPENDING', key, name, '-', '+', '10'])) as [string, string][]
+    // another consumer takes the entry over (as XAUTOCLAIM would after a stall), then goes silent
+    await raw.sendCommand(['XCLAIM', key, name, 'ghost', '0', pending[0]![0]])
+    expect(await run).toEqual([5])
+    expect(reasons[0]).toBeInstanceOf(RunStopped)
+    expect(String((reasons[0] as Error).message)).toMatch(/was handed to another worker/)
+    // delivered to this worker, stolen by the ghost (a delivery), reclaimed from the silent ghost
+    expect(attempts).toEqual([1, 3])
+  })
+
+  test('an unreachable server fails the run with a RedisConnectionError', async () => {
+    const probe = await startRedisServer()
+    if (!probe.ok) throw new Error(probe.reason)
+    const dead = probe.server.url
+    await probe.server.stop() // nothing listens on that port any more
+    const err = await pipe([1], redisStage<number, number>(fresh(), { url: dead, connectTimeout: 200 }))
+      .toArray()
+      .catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(TaskException)
+    expect((err as TaskException).cause).toBeInstanceOf(RedisConnectionError)
+    expect(((err as TaskException).cause as Error).message).toMatch(
+      /could not connect to Redis at redis:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/,
+    )
+    await expect(serveStage(fresh(), { url: dead, connectTimeout: 200 }, (x) => x)).rejects.toThrow(
+      RedisConnectionError,
+    )
+  })
+
+  describe('a server that requires a password', () => {
+    let locked: RedisServer
+    const secret = 's3cret-pass'
+    const wrong = 'hunter2-wrong'
+    beforeAll(async () => {
+      const s = await startRedisServer({ password: secret })
+      if (!s.ok) throw new Error(s.reason)
+      locked = s.server
+    })
+    afterAll(() => locked?.stop())
+
+    const connections = async (): Promise<number> => {
+      const r = await rawClient(locked.url)
+      const info = String(await r.sendCommand(['INFO', 'stats']))
+      await r.close()
+      return Number(/total_connections_received:(\d+)/.exec(info)![1])
+    }
+
+    test('a wrong password fails the run at once, without retrying, and never shows the password', async () => {
+      const bad = `redis://:${wrong}@127.0.0.1:${locked.port}`
+      const before = await connections()
+      const err = await pipe([1], redisStage<number, number>(fresh(), { url: bad, connectTimeout: 10_000 }))
+        .toArray()
+        .catch((e: unknown) => e)
+      // one refused login and no retry (the inspecting client's own connection is the other one)
+      expect((await connections()) - before).toBe(2)
+      expect(err).toBeInstanceOf(TaskException)
+      const cause = (err as TaskException).cause as RedisConnectionError
+      expect(cause).toBeInstanceOf(RedisConnectionError)
+      expect(cause.message).toMatch(
+        /could not connect to Redis at redis:\/\/:\*\*\*@127\.0\.0\.1:\d+: the server refused the credentials \(WRONGPASS/,
+      )
+      for (const text of [
+        inspect(err, { depth: 10 }),
+        (err as Error).stack,
+        cause.stack,
+        JSON.stringify(cause),
+      ]) {
+        expect(text).not.toContain(wrong)
+      }
+      const e2 = await serveStage(fresh(), { url: bad }, (x) => x).catch((e: unknown) => e)
+      expect(e2).toBeInstanceOf(RedisConnectionError)
+      expect(inspect(e2, { depth: 10 })).not.toContain(wrong)
+    })
+
+    test('the right password, given as a client option, works', async () => {
+      const name = fresh()
+      const base = `redis://127.0.0.1:${locked.port}`
+      const w = await serveStage(name, { url: base, client: { password: secret } }, (x: number) => -x)
+      try {
+        expect(
+          await pipe(
+            [1, 2],
+            redisStage<number, number>(name, { url: base, client: { password: secret } }),
+          ).toArray(),
+        ).toEqual(expect.arrayContaining([-1, -2]))
+      } finally {
+        await w.close()
+      }
+    })
+  })
+
+  test('losing Redis mid-run fails the run and stops the worker with a RedisConnectionError', async () => {
+    const own = await startRedisServer()
+    if (!own.ok) throw new Error(own.reason)
+    const name = fresh()
+    let begun = false
+    const w = await serveStage(name, { url: own.server.url, connectTimeout: 300 }, async (x: number) => {
+      begun = true
+      await sleep(50)
+      return x
+    })
+    const run = pipe(
+      range(100),
+      redisStage<number, number>(name, { url: own.server.url, connectTimeout: 300, batch: 1 }),
+    )
+      .toArray()
+      .catch((e: unknown) => e)
+    await waitFor('the worker to start an item', () => begun)
+    await own.server.stop()
+    const err = await run
+    expect(err).toBeInstanceOf(TaskException)
+    expect((err as TaskException).cause).toBeInstanceOf(RedisConnectionError)
+    expect(((err as TaskException).cause as Error).message).toMatch(/Redis at redis:\/\/127\.0\.0\.1:\d+/)
+    await expect(w.closed).rejects.toThrow(RedisConnectionError)
+  })
+})

@@ -1,0 +1,299 @@
+import { describe, expect, test } from 'vitest'
+import { mapStage, pipe, stage, TaskException } from '../lib/index.js'
+import { DONE, EMPTY, Waiter } from '../lib/queue.js'
+import { AsyncSource, SyncSource } from '../lib/source.js'
+import {
+  defer,
+  flush,
+  numbers,
+  Peak,
+  recordUnhandledRejections,
+  rejectionOf,
+  sorted,
+  spiedAsyncSource,
+  spiedSyncSource,
+  ticks,
+} from './helpers/instruments.js'
+
+recordUnhandledRejections()
+
+function syncOf(items: Iterable<number>, errors: unknown[] = []) {
+  return new SyncSource<number>(items[Symbol.iterator](), (err) => errors.push(err))
+}
+
+function asyncOf(items: AsyncIterable<number>, errors: unknown[] = []) {
+  return new AsyncSource<number>(items[Symbol.asyncIterator](), (err) => errors.push(err))
+}
+
+describe('SyncSource', () => {
+  test('reads exactly one item per poll, numbering them, then says DONE', () => {
+    const { source, spy } = spiedSyncSource(3)
+    const s = syncOf(source)
+    const w = new Waiter()
+    expect(spy.reads).toBe(0)
+    expect(s.poll(w)).toBe(0)
+    expect(spy.reads).toBe(1)
+    expect(s.poll(w)).toBe(1)
+    expect(w.seq).toBe(1)
+    expect(s.poll(w)).toBe(2)
+    expect(s.poll(w)).toBe(DONE)
+    expect(s.poll(w)).toBe(DONE)
+    expect(spy.nexts).toBe(4)
+    expect(spy.exhausted).toBe(true)
+  })
+
+  test('a throwing iterator is reported once and then says DONE', () => {
+    const errors: unknown[] = []
+    const { source, spy } = spiedSyncSource(10, { failAt: 2, error: 'bad' })
+    const s = syncOf(source, errors)
+    const w = new Waiter()
+    expect([s.poll(w), s.poll(w), s.poll(w), s.poll(w)]).toEqual([0, 1, DONE, DONE])
+    expect(errors).toEqual(['bad'])
+    s.abort()
+    expect(spy.returns).toBe(0) // a generator that threw is closed already
+    expect(spy.nextAfterEnd).toBe(0)
+  })
+
+  test('abort() returns the iterator once and reads nothing more', () => {
+    const { source, spy } = spiedSyncSource(10)
+    const s = syncOf(source)
+    const w = new Waiter()
+    s.poll(w)
+    s.abort()
+    s.abort()
+    expect(spy.returns).toBe(1)
+    expect(spy.finalized).toBe(1)
+    expect(s.poll(w)).toBe(DONE)
+    expect(spy.nextAfterEnd).toBe(0)
+  })
+
+  test('a return() that throws does not escape abort()', () => {
+    const it: Iterator<number> = {
+      next: () => ({ value: 1, done: false }),
+      return: () => {
+        throw new Error('return failed')
+      },
+    }
+    const s = new SyncSource<number>(it, () => {})
+    expect(() => s.abort()).not.toThrow()
+  })
+})
+
+describe('AsyncSource', () => {
+  test('reads nothing until a worker waits, then one item per waiting worker', async () => {
+    const { source, spy } = spiedAsyncSource(10)
+    const s = asyncOf(source)
+    await flush()
+    expect(spy.nexts).toBe(0)
+    const a = new Waiter()
+    const b = new Waiter()
+    expect(s.poll(a)).toBe(EMPTY)
+    const pa = s.wait(a)
+    const pb = s.wait(b)
+    await Promise.all([pa, pb])
+    expect([a.item, b.item]).toEqual([0, 1])
+    expect([a.seq, b.seq]).toEqual([0, 1])
+    await flush()
+    expect(spy.reads).toBe(2)
+  })
+
+  test('never calls next() concurrently, however many workers wait', async () => {
+    const peak = new Peak()
+    let i = 0
+    const it: AsyncIterator<number> = {
+      next: () =>
+        peak.run(async () => {
+          await ticks(3)
+          return i < 20 ? { value: i++, done: false } : { value: undefined, done: true }
+        }),
+    }
+    const s = new AsyncSource<number>(it, () => {})
+    const got: number[] = []
+    await Promise.all(
+      numbers(5).map(async () => {
+        const w = new Waiter()
+        for (;;) {
+          await s.wait(w)
+          if (w.item === DONE) return
+          got.push(w.item as number)
+        }
+      }),
+    )
+    expect(peak.max).toBe(1)
+    expect(sorted(got)).toEqual(numbers(20))
+  })
+
+  test('abort() wakes waiting workers with DONE, returns the iterator once and drops a late item', async () => {
+    const gate = defer()
+    const { source, spy } = spiedAsyncSource(10, { gate: (i) => (i === 0 ? gate.promise : undefined) })
+    const s = asyncOf(source)
+    const w = new Waiter()
+    const waited = s.wait(w)
+    await flush()
+    s.abort()
+    s.abort()
+    await waited
+    expect(w.item).toBe(DONE)
+    expect(spy.returns).toBe(1)
+    gate.resolve()
+    await flush()
+    expect(spy.nexts).toBe(1) // the pending read finished, nothing more was asked
+    expect(spy.nextAfterEnd).toBe(0)
+    expect(s.poll(w)).toBe(DONE)
+    const again = new Waiter()
+    await s.wait(again)
+    expect(again.item).toBe(DONE)
+  })
+
+  test('an item read for a worker that stopped waiting (cancel) goes to the next worker', async () => {
+    const gate = defer()
+    const errors: unknown[] = []
+    const { source, spy } = spiedAsyncSource(3, { gate: (i) => (i === 0 ? gate.promise : undefined) })
+    const s = asyncOf(source, errors)
+    const gaveUp = new Waiter()
+    let woke = false
+    void s.wait(gaveUp).then(() => {
+      woke = true
+    })
+    await flush()
+    expect(s.cancel(gaveUp)).toBe(true) // e.g. a batch deadline passed while item 0 was being read
+    gate.resolve()
+    await flush()
+    expect(woke).toBe(false)
+    expect(errors).toEqual([])
+    const w = new Waiter()
+    const got: unknown[] = []
+    for (;;) {
+      let x: unknown = s.poll(w)
+      if (x === EMPTY) {
+        await s.wait(w)
+        x = w.item
+      }
+      if (x === DONE) break
+      got.push(x)
+      expect(w.seq).toBe(got.length - 1)
+    }
+    expect(got).toEqual([0, 1, 2])
+    expect(spy.nextAfterEnd).toBe(0)
+  })
+
+  test('a rejecting next() is reported once; waiting workers get DONE', async () => {
+    const errors: unknown[] = []
+    const { source } = spiedAsyncSource(10, { failAt: 1, error: 'nope' })
+    const s = asyncOf(source, errors)
+    const a = new Waiter()
+    const b = new Waiter()
+    await Promise.all([s.wait(a), s.wait(b)])
+    expect(a.item).toBe(0)
+    expect(b.item).toBe(DONE)
+    expect(errors).toEqual(['nope'])
+  })
+
+  test('a next() that rejects after abort() is swallowed', async () => {
+    const gate = defer()
+    const errors: unknown[] = []
+    const { source } = spiedAsyncSource(10, { failAt: 0, gate: () => gate.promise })
+    const s = asyncOf(source, errors)
+    const w = new Waiter()
+    const waited = s.wait(w)
+    await flush()
+    s.abort()
+    await waited
+    gate.resolve()
+    await flush()
+    expect(errors).toEqual([])
+  })
+})
+
+describe('sources in pipelines', () => {
+  test('arrays, Sets, strings, sync and async generators and functions are all sources', async () => {
+    const double = mapStage((x: number) => x * 2)
+    expect(await pipe([1, 2], double).toArray()).toEqual([2, 4])
+    expect(await pipe(new Set([1, 2]), double).toArray()).toEqual([2, 4])
+    expect(
+      await pipe(
+        'ab',
+        mapStage((c: string) => c.toUpperCase()),
+      ).toArray(),
+    ).toEqual(['A', 'B'])
+    function* gen() {
+      yield 1
+      yield 2
+    }
+    expect(await pipe(gen(), double).toArray()).toEqual([2, 4])
+    expect(await pipe(gen, double).toArray()).toEqual([2, 4])
+    async function* agen() {
+      yield 1
+      yield 2
+    }
+    expect(await pipe(agen(), double).toArray()).toEqual([2, 4])
+    expect(await pipe(() => agen(), double).toArray()).toEqual([2, 4])
+  })
+
+  test('a sync generator source is closed on break (its finally runs once)', async () => {
+    let finalized = 0
+    function* gen() {
+      try {
+        for (let i = 0; ; i++) yield i
+      } finally {
+        finalized++
+      }
+    }
+    for await (const n of pipe(
+      gen,
+      mapStage(async (n: number) => n, { workers: 3 }),
+    ))
+      if (n >= 5) break
+    expect(finalized).toBe(1)
+  })
+
+  test('an async generator source is closed on break, even while a read is pending', async () => {
+    let finalized = 0
+    const gate = defer()
+    async function* agen() {
+      try {
+        yield 0
+        await gate.promise // parked mid-await when the consumer breaks
+        yield 1
+      } finally {
+        finalized++
+      }
+    }
+    const p = pipe(
+      agen,
+      mapStage((n: number) => n, { workers: 2 }),
+    )
+    for await (const _ of p) break // returns promptly although the source is parked
+    expect(finalized).toBe(0)
+    gate.resolve()
+    await flush()
+    expect(finalized).toBe(1)
+  })
+
+  test('an async source with several first-stage workers delivers every item once', async () => {
+    const { source, spy } = spiedAsyncSource(300, { ticks: (i) => i % 3 })
+    const out = await pipe(
+      source,
+      stage(
+        async function* copy(xs: AsyncIterable<number>) {
+          for await (const x of xs) yield x
+        },
+        { workers: 4 },
+      ),
+    ).toArray()
+    expect(sorted(out)).toEqual(numbers(300))
+    expect(spy.nextAfterEnd).toBe(0)
+  })
+
+  test('a source that throws on its first read fails the run as the source', async () => {
+    const { source } = spiedSyncSource(5, { failAt: 0 })
+    const err = await rejectionOf(
+      pipe(
+        source,
+        mapStage((n: number) => n),
+      ).toArray(),
+    )
+    expect(err).toBeInstanceOf(TaskException)
+    expect((err as TaskException).stage).toBe('source')
+  })
+})
