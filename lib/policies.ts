@@ -6,7 +6,7 @@
  * @module
  */
 import { setTimeout as sleep } from 'node:timers/promises'
-import { isThenable } from './_utils.js'
+import { CHECK_EVERY, dueForTurn, isThenable, nextTurn } from './_utils.js'
 import { TimeoutError } from './errors.js'
 import type { Group, StageContext } from './group.js'
 import { checkFunction, checkInteger, checkMs, got } from './options.js'
@@ -276,9 +276,18 @@ export async function policyLoop(g: Group, worker: number, p: Policies, ordered:
       return
     }
   }
+  let n = 0
   try {
     for (;;) {
       if (g.halted) break
+      // a stage whose items all complete without waiting must still let the event loop turn
+      if (++n === CHECK_EVERY) {
+        n = 0
+        if (dueForTurn()) {
+          await nextTurn()
+          if (g.halted) break
+        }
+      }
       if (ordered && !(g.output as OrderedChannel<unknown>).tryAcquire()) {
         await (g.output as OrderedChannel<unknown>).acquire(w)
         if (g.halted) break

@@ -7,8 +7,7 @@
  * returns one, and the try/catch sits around the loop, not inside it.
  * @module
  */
-import { setImmediate as nextTurn } from 'node:timers/promises'
-import { closeQuietly, isThenable } from './_utils.js'
+import { CHECK_EVERY, closeQuietly, dueForTurn, isThenable, nextTurn } from './_utils.js'
 import { type Group, SAMPLE_MASK, type StageContext } from './group.js'
 import { skip } from './policies.js'
 import { type Channel, DONE, EMPTY, type Inlet, type OrderedChannel, SKIP, Waiter } from './queue.js'
@@ -16,24 +15,7 @@ import { type Channel, DONE, EMPTY, type Inlet, type OrderedChannel, SKIP, Waite
 export type MapFn = (item: unknown, ctx: StageContext) => unknown
 export type GenFn = (input: AsyncIterable<unknown>, ctx: StageContext) => unknown
 
-/** How many items a worker handles between checks of whether the event loop needs a turn. */
-const CHECK_EVERY = 1024
-/** A pipeline of functions that never wait on I/O still lets timers and I/O run this often. */
-const TURN_MS = 16
-let lastTurn = performance.now()
-
-/**
- * A worker whose items all complete synchronously (or in microtasks) would otherwise keep the
- * event loop from timers, I/O and abort signals until the input ends. Every CHECK_EVERY items a
- * worker asks this; at most once per TURN_MS it answers true and the worker yields a macrotask.
- */
-export function dueForTurn(): boolean {
-  const now = performance.now()
-  if (now - lastTurn < TURN_MS) return false
-  lastTurn = now
-  return true
-}
-export { isThenable, nextTurn }
+export { dueForTurn, isThenable, nextTurn }
 
 /** A map stage's worker, outputs in completion order. */
 export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void> {

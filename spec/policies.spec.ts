@@ -1,6 +1,14 @@
 import pLimit from 'p-limit'
 import { describe, expect, test } from 'vitest'
-import { mapStage, pipe, rateLimit, type StageContext, skip, TaskException, TimeoutError } from '../lib/index.js'
+import {
+  mapStage,
+  pipe,
+  rateLimit,
+  type StageContext,
+  skip,
+  TaskException,
+  TimeoutError,
+} from '../lib/index.js'
 import {
   numbers,
   Peak,
@@ -417,5 +425,28 @@ describe('policy options are checked when the stage is built', () => {
 
   test('a step without process() is refused', () => {
     expect(() => mapStage({ run: () => 1 } as never)).toThrow(/process\(item, ctx\)/)
+  })
+})
+
+describe('a stage with policies never starves the event loop', () => {
+  test.each([
+    ['retries', { retries: 1 }],
+    ['skip errors', { errors: 'skip' as const, onError: () => {} }],
+    ['ordered init', { ordered: true, workers: 2, init: () => 0 }],
+  ])('an endless source through a stage with %s can be aborted from a macrotask', async (_name, options) => {
+    const endless = {
+      *[Symbol.iterator]() {
+        for (let i = 0; ; i++) yield i
+      },
+    }
+    const c = new AbortController()
+    setImmediate(() => c.abort(new Error('stop now')))
+    const err = await rejectionOf(
+      pipe(
+        endless,
+        mapStage((n: number) => n, options),
+      ).execute({ signal: c.signal }),
+    )
+    expect((err as Error).message).toBe('stop now')
   })
 })
