@@ -4,6 +4,7 @@
  * measures stageline, and the implementations load their own library, so the peak RSS is theirs.
  * @module
  */
+import { pathToFileURL } from 'node:url'
 import { MEMORY_IMPLS } from './memory.js'
 
 const [name, size] = process.argv.slice(2)
@@ -14,7 +15,9 @@ if (impl === undefined || !Number.isInteger(n) || n < 1) {
   console.error(`usage: node memory-child.js <${names}> <items>; got ${name} ${size}`)
   process.exit(2)
 }
-const sl = impl.role === 'stageline' ? await import('../dist/index.js') : undefined
+// the runner passes its snapshot of dist/ (see run.js)
+const dist = process.env.STAGELINE_DIST ? pathToFileURL(process.env.STAGELINE_DIST).href : '../dist/index.js'
+const sl = impl.role === 'stageline' ? await import(dist) : undefined
 const t0 = performance.now()
 const r = await impl.run(n, sl)
 const ms = performance.now() - t0

@@ -10,6 +10,7 @@ export interface MemoryImpl {
   name: string
   label: string
   role: Role
+  required?: boolean
   run(n: number, sl?: typeof import('../lib/index.js')): Promise<JobResult>
 }
 export declare const MEMORY_IMPLS: MemoryImpl[]

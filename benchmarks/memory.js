@@ -49,7 +49,8 @@ const steps = [
 
 /**
  * The implementations: `run(n, sl)` does the job and resolves to `{ count, sum }`; `sl` is the
- * stageline module under test. `role: 'control'` marks the deliberately unbounded one, whose
+ * stageline module under test. `required` ones run at every size whatever their speed (the targets
+ * need them). `role: 'control'` marks the deliberately unbounded one, whose
  * growth shows that the measurement sees growth; it runs on `controlScale` of the sizes.
  */
 export const MEMORY_IMPLS = [
@@ -57,6 +58,7 @@ export const MEMORY_IMPLS = [
     name: 'stageline',
     label: `stageline mapStage() x2, workers ${MEMORY_WORKERS}`,
     role: 'stageline',
+    required: true,
     run: (n, sl) =>
       consumeSlowly(
         sl.pipe(
@@ -78,6 +80,7 @@ export const MEMORY_IMPLS = [
     name: 'p-map',
     label: 'p-map pMapIterable',
     role: 'peer',
+    required: true, // stageline's memory target is measured against it
     run: async (n) => {
       const { pMapIterable } = await import('p-map')
       let it = kilobytes(n)
@@ -199,7 +202,7 @@ export function runChild(name, n, timeoutMs = 600_000) {
  * Runs every implementation at every size, `parallel` children at a time (RSS is per process, so
  * children running side by side do not disturb each other's peak; they only share the CPUs). The
  * largest size runs last, and an implementation whose run at the size before projects to more
- * than `maxSeconds` there is skipped at it, with the reason in its row.
+ * than `maxSeconds` there is skipped at it, with the reason in its row (unless it is `required`).
  * Resolves to one row per implementation with its peak RSS at each size and the growth between
  * the smallest and largest.
  */
@@ -226,7 +229,7 @@ export async function measureMemory({
         const job = phase[next++]
         const before = jobs.filter((j) => j.impl === job.impl && j !== job && !j.last).pop()
         const prev = before === undefined ? undefined : done.get(before)
-        if (job.last && prev !== undefined && prev.error === undefined) {
+        if (job.last && !job.impl.required && prev !== undefined && prev.error === undefined) {
           const projected = (prev.ms / 1000) * (job.n / before.n)
           if (projected > maxSeconds) {
             const r = {

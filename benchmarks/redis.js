@@ -42,28 +42,21 @@ function ping(port) {
   })
 }
 
+// runs the server under a shell that kills it once our end of its stdin closes (stop(), or this
+// process dying in any way), so an interrupted benchmark leaves no server behind
+const WATCHDOG = 'exec 3<&0; "$0" "$@" & rs=$!; (read _ <&3; kill $rs 2>/dev/null) & wait $rs'
+
 /** Starts a private redis-server; resolves to { url, stop() }. */
 export async function startRedis() {
   const port = await freePort()
-  const child = spawnProcess(
-    process.env.REDIS_SERVER ?? 'redis-server',
-    [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--loglevel',
-      'warning',
-    ],
-    { stdio: 'ignore' },
-  )
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
+  const binary = process.env.REDIS_SERVER ?? 'redis-server'
+  const child = spawnProcess('sh', ['-c', WATCHDOG, binary, ...args, '--loglevel', 'warning'], {
+    stdio: ['pipe', 'ignore', 'inherit'],
+  })
   const failed = new Promise((_, reject) => {
     child.once('error', (err) => reject(new Error(`cannot start redis-server: ${err.message}`)))
-    child.once('exit', (code) => reject(new Error(`redis-server exited with ${code}`)))
+    child.once('exit', (code) => reject(new Error(`${binary} exited with ${code}`)))
   })
   failed.catch(() => {})
   const deadline = Date.now() + 10_000
@@ -76,7 +69,7 @@ export async function startRedis() {
     stop: () =>
       new Promise((resolve) => {
         child.once('exit', resolve)
-        child.kill('SIGTERM')
+        child.stdin.end()
       }),
   }
 }

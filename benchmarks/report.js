@@ -39,7 +39,9 @@ export function evaluateTargets(rows, memoryRows) {
       out.push({
         workload: 'memory',
         text: `memory: stageline peak RSS at ${fmtCount(last.n)} items no more than p-map's`,
-        value: ok ? `${fmtMB(last.maxRssMB)} vs p-map ${fmtMB(pmLast.maxRssMB)}` : (sl.error ?? pm.error),
+        value: ok
+          ? `${fmtMB(last.maxRssMB)} vs p-map ${fmtMB(pmLast.maxRssMB)}`
+          : (sl.error ?? pm.error ?? pm.skipped ?? sl.skipped ?? 'not measured'),
         pass: ok && last.maxRssMB <= pmLast.maxRssMB,
       })
     }
@@ -189,8 +191,9 @@ export function markdown(result) {
   }
   if (result.targets.length > 0) {
     lines.push('### stageline targets', '', '| target | measured | |', '| --- | --- | --- |')
-    for (const t of result.targets)
-      lines.push(`| ${t.text} | ${t.value} | ${t.pass ? 'met' : '**missed**'} |`)
+    for (const t of result.targets) {
+      lines.push(`| ${t.text} | ${t.value} | ${t.info ? 'for information' : t.pass ? 'met' : '**missed**'} |`)
+    }
     lines.push('')
   }
   return lines.join('\n')
@@ -205,13 +208,10 @@ export function toJson(value, indent = '', prefix = 0) {
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null'
   const inner = `${indent}  `
   if (Array.isArray(value)) {
-    if (value.length === 0) return '[]'
-    if (value.every((v) => v === null || typeof v !== 'object')) {
-      const line = `[${value.map((v) => JSON.stringify(v) ?? 'null').join(', ')}]`
-      // `prefix` is what precedes the value on its line (indent, key); +1 for a trailing comma
-      if (prefix + line.length + 1 <= 110) return line
-      if (value.every((v) => typeof v === 'number')) return fillNumbers(value, indent)
-    }
+    const line = flat(value)
+    // `prefix` is what precedes the value on its line (indent, key); +1 for a trailing comma
+    if (line !== undefined && prefix + line.length + 1 <= 110) return line
+    if (value.every((v) => typeof v === 'number')) return fillNumbers(value, indent)
     return `[\n${value.map((v) => inner + toJson(v, inner, inner.length)).join(',\n')}\n${indent}]`
   }
   const entries = Object.entries(value).filter(([, v]) => v !== undefined && typeof v !== 'function')
@@ -221,6 +221,16 @@ export function toJson(value, indent = '', prefix = 0) {
     return key + toJson(v, inner, key.length)
   }
   return `{\n${entries.map(line).join(',\n')}\n${indent}}`
+}
+
+/** The one-line form of a value, or undefined if it holds an object with keys (those stay expanded). */
+function flat(value) {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null'
+  if (Array.isArray(value)) {
+    const parts = value.map(flat)
+    return parts.includes(undefined) ? undefined : `[${parts.join(', ')}]`
+  }
+  return Object.keys(value).length === 0 ? '{}' : undefined
 }
 
 function fillNumbers(xs, indent) {

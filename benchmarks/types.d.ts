@@ -87,6 +87,8 @@ export interface TargetVerdict {
   text: string
   value: string
   pass: boolean
+  /** Reported for information, neither met nor missed (cpu.js's machine control). */
+  info?: boolean
 }
 
 /** The JSON file the runner writes. */

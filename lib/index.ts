@@ -1,9 +1,13 @@
+/**
+ * stageline: parallel data pipelines of stages joined by bounded queues.
+ * @module stageline
+ */
 export type { Run, StartOptions } from './background.js'
 export { type BatchOptions, batch, filter, flatMap, merge } from './combinators.js'
 export { describeCause, RunStopped, TaskException, TimeoutError } from './errors.js'
 export { DEFAULT_FEED_CAPACITY, Feed, FeedClosedError, type FeedOptions, feed } from './feed.js'
 export type { StageContext } from './group.js'
-export { DEFAULT_QSIZE, SETTLE_GRACE_MS, type StageOptions } from './options.js'
+export { DEFAULT_QSIZE, type ResolvedStageOptions, SETTLE_GRACE_MS, type StageOptions } from './options.js'
 export { Pipeline, pipe, type RunOptions } from './pipeline.js'
 export {
   type Limiter,

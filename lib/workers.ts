@@ -196,8 +196,11 @@ export class InputView implements AsyncIterableIterator<unknown> {
   private async slow(): Promise<IteratorResult<unknown>> {
     // the function may call next() again before this one settles: give each its own waiter
     const w = this.busy ? new Waiter() : this.w
+    const counted = w === this.w
     this.busy = true
     this.parked.add(w)
+    // a worker waiting for input is not busy (stats); counted once, even with several reads parked
+    if (counted) this.g.busy--
     try {
       for (;;) {
         await this.input.wait(w)
@@ -212,7 +215,10 @@ export class InputView implements AsyncIterableIterator<unknown> {
       }
     } finally {
       this.parked.delete(w)
-      if (w === this.w) this.busy = false
+      if (counted) {
+        this.busy = false
+        this.g.busy++
+      }
     }
   }
 
@@ -229,6 +235,7 @@ export async function genLoop(g: Group, worker: number, fn: GenFn): Promise<void
   let it: Iterator<unknown> | AsyncIterator<unknown> | undefined
   let n = 0
   const view = new InputView(g, g.input)
+  g.busy++ // until the worker ends, except while it waits for input or for room downstream
   try {
     const produced = fn(view, g.context(worker)) as any
     if (produced != null && typeof produced[Symbol.asyncIterator] === 'function') {
@@ -252,7 +259,9 @@ export async function genLoop(g: Group, worker: number, fn: GenFn): Promise<void
       }
       g.emitted++
       if (!out.offer(r.value)) {
+        g.busy--
         await out.put(w, r.value)
+        g.busy++
         if (g.halted) break
       }
       if (++n === CHECK_EVERY) {
@@ -264,11 +273,13 @@ export async function genLoop(g: Group, worker: number, fn: GenFn): Promise<void
       }
     }
   } catch (err) {
+    g.busy--
     closeQuietly(it)
     view.close()
     g.fail(err, worker, undefined)
     return
   }
+  g.busy--
   closeQuietly(it)
   view.close()
   g.exit()

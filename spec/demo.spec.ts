@@ -19,7 +19,7 @@ class Capture implements ProgressStream {
   }
 }
 
-function io(extra: Partial<DemoIO> = {}): DemoIO & { stdout: Capture; stderr: Capture } {
+function io(extra: Pick<DemoIO, 'onInterrupt'> = {}): DemoIO & { stdout: Capture; stderr: Capture } {
   return { stdout: new Capture(), stderr: new Capture(), progressInterval: 20, ...extra }
 }
 

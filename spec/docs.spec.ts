@@ -259,7 +259,7 @@ beforeAll(() => {
   runnable.forEach((ex, i) => {
     runs.set(ex.file, results[i]!)
   })
-}, 120_000)
+}, 300_000)
 
 afterAll(async () => {
   await Promise.allSettled(runs.values())
@@ -304,7 +304,8 @@ describe.each(examples.map((ex) => [ex.where, ex] as const))('%s', (_where, ex) 
         expect(tidy(stdout), `what ${ex.where} prints`).toBe(tidy(ex.output))
       }
     },
-    RUN_TIMEOUT_MS * 4,
+    // a run waits for its turn behind the others (PARALLEL at a time); each is killed after RUN_TIMEOUT_MS
+    300_000,
   )
 })
 

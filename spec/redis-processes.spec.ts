@@ -148,7 +148,7 @@ describe.runIf(started.ok)('stageline/redis, workers in child processes', () => 
         url: server.url,
         batch: 2,
         capacity: 12,
-        visibilityTimeout: 150,
+        visibilityTimeout: 300,
       }),
     ).toArray()) as Result[]
     expect(victim).toBeDefined()

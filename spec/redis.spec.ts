@@ -164,6 +164,29 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
     await waitFor('the failed run keys to be deleted', async () => (await keysOf(raw, name)).length === 0)
   })
 
+  test('a thrown non-Error value and an error code arrive as a RemoteError too', async () => {
+    const name = fresh()
+    await serve(name, (x: number) => {
+      if (x === 1) throw 'plain string'
+      if (x === 2) throw Object.assign(new Error('no such file'), { code: 'ENOENT' })
+      return x
+    })
+    const e1 = await pipe([1], redisStage<number, number>(name, { url }))
+      .toArray()
+      .catch((e: unknown) => e)
+    const c1 = (e1 as TaskException).cause as RemoteError
+    expect([c1.name, c1.message, c1.code]).toEqual([
+      'Error',
+      'a non-Error value was thrown: plain string',
+      undefined,
+    ])
+    const e2 = await pipe([2], redisStage<number, number>(name, { url }))
+      .toArray()
+      .catch((e: unknown) => e)
+    const c2 = (e2 as TaskException).cause as RemoteError
+    expect([c2.name, c2.message, c2.code]).toEqual(['Error', 'no such file', 'ENOENT'])
+  })
+
   test('two concurrent runs sharing a Redis and a stage name do not mix items', async () => {
     const name = fresh()
     await serve(name, async (x: string) => `${x}!`, 4)
@@ -292,7 +315,7 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
     const calls = new Map<number, number>()
     const work = async (x: number, ctx: WorkerContext): Promise<{ x: number; attempt: number }> => {
       calls.set(x, (calls.get(x) ?? 0) + 1)
-      if (x === 3) await sleep(500)
+      if (x === 3) await sleep(800)
       return { x, attempt: ctx.attempt }
     }
     // two workers: had the slow item's lease lapsed, the idle one would have reclaimed it
@@ -303,7 +326,7 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
       redisStage<number, { x: number; attempt: number }>(name, {
         url,
         batch: 1,
-        visibilityTimeout: 90,
+        visibilityTimeout: 200,
       }),
     ).toArray()
     expect(out.map((r) => r.x).sort((a, b) => a - b)).toEqual(range(10))

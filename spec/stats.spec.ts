@@ -2,6 +2,7 @@ import fc from 'fast-check'
 import { afterEach, describe, expect, test, vi } from 'vitest'
 import {
   batch,
+  feed,
   filter,
   flatMap,
   mapStage,
@@ -267,6 +268,32 @@ describe('queues, busy workers and timings', () => {
     gate.resolve()
     await run.done
     expect(run.stats().stages.map((s) => s.busy)).toEqual([0, 0])
+  })
+
+  test('busy counts generator workers except while they wait for input or for room downstream', async () => {
+    const gate = defer()
+    const input = feed<number>()
+    const run = pipe(
+      input,
+      stage(
+        async function* work(xs: AsyncIterable<number>) {
+          for await (const x of xs) {
+            if (x === 1) await gate.promise
+            yield x
+          }
+        },
+        { workers: 2 },
+      ),
+    ).start()
+    await flush(3)
+    expect(byName(run.stats(), 'work').busy).toBe(0) // both wait for input
+    await input.push(1)
+    await flush(3)
+    expect(byName(run.stats(), 'work').busy).toBe(1) // one holds item 1 behind the gate
+    gate.resolve()
+    input.end()
+    await run.done
+    expect(byName(run.stats(), 'work').busy).toBe(0)
   })
 
   test('an aborted run leaves no worker counted as busy', async () => {

@@ -17,16 +17,19 @@ export type RedisClientConfig = Omit<RedisClientOptions, 'url' | 'RESP'>
 /** How to reach Redis: what redisStage() and serveStage() have in common. */
 export interface RedisConnectionOptions {
   /**
-   * The server: `redis[s]://[[username][:password]@][host][:port][/db-number]`.
+   * The server: `redis[s]://[[username][:password]@][host][:port][/db-number]`. Errors show it
+   * with the password replaced by `***`; the stage's `options` keep it as given, so do not log
+   * those.
    * @default 'redis://127.0.0.1:6379'
    */
   url?: string
   /** Further node-redis client options (TLS, auth, database): see {@link RedisClientConfig}. */
   client?: RedisClientConfig
   /**
-   * How long, in ms, connecting (or reconnecting after the connection dropped) may take before
-   * the run fails, or serveStage() rejects, with a {@link RedisConnectionError}. A refused
-   * password fails at once.
+   * How long, in ms, connecting may take before the run fails, or serveStage() rejects, with a
+   * `RedisConnectionError`; a refused password fails at once. A connection that drops during
+   * a run fails the run (whether its last commands took effect cannot be known); a worker
+   * reconnects, and stops (`closed` rejects) if that takes longer than this.
    * @default 5000
    */
   connectTimeout?: number

@@ -15,7 +15,7 @@ import { checkFunction, got } from '../options.js'
 import { isThenable } from '../workers.js'
 import { pack, packError, unpackItems } from './codec.js'
 import { Connection } from './connection.js'
-import { RedisConnectionError } from './errors.js'
+import type { RedisConnectionError } from './errors.js'
 import { checkStageName, resolveServeOptions, type ServeOptions } from './options.js'
 import { RedisWorkQueue } from './streams.js'
 import type { Delivery, RunInfo, WorkQueue } from './transport.js'
@@ -133,7 +133,10 @@ interface RunState {
 
 /** An entry this worker holds, from delivery until it is acknowledged, put back or dropped. */
 class Held {
-  readonly ctl = new AbortController()
+  /** Aborts the `ctx.signal` of the entry's items. */
+  private readonly ctl = new AbortController()
+  /** Set once the entry's items must stop. */
+  aborted = false
   /** The results, by item. */
   readonly values: unknown[]
   readonly count: number
@@ -166,6 +169,16 @@ class Held {
   ) {
     this.count = items.length
     this.values = new Array(items.length)
+  }
+
+  get signal(): AbortSignal {
+    return this.ctl.signal
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return
+    this.aborted = true
+    this.ctl.abort(reason)
   }
 
   /** Item `i`'s own msgpack message. */
@@ -279,7 +292,7 @@ class Server implements StageWorker {
     for (const h of run.held) {
       h.dropped = true
       h.halt = true
-      h.ctl.abort(reason)
+      h.abort(reason)
       if (h.running === 0) this.settle(h)
     }
     this.queue.interrupt()
@@ -401,7 +414,7 @@ class Server implements StageWorker {
       const item = h.items[i]
       h.items[i] = undefined // let it be collected once the function is done with it
       const ctx: WorkerContext = {
-        signal: h.ctl.signal,
+        signal: h.signal,
         worker: slot,
         stage: this.stage,
         runId: h.d.runId,
@@ -427,7 +440,7 @@ class Server implements StageWorker {
   }
 
   private itemFailed(h: Held, i: number, slot: number, err: unknown): void {
-    if (h.ctl.signal.aborted) {
+    if (h.aborted) {
       // aborted by us: closing (the entry goes back), or its run ended / another worker has it
       if (h.dropped || h.lost) h.dropped = true
       else h.requeue = true
@@ -492,7 +505,14 @@ class Server implements StageWorker {
   private flushCompletions(): void {
     const now = performance.now()
     for (const [run, list] of this.completing) {
-      if (!run.ended) this.write(this.queue.complete(run.info.runId, list), now)
+      if (run.ended) continue
+      const runId = run.info.runId
+      this.write(
+        this.queue.complete(runId, list).then((done) => {
+          if (done < 0) this.endRun(runId) // its keys are gone: drop what is left of it here
+        }),
+        now,
+      )
     }
     this.completing.clear()
   }
@@ -587,7 +607,7 @@ class Server implements StageWorker {
       if (h === undefined || h.settled) continue
       h.lost = true
       h.halt = true
-      h.ctl.abort(new RunStopped(`entry ${id} was handed to another worker (this one was silent too long)`))
+      h.abort(new RunStopped(`entry ${id} was handed to another worker (this one was silent too long)`))
       if (h.running === 0) this.settle(h)
     }
   }
@@ -652,7 +672,7 @@ class Server implements StageWorker {
   }
 
   private abortAll(reason: unknown): void {
-    for (const run of this.runs.values()) for (const h of run.held) h.ctl.abort(reason)
+    for (const run of this.runs.values()) for (const h of run.held) h.abort(reason)
   }
 
   private async shutdown(grace: number): Promise<void> {

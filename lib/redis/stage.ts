@@ -388,7 +388,12 @@ class RemoteRun {
         throw err
       }
       if (this.stopping) return
-      if (records === null) continue
+      if (records === null) {
+        // a second without results: make sure the run's keys are still there (and extend them)
+        if (!(await queue.touch())) throw this.vanished()
+        if (this.stopping) return
+        continue
+      }
       const ids = new Array<string>(records.length)
       let freed = 0
       for (let i = 0; i < records.length; i++) {

@@ -172,22 +172,30 @@ return lost`,
 )
 
 // KEYS in; ARGV group, consumer, minIdle, cursor, count: XAUTOCLAIM plus each entry's delivery
-// count, which XAUTOCLAIM does not return (XPENDING does)
+// count, which XAUTOCLAIM does not return (XPENDING does). One XAUTOCLAIM scans at most COUNT x 10
+// pending entries, so it goes on from the returned cursor (within this call) until it has `count`
+// entries or has gone round the whole pending list.
 const RECLAIM = new Script(
   `if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
+local want = tonumber(ARGV[5])
+local cursor = ARGV[4]
 local entries = {}
 local counts = {}
-for _, e in ipairs(r[2]) do
-  if e and e[2] then
-    local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
-    if #p > 0 then
-      entries[#entries + 1] = e
-      counts[#counts + 1] = p[1][4]
+for _ = 1, 100 do
+  local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], cursor, 'COUNT', want - #entries)
+  cursor = r[1]
+  for _, e in ipairs(r[2]) do
+    if e and e[2] then
+      local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
+      if #p > 0 then
+        entries[#entries + 1] = e
+        counts[#counts + 1] = p[1][4]
+      end
     end
   end
+  if cursor == '0-0' or #entries >= want then break end
 end
-return {r[1], entries, counts}`,
+return {cursor, entries, counts}`,
   1,
 )
 

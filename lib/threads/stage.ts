@@ -130,17 +130,24 @@ const DERIVED: unique symbol = Symbol('stageline.threads.workers')
  * items, which `stage.options.workers` reports (it is not an option here).
  *
  * Caveats: items and results cross threads by structured clone, so they must be plain data
- * (objects, arrays, primitives, Date, Map, Set, typed arrays, ...): a function, a symbol or a class
- * instance fails the run with an error naming the stage, and a Buffer arrives as a Uint8Array. The
+ * (objects, arrays, primitives, Date, Map, Set, typed arrays, ...): a function or a symbol, or an
+ * item or result that is a class instance (whose methods would be lost), fails the run with an
+ * error naming the stage; a Buffer arrives as a Uint8Array. The
  * module is loaded by Node itself in each thread, so it must be JavaScript (point at the compiled
  * .js of a TypeScript module). Errors thrown in a thread reach the main thread with their name,
  * message, stack and cloneable properties, as the `cause` of the run's TaskException.
  *
  * @example
+ * The module the threads run (its compiled .js is what the stage loads):
  * ```ts
- * // hash.worker.js:
- * //   import { createHash } from 'node:crypto'
- * //   export default function hash(text) { return createHash('sha256').update(text).digest('hex') }
+ * // file: hash.worker.ts
+ * import { createHash } from 'node:crypto'
+ * export default function hash(text: string): string {
+ *   return createHash('sha256').update(text).digest('hex')
+ * }
+ * ```
+ * The pipeline:
+ * ```ts
  * import { mapStage, pipe, threadStage } from 'stageline'
  * const hash = threadStage<string, string>(new URL('./hash.worker.js', import.meta.url), { threads: 2 })
  * const read = mapStage(async (name: string) => `contents of ${name}`, { workers: 8 })

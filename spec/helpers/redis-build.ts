@@ -5,7 +5,7 @@
  * `npm run build` writing dist/ at the same time. The directory sits inside the project so the
  * built files resolve `redis` and `msgpackr` from its node_modules.
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import ts from 'typescript'
@@ -21,7 +21,17 @@ export interface Build {
 
 /** Transpiles the Redis entry and everything it imports relatively, in a fresh directory. */
 export function buildRedisEntry(): Build {
-  const out = join(ROOT, 'node_modules', '.cache', 'stageline-redis-spec', `${process.pid}-${Date.now()}`)
+  const cache = join(ROOT, 'node_modules', '.cache', 'stageline-redis-spec')
+  // builds left by spec runs that were killed before cleaning up
+  try {
+    for (const old of readdirSync(cache)) {
+      const path = join(cache, old)
+      if (Date.now() - statSync(path).mtimeMs > 3_600_000) rmSync(path, { recursive: true, force: true })
+    }
+  } catch {
+    // no cache yet
+  }
+  const out = join(cache, `${process.pid}-${Date.now()}`)
   const seen = new Set<string>()
   const todo = [join(LIB, 'redis', 'index.ts')]
   while (todo.length > 0) {

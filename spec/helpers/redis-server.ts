@@ -7,7 +7,7 @@
  * named "NOT RUN: ..." that is skipped on a developer's machine and FAILS under CI (CI=true), where
  * `.ci/run` installs redis-server and a missing one is a broken setup, not something to skip.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { connect, createServer } from 'node:net'
 import { test } from 'vitest'
 
@@ -21,6 +21,13 @@ export interface RedisServer {
 export type Started = { ok: true; server: RedisServer } | { ok: false; reason: string }
 
 const BINARY = process.env.REDIS_SERVER ?? 'redis-server'
+
+/**
+ * Runs the server under a watchdog shell that kills it once our end of its stdin closes: when
+ * stop() closes it, and when this process dies in any way (a killed test worker must not leave a
+ * server behind). The shell exits with the server's status.
+ */
+const WATCHDOG = 'exec 3<&0; "$0" "$@" & rs=$!; (read _ <&3; kill $rs 2>/dev/null) & wait $rs'
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -64,7 +71,7 @@ function stopper(child: ChildProcess): () => Promise<void> {
         clearTimeout(kill)
         resolve()
       })
-      child.kill('SIGTERM')
+      child.stdin!.end() // the watchdog kills the server, then the shell exits
     })
 }
 
@@ -73,9 +80,17 @@ async function attempt(password: string | undefined): Promise<Started> {
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
   args.push('--daemonize', 'no', '--loglevel', 'warning', '--protected-mode', 'yes')
   if (password !== undefined) args.push('--requirepass', password)
+  const probe = spawnSync(BINARY, ['--version'], { encoding: 'utf8' })
+  if (probe.error !== undefined) {
+    const code = (probe.error as NodeJS.ErrnoException).code
+    return {
+      ok: false,
+      reason: code === 'ENOENT' ? `no ${BINARY} binary on PATH` : `${BINARY}: ${probe.error.message}`,
+    }
+  }
   let child: ChildProcess
   try {
-    child = spawn(BINARY, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    child = spawn('sh', ['-c', WATCHDOG, BINARY, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
   } catch (err) {
     return { ok: false, reason: `could not start ${BINARY}: ${(err as Error).message}` }
   }
@@ -90,35 +105,19 @@ async function attempt(password: string | undefined): Promise<Started> {
   })
   let failed: string | undefined
   void spawnError.then((reason) => (failed = reason))
-  const killAtExit = (): void => {
-    child.kill('SIGKILL')
-  }
-  process.once('exit', killAtExit)
+  // the watchdog's pipe must not keep this process alive, nor its end be closed before we exit
+  ;(child.stdin as unknown as { unref?: () => void }).unref?.()
+  child.unref()
   const deadline = Date.now() + 10_000
   while (Date.now() < deadline) {
-    if (failed !== undefined) {
-      process.off('exit', killAtExit)
-      return { ok: false, reason: failed }
-    }
+    if (failed !== undefined) return { ok: false, reason: failed }
     if (await ping(port, password)) {
-      const stop = stopper(child)
       const url = `redis://${password === undefined ? '' : `:${password}@`}127.0.0.1:${port}`
-      return {
-        ok: true,
-        server: {
-          url,
-          port,
-          stop: async () => {
-            await stop()
-            process.off('exit', killAtExit)
-          },
-        },
-      }
+      return { ok: true, server: { url, port, stop: stopper(child) } }
     }
     await new Promise((r) => setTimeout(r, 25))
   }
   await stopper(child)()
-  process.off('exit', killAtExit)
   return { ok: false, reason: `${BINARY} did not answer PING within 10 s: ${output.trim()}` }
 }
 
