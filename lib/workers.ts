@@ -8,7 +8,7 @@
  * @module
  */
 import { CHECK_EVERY, closeQuietly, dueForTurn, isThenable, nextTurn } from './_utils.js'
-import { type Group, SAMPLE_MASK, type StageContext } from './group.js'
+import type { Group, StageContext } from './group.js'
 import { skip } from './policies.js'
 import { type Channel, DONE, EMPTY, type Inlet, type OrderedChannel, SKIP, Waiter } from './queue.js'
 
@@ -16,6 +16,25 @@ export type MapFn = (item: unknown, ctx: StageContext) => unknown
 export type GenFn = (input: AsyncIterable<unknown>, ctx: StageContext) => unknown
 
 export { dueForTurn, isThenable, nextTurn }
+
+/**
+ * Calls `fn` on a sampled item and records how long it took (for an async result, until it
+ * settles). Kept out of the loops: with the clock reads inline, the loops ran about 10% slower
+ * on cheap synchronous functions.
+ */
+function timed(g: Group, fn: MapFn, x: unknown, ctx: StageContext): unknown {
+  const t0 = performance.now()
+  g.sampling(t0)
+  const y = fn(x, ctx)
+  if (!isThenable(y)) {
+    g.record(performance.now() - t0)
+    return y
+  }
+  return Promise.resolve(y).then((v) => {
+    g.record(performance.now() - t0)
+    return v
+  })
+}
 
 /** A map stage's worker, outputs in completion order. */
 export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void> {
@@ -26,7 +45,6 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
   let x: unknown
   let holding = false
   let n = 0
-  let t0 = 0
   try {
     for (;;) {
       // checked first, so that every path through the loop (skip included) counts
@@ -45,20 +63,15 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
         if (g.halted) break
       }
       if (x === DONE) break
-      if ((++g.taken & SAMPLE_MASK) === 0) t0 = performance.now()
       g.busy++
       holding = true
-      let y = fn(x, ctx)
+      let y = (++g.taken & g.sampleMask) !== 0 ? fn(x, ctx) : timed(g, fn, x, ctx)
       if (isThenable(y)) {
         y = await y
         if (g.halted) break
       }
       holding = false
       g.busy--
-      if (t0 !== 0) {
-        g.record(performance.now() - t0)
-        t0 = 0
-      }
       if (y === skip) {
         g.skipped++
         continue
@@ -87,7 +100,6 @@ export async function orderedMapLoop(g: Group, worker: number, fn: MapFn): Promi
   let x: unknown
   let holding = false
   let n = 0
-  let t0 = 0
   try {
     for (;;) {
       if (++n === CHECK_EVERY) {
@@ -113,20 +125,15 @@ export async function orderedMapLoop(g: Group, worker: number, fn: MapFn): Promi
         break
       }
       const seq = w.seq
-      if ((++g.taken & SAMPLE_MASK) === 0) t0 = performance.now()
       g.busy++
       holding = true
-      let y = fn(x, ctx)
+      let y = (++g.taken & g.sampleMask) !== 0 ? fn(x, ctx) : timed(g, fn, x, ctx)
       if (isThenable(y)) {
         y = await y
         if (g.halted) break
       }
       holding = false
       g.busy--
-      if (t0 !== 0) {
-        g.record(performance.now() - t0)
-        t0 = 0
-      }
       if (y === skip) {
         g.skipped++
         out.fill(seq, SKIP)

@@ -217,8 +217,9 @@ describe('bounded memory', () => {
     const it = p.results()
     const first = await it.next() // start the run, then stop reading
     await flush()
-    // one item was consumed; the queue holds 4 and each of the 3 workers holds one more
-    expect(first.value).toBe(0)
+    // one item was consumed (in completion order: any of the first 3 workers' items); the queue
+    // holds 4 and each of the 3 workers holds one more
+    expect([0, 1, 2]).toContain(first.value)
     expect(spy.reads).toBe(1 + 4 + 3)
     await flush()
     expect(spy.reads).toBe(1 + 4 + 3)

@@ -12,7 +12,9 @@ import {
   stage,
   TaskException,
 } from '../lib/index.js'
+import { Group, SAMPLE_MASK } from '../lib/group.js'
 import { pipe } from '../lib/pipeline.js'
+import { Channel } from '../lib/queue.js'
 import {
   abortListeners,
   defer,
@@ -315,14 +317,13 @@ describe('queues, busy workers and timings', () => {
     expect(run.stats().stages.map((s) => s.busy)).toEqual([0, 0, 0])
   })
 
-  test('mean and p95 are undefined before the first sample and present after enough items', async () => {
-    const few = await finalStats(
-      pipe(
-        numbers(20),
-        mapStage((n: number) => n, { name: 'few' }),
-      ),
-    )
-    expect(byName(few, 'few')).toMatchObject({ meanMs: undefined, p95Ms: undefined })
+  test('mean and p95 are undefined before the first item and present from the first item on', async () => {
+    const none = await finalStats(pipe([] as number[], mapStage((n: number) => n, { name: 'none' })))
+    expect(byName(none, 'none')).toMatchObject({ meanMs: undefined, p95Ms: undefined })
+    // a stage starts by timing every item, and times fewer as its pace shows it is cheap
+    const few = await finalStats(pipe([1, 2], mapStage((n: number) => n, { name: 'few' })))
+    expect(byName(few, 'few').meanMs).toBeGreaterThanOrEqual(0)
+    expect(byName(few, 'few').p95Ms).toBeGreaterThanOrEqual(0)
 
     const many = await finalStats(
       pipe(
@@ -530,5 +531,26 @@ describe('the progress hook', () => {
     )
     await expect(p.execute({ onProgress: 'yes' as any })).rejects.toThrow(/`onProgress` to be a function/)
     expect(() => p.start({ progressInterval: 1.5, onProgress: () => {} })).toThrow(RangeError)
+  })
+})
+
+describe('adaptive timing', () => {
+  const hooks = { fail() {}, workerExited() {}, stageFinished() {} }
+  const group = () => new Group(hooks, 0, 'g', new Channel(1), new Channel(1), 1)
+
+  test('a stage doing items quickly is timed less and less often, down to one item in SAMPLE_MASK + 1', () => {
+    const g = group()
+    expect(g.sampleMask).toBe(0)
+    let t = 1000
+    for (let i = 0; i < 20; i++) g.sampling((t += 0.001)) // timed items 1 µs apart
+    expect(g.sampleMask).toBe(SAMPLE_MASK)
+  })
+
+  test('a stage whose timed items are far apart is timed more often again, up to every item', () => {
+    const g = group()
+    let t = 1000
+    for (let i = 0; i < 20; i++) g.sampling((t += 0.001))
+    for (let i = 0; i < 20; i++) g.sampling((t += 5)) // 5 ms apart
+    expect(g.sampleMask).toBe(0)
   })
 })
