@@ -1,5 +1,6 @@
 import fc from 'fast-check'
 import { afterEach, describe, expect, test, vi } from 'vitest'
+import { Group, SAMPLE_MASK } from '../lib/group.js'
 import {
   batch,
   feed,
@@ -12,7 +13,6 @@ import {
   stage,
   TaskException,
 } from '../lib/index.js'
-import { Group, SAMPLE_MASK } from '../lib/group.js'
 import { pipe } from '../lib/pipeline.js'
 import { Channel } from '../lib/queue.js'
 import {
@@ -318,10 +318,20 @@ describe('queues, busy workers and timings', () => {
   })
 
   test('mean and p95 are undefined before the first item and present from the first item on', async () => {
-    const none = await finalStats(pipe([] as number[], mapStage((n: number) => n, { name: 'none' })))
+    const none = await finalStats(
+      pipe(
+        [] as number[],
+        mapStage((n: number) => n, { name: 'none' }),
+      ),
+    )
     expect(byName(none, 'none')).toMatchObject({ meanMs: undefined, p95Ms: undefined })
     // a stage starts by timing every item, and times fewer as its pace shows it is cheap
-    const few = await finalStats(pipe([1, 2], mapStage((n: number) => n, { name: 'few' })))
+    const few = await finalStats(
+      pipe(
+        [1, 2],
+        mapStage((n: number) => n, { name: 'few' }),
+      ),
+    )
     expect(byName(few, 'few').meanMs).toBeGreaterThanOrEqual(0)
     expect(byName(few, 'few').p95Ms).toBeGreaterThanOrEqual(0)
 
