@@ -2,6 +2,7 @@
  * stageline/redis against a real redis-server (started by the spec, see helpers/redis-server.ts),
  * with workers served in this process. Worker child processes: redis-processes.spec.ts.
  */
+import { createServer } from 'node:net'
 import { inspect } from 'node:util'
 import { pack, unpackMultiple } from 'msgpackr'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
@@ -663,10 +664,21 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
       .catch((e: unknown) => e)
     await waitFor('the worker to start an item', () => begun)
     await own.server.stop()
-    const err = await run
-    expect(err).toBeInstanceOf(TaskException)
-    expect((err as TaskException).cause).toBeInstanceOf(RedisConnectionError)
-    expect(((err as TaskException).cause as Error).message).toMatch(/Redis at redis:\/\/127\.0\.0\.1:\d+/)
-    await expect(w.closed).rejects.toThrow(RedisConnectionError)
+    // hold the freed port, answering nothing: another spec file's server or HTTP listener taking
+    // it would otherwise let the clients reconnect to a stranger
+    const holder = createServer((socket) => socket.destroy())
+    await new Promise<void>((resolve) => {
+      holder.once('error', () => resolve()) // taken already: the test goes on without the guard
+      holder.listen(own.server.port, '127.0.0.1', () => resolve())
+    })
+    try {
+      const err = await run
+      expect(err).toBeInstanceOf(TaskException)
+      expect((err as TaskException).cause).toBeInstanceOf(RedisConnectionError)
+      expect(((err as TaskException).cause as Error).message).toMatch(/Redis at redis:\/\/127\.0\.0\.1:\d+/)
+      await expect(w.closed).rejects.toThrow(RedisConnectionError)
+    } finally {
+      await new Promise((resolve) => holder.close(resolve))
+    }
   })
 })
