@@ -26,6 +26,11 @@ function esc(s) {
   return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
 }
 
+/** Labels longer than the label column are cut (the full label is in the JSON and the tables). */
+function clip(s, max = 52) {
+  return s.length > max ? `${s.slice(0, max - 1)}…` : s
+}
+
 function text(x, y, s, attrs = '') {
   return `<text x="${x.toFixed(1)}" y="${y.toFixed(1)}" ${attrs}>${esc(s)}</text>`
 }
@@ -75,7 +80,9 @@ export function renderChart(result) {
     rows.forEach((r, i) => {
       const ry = top + 4 + i * ROW_H
       const label = `${r.label}${r.reduced ? ` (${fmtCount(r.n)} items)` : ''}`
-      parts.push(text(LABEL_W, ry + BAR_H - 2, label, `class="label${r.role === 'stageline' ? ' sl' : ''}"`))
+      parts.push(
+        text(LABEL_W, ry + BAR_H - 2, clip(label), `class="label${r.role === 'stageline' ? ' sl' : ''}"`),
+      )
       if (r.ratio === null) {
         parts.push(text(BAR_X + 4, ry + BAR_H - 2, `failed: ${r.error}`, 'class="label failed"'))
         return
@@ -111,7 +118,7 @@ export function renderChart(result) {
     let ry = top + 4
     for (const r of result.memory) {
       parts.push(
-        text(LABEL_W, ry + BAR_H - 2, r.label, `class="label${r.role === 'stageline' ? ' sl' : ''}"`),
+        text(LABEL_W, ry + BAR_H - 2, clip(r.label), `class="label${r.role === 'stageline' ? ' sl' : ''}"`),
       )
       r.points.forEach((p, i) => {
         const color = COLORS[r.role] ?? COLORS.peer
