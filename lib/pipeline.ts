@@ -95,8 +95,14 @@ function checkRunOptions(
 class Results<O> implements AsyncIterableIterator<O> {
   private run: Run | undefined
   private readonly w = new Waiter()
-  private busy = false
+  /** `w` is parked in the output's `wait()`. */
+  private parked = false
   private ended = false
+  /** Runs when `w` is woken; made once, so that parking allocates no closure. */
+  private readonly woken = (): IteratorResult<O> | Promise<IteratorResult<O>> => {
+    this.parked = false
+    return this.take(this.run as Run, this.w)
+  }
 
   constructor(
     private readonly plan: RunPlan,
@@ -125,14 +131,17 @@ class Results<O> implements AsyncIterableIterator<O> {
     return Promise.resolve({ value: x as O, done: false })
   }
 
-  private async slow(run: Run): Promise<IteratorResult<O>> {
-    const w = this.busy ? new Waiter() : this.w
-    this.busy = true
-    try {
-      await run.output.wait(w)
-    } finally {
-      if (w === this.w) this.busy = false
+  private slow(run: Run): Promise<IteratorResult<O>> {
+    if (!this.parked) {
+      this.parked = true
+      return run.output.wait(this.w).then(this.woken)
     }
+    // next() called again before the parked one settled: this call gets its own waiter
+    const w = new Waiter()
+    return run.output.wait(w).then(() => this.take(run, w))
+  }
+
+  private take(run: Run, w: Waiter): IteratorResult<O> | Promise<IteratorResult<O>> {
     const x = w.item
     w.item = undefined
     if (x === DONE) return this.end(run)

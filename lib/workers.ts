@@ -160,15 +160,24 @@ const END: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, d
  */
 export class InputView implements AsyncIterableIterator<unknown> {
   private readonly w = new Waiter()
-  private busy = false
+  /** `w` is parked in the inlet's `wait()`. */
+  private parked = false
   private finished = false
-  /** Waiters of next() calls parked right now (the slow path only). */
-  private readonly parked = new Set<Waiter>()
+  /** Waiters of further next() calls made while `w` is parked (rare: a function that reads ahead). */
+  private extra: Waiter[] | undefined
+  /** Runs when `w` is woken; made once, so that parking allocates no closure. */
+  private readonly woken: () => IteratorResult<unknown>
 
   constructor(
     private readonly g: Group,
     private readonly input: Inlet<unknown>,
-  ) {}
+  ) {
+    this.woken = () => {
+      this.parked = false
+      this.g.busy++
+      return this.take(this.w)
+    }
+  }
 
   /**
    * The function is done with its input: reads it left parked (it returned while a next() was
@@ -176,11 +185,14 @@ export class InputView implements AsyncIterableIterator<unknown> {
    */
   close(): void {
     this.finished = true
-    for (const w of this.parked) {
-      if (this.input.cancel(w)) {
-        w.item = DONE
-        w.wake()
-      }
+    if (this.parked) this.takeBack(this.w)
+    if (this.extra !== undefined) for (const w of this.extra) this.takeBack(w)
+  }
+
+  private takeBack(w: Waiter): void {
+    if (this.input.cancel(w)) {
+      w.item = DONE
+      w.wake()
     }
   }
 
@@ -200,33 +212,32 @@ export class InputView implements AsyncIterableIterator<unknown> {
     return Promise.resolve({ value: x, done: false })
   }
 
-  private async slow(): Promise<IteratorResult<unknown>> {
-    // the function may call next() again before this one settles: give each its own waiter
-    const w = this.busy ? new Waiter() : this.w
-    const counted = w === this.w
-    this.busy = true
-    this.parked.add(w)
-    // a worker waiting for input is not busy (stats); counted once, even with several reads parked
-    if (counted) this.g.busy--
-    try {
-      for (;;) {
-        await this.input.wait(w)
-        const x = w.item
-        w.item = undefined
-        if (x === DONE || this.g.halted) {
-          this.finished = true
-          return END
-        }
-        this.g.taken++
-        return { value: x, done: false }
-      }
-    } finally {
-      this.parked.delete(w)
-      if (counted) {
-        this.busy = false
-        this.g.busy++
-      }
+  private slow(): Promise<IteratorResult<unknown>> {
+    if (!this.parked) {
+      this.parked = true
+      // a worker waiting for input is not busy (stats); counted once, even with several reads parked
+      this.g.busy--
+      return this.input.wait(this.w).then(this.woken)
     }
+    // the function called next() again before the parked one settled: this read gets its own waiter
+    const w = new Waiter()
+    const extra = (this.extra ??= [])
+    extra.push(w)
+    return this.input.wait(w).then(() => {
+      extra.splice(extra.indexOf(w), 1)
+      return this.take(w)
+    })
+  }
+
+  private take(w: Waiter): IteratorResult<unknown> {
+    const x = w.item
+    w.item = undefined
+    if (x === DONE || this.g.halted) {
+      this.finished = true
+      return END
+    }
+    this.g.taken++
+    return { value: x, done: false }
   }
 
   return(): Promise<IteratorResult<unknown>> {
