@@ -39,6 +39,16 @@ const RUN_KEYS = new Set(['signal', 'onProgress', 'progressInterval', 'collectIn
 const END: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true })
 
 /**
+ * Stops the run of a `results()` iterator that was garbage-collected unfinished: dropped after a
+ * few `next()` calls, never read to the end and never closed with `return()`. Without this, its
+ * source would stay open (a file, a cursor) for the life of the process. `for await` never needs
+ * it: leaving the loop any way calls `return()`.
+ */
+const dropped = new FinalizationRegistry<Run>((run) => {
+  run.stop(new RunStopped('its results() iterator was dropped unfinished, without return()'), false)
+})
+
+/**
  * The untyped fallback of pipe() takes only a spread array of stages (`pipe(src, ...list)`), whose
  * length is not known statically: stages written out one by one must match the typed overloads, so
  * a mismatch is a compile error instead of a silent `Pipeline<unknown>`.
@@ -119,6 +129,7 @@ class Results<O> implements AsyncIterableIterator<O> {
     if (run === undefined) {
       try {
         run = this.run = openRun(this.plan, 'results()', this.options)
+        dropped.register(this, run, this)
       } catch (err) {
         this.ended = true
         return Promise.reject(err)
@@ -152,6 +163,7 @@ class Results<O> implements AsyncIterableIterator<O> {
   private async end(run: Run): Promise<IteratorResult<O>> {
     if (this.ended) return END
     this.ended = true
+    dropped.unregister(this)
     await run.end()
     return END
   }
@@ -162,6 +174,7 @@ class Results<O> implements AsyncIterableIterator<O> {
     this.ended = true
     const run = this.run
     if (run !== undefined) {
+      dropped.unregister(this)
       run.stop(new RunStopped('the consumer stopped reading the results'), false)
       await run.settled()
     }

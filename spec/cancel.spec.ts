@@ -1,3 +1,5 @@
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { describe, expect, test } from 'vitest'
 import { mapStage, pipe, RunStopped, type StageContext, skip, stage, TaskException } from '../lib/index.js'
 import {
@@ -549,5 +551,77 @@ describe('synchronous work still lets the event loop turn', () => {
     )
     expect(err).toBe('enough')
     expect(seen).toBeGreaterThan(0)
+  })
+})
+
+describe('a results() iterator dropped without return()', () => {
+  // gc() is not exposed in vitest's workers; this turns it on for the process, as --expose-gc would
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+
+  test('its run is stopped once the iterator is collected: the source is closed, stages see the signal', async () => {
+    const events: string[] = []
+    async function* source() {
+      try {
+        for (let i = 0; ; i++) yield i
+      } finally {
+        events.push('source closed')
+      }
+    }
+    const p = pipe(
+      source(),
+      mapStage((x: number) => x * 2, {
+        init: (ctx) => {
+          ctx.signal.addEventListener('abort', () =>
+            events.push(`aborted: ${(ctx.signal.reason as Error).name}`),
+          )
+        },
+        dispose: () => {
+          events.push('disposed')
+        },
+      }),
+    )
+    // read two items, then lose the iterator: no break, no return()
+    await (async () => {
+      const it = p.results()[Symbol.asyncIterator]()
+      expect((await it.next()).value).toBe(0)
+      expect((await it.next()).value).toBe(2)
+    })()
+    for (let i = 0; i < 100 && !events.includes('source closed'); i++) {
+      gc()
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+    expect(events).toContain('source closed')
+    expect(events).toContain('aborted: RunStopped')
+    await new Promise((resolve) => setTimeout(resolve, 5))
+    expect(events).toContain('disposed')
+  })
+
+  test('an iterator read to the end or closed is not stopped again when collected', async () => {
+    let stops = 0
+    const make = () =>
+      pipe(
+        [1, 2, 3],
+        mapStage((x: number) => x, {
+          init: (ctx) => {
+            ctx.signal.addEventListener('abort', () => stops++)
+          },
+        }),
+      )
+    await (async () => {
+      const all: number[] = []
+      for await (const x of make().results()) all.push(x)
+      expect(all).toEqual([1, 2, 3])
+      const it = make().results()
+      await it.next()
+      await it.return?.()
+    })()
+    const after = stops // the return() above aborted its run once
+    for (let i = 0; i < 5; i++) {
+      gc()
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+    expect(after).toBe(1)
+    expect(stops).toBe(1)
   })
 })
