@@ -10,7 +10,23 @@ import { DONE, EMPTY, Waiter } from './queue.js'
 import { Run as Execution, RUNNING, type RunPlan } from './run.js'
 import { type RunStats, snapshot, watchProgress } from './stats.js'
 
-/** Options of `pipeline.start()`. */
+/**
+ * Options of `pipeline.start()`.
+ *
+ * @example
+ * ```ts
+ * import { mapStage, pipe, type StartOptions } from 'stageline'
+ * const seen: number[] = []
+ * const options: StartOptions<number> = {
+ *   onResult: (n) => {
+ *     seen.push(n) // awaited when it returns a promise: the run waits for it
+ *   },
+ * }
+ * const run = pipe([1, 2, 3], mapStage((n: number) => n * 2)).start(options)
+ * await run.done
+ * console.log(seen) // [ 2, 4, 6 ]
+ * ```
+ */
 export interface StartOptions<O> {
   /** Aborting it aborts the run (as `run.abort(signal.reason)`). */
   signal?: AbortSignal

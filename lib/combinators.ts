@@ -19,7 +19,16 @@ import { Channel, DONE, EMPTY, Waiter } from './queue.js'
 import { type MapStageOptions, mapStage, Stage } from './stage.js'
 import { dueForTurn, nextTurn } from './workers.js'
 
-/** Options of {@link batch}. */
+/**
+ * Options of {@link batch}.
+ *
+ * @example
+ * ```ts
+ * import { type BatchOptions, batch, pipe } from 'stageline'
+ * const options: BatchOptions = { maxWait: 50 } // a partial batch waits at most 50 ms for more
+ * console.log(await pipe([1, 2, 3, 4, 5], batch<number>(2, options)).toArray()) // [ [ 1, 2 ], [ 3, 4 ], [ 5 ] ]
+ * ```
+ */
 export interface BatchOptions {
   /**
    * Milliseconds a partial batch may wait, from its first item, before it is passed on anyway.

@@ -4,7 +4,16 @@
  * @module
  */
 
-/** Renders a thrown value for a message: an Error as `Name: message`, anything else as `String(value)`. */
+/**
+ * Renders a thrown value for a message: an Error as `Name: message`, anything else as `String(value)`.
+ *
+ * @example
+ * ```ts
+ * import { describeCause } from 'stageline'
+ * console.log(describeCause(new RangeError('too big'))) // RangeError: too big
+ * console.log(describeCause(404)) // 404
+ * ```
+ */
 export function describeCause(cause: unknown): string {
   if (cause instanceof Error) return `${cause.name}: ${cause.message}`
   try {

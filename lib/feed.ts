@@ -8,10 +8,31 @@ import { isAsyncIterable, isIterable } from './_utils.js'
 import { checkInteger, checkMs, checkObject, got } from './options.js'
 import { Channel, DONE, type Done, EMPTY, type Empty, type Inlet, Waiter } from './queue.js'
 
-/** The default number of items a feed holds before `push()` waits. */
+/**
+ * The default number of items a feed holds before `push()` waits.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_FEED_CAPACITY, feed } from 'stageline'
+ * const roomy = feed<string>({ capacity: DEFAULT_FEED_CAPACITY * 4 }) // 256 items wait before push() does
+ * roomy.end()
+ * ```
+ */
 export const DEFAULT_FEED_CAPACITY = 64
 
-/** Options of {@link feed}. */
+/**
+ * Options of {@link feed}.
+ *
+ * @example
+ * ```ts
+ * import { type FeedOptions, feed, mapStage, pipe } from 'stageline'
+ * const options: FeedOptions = { capacity: 16, idleTimeout: 200 }
+ * const inbox = feed<number>(options)
+ * void inbox.push(1)
+ * // no end() needed: the feed ends by itself 200 ms after the last push
+ * console.log(await pipe(inbox, mapStage((n: number) => n + 1)).toArray()) // [ 2 ]
+ * ```
+ */
 export interface FeedOptions {
   /**
    * How many pushed items may wait to be read before `push()` waits for room. `0` means every
@@ -27,7 +48,17 @@ export interface FeedOptions {
   idleTimeout?: number
 }
 
-/** Rejections of `push()`: why an item was not accepted. */
+/**
+ * Rejections of `push()`: why an item was not accepted.
+ *
+ * @example
+ * ```ts
+ * import { FeedClosedError, feed } from 'stageline'
+ * const inbox = feed<number>()
+ * inbox.end()
+ * await inbox.push(1).catch((err: unknown) => console.log(err instanceof FeedClosedError)) // true
+ * ```
+ */
 export class FeedClosedError extends Error {
   override name = 'FeedClosedError'
 }

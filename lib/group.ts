@@ -7,7 +7,21 @@
 import { setMaxListeners } from 'node:events'
 import type { Inlet, OrderedChannel, Outlet } from './queue.js'
 
-/** What a stage function receives besides its input. */
+/**
+ * What a stage function receives besides its input.
+ *
+ * @example
+ * ```ts
+ * import { pipe, type StageContext, stage } from 'stageline'
+ * const tag = stage(async function* (input: AsyncIterable<string>, ctx: StageContext) {
+ *   for await (const s of input) {
+ *     ctx.signal.throwIfAborted() // stop early when the run stops
+ *     yield `${s} from ${ctx.stage}, worker ${ctx.worker}`
+ *   }
+ * }, { name: 'tag' })
+ * console.log(await pipe(['a'], tag).toArray()) // [ 'a from tag, worker 0' ]
+ * ```
+ */
 export interface StageContext {
   /** Aborts when the run fails, the consumer stops early, or the caller's signal aborts. */
   readonly signal: AbortSignal

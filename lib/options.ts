@@ -4,17 +4,57 @@
  * @module
  */
 
-/** The default capacity of a stage's output queue. */
+/**
+ * The default capacity of a stage's output queue.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_QSIZE, mapStage } from 'stageline'
+ * // a stage whose consumer is bursty gets a deeper queue than the default
+ * const parse = mapStage((line: string) => line.split(','), { qsize: DEFAULT_QSIZE * 4 })
+ * console.log(parse.options.qsize) // 256
+ * ```
+ */
 export const DEFAULT_QSIZE = 64
 
 /**
  * How long a stopped or failed run waits for workers that have not yet returned before it settles
  * anyway. A worker that honours `ctx.signal` returns well within it; one that ignores the signal is
  * left to finish in the background: its result is dropped and its error swallowed.
+ *
+ * @example
+ * ```ts
+ * import { mapStage, pipe, SETTLE_GRACE_MS } from 'stageline'
+ * // honours its signal, so a stopped run settles at once rather than after SETTLE_GRACE_MS
+ * const wait = mapStage(
+ *   (ms: number, ctx) =>
+ *     new Promise<number>((resolve, reject) => {
+ *       const timer = setTimeout(() => resolve(ms), ms)
+ *       ctx.signal.addEventListener('abort', () => {
+ *         clearTimeout(timer)
+ *         reject(ctx.signal.reason)
+ *       })
+ *     }),
+ * )
+ * const stopped = await pipe([60_000], wait)
+ *   .toArray({ signal: AbortSignal.timeout(10) })
+ *   .catch((err: unknown) => (err as Error).name)
+ * console.log(stopped, SETTLE_GRACE_MS) // TimeoutError 100
+ * ```
  */
 export const SETTLE_GRACE_MS = 100
 
-/** Options every stage accepts. */
+/**
+ * Options every stage accepts.
+ *
+ * @example
+ * ```ts
+ * import { mapStage, type StageOptions } from 'stageline'
+ * const io: StageOptions = { workers: 8, qsize: 32, ordered: true, name: 'lookup' }
+ * const lookup = mapStage(async (id: number) => ({ id }), io)
+ * console.log(lookup.name) // lookup
+ * ```
+ */
 export interface StageOptions {
   /**
    * How many workers run the stage function concurrently.
@@ -119,7 +159,16 @@ export function checkObject(where: string, option: string, value: unknown): void
   }
 }
 
-/** The validated, complete options of a stage. */
+/**
+ * The validated, complete options of a stage.
+ *
+ * @example
+ * ```ts
+ * import { mapStage } from 'stageline'
+ * const s = mapStage((n: number) => n, { workers: 4 })
+ * console.log(s.options) // { workers: 4, qsize: 64, ordered: false, name: undefined }
+ * ```
+ */
 export interface ResolvedStageOptions {
   workers: number
   qsize: number

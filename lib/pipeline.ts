@@ -12,7 +12,20 @@ import { isAsyncIterable, isIterable, type Source, type SourceItem } from './sou
 import { registerPipe, Stage } from './stage.js'
 import { type RunStats, watchProgress } from './stats.js'
 
-/** Options of one run. */
+/**
+ * Options of one run.
+ *
+ * @example
+ * ```ts
+ * import { mapStage, pipe, type RunOptions } from 'stageline'
+ * const options: RunOptions = {
+ *   signal: AbortSignal.timeout(60_000), // the whole run, at most a minute
+ *   progressInterval: 1_000,
+ *   onProgress: (stats) => console.error(`${stats.itemsOut} out`),
+ * }
+ * console.log(await pipe([1, 2, 3], mapStage((n: number) => n * n)).toArray(options)) // [ 1, 4, 9 ]
+ * ```
+ */
 export interface RunOptions {
   /** Aborting it stops the run: workers' `ctx.signal` aborts and the run rejects with its reason. */
   signal?: AbortSignal
@@ -511,7 +524,7 @@ function checkStages(where: string, stages: unknown[], offset: number): void {
  * const all = await pipe(['a', 'b'], fetchPage, titles).toArray() // ['a', 'b'] in some order
  * ```
  */
-export function pipe<S extends Source<unknown>>(source: S): Pipeline<SourceItem<S>>
+export function pipe<S extends Source<any>>(source: S): Pipeline<SourceItem<S>>
 export function pipe<T, O1>(source: Source<T>, s1: Stage<T, O1>): Pipeline<O1>
 export function pipe<T, O1, O2>(source: Source<T>, s1: Stage<T, O1>, s2: Stage<O1, O2>): Pipeline<O2>
 export function pipe<T, O1, O2, O3>(

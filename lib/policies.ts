@@ -25,7 +25,18 @@ import { type Channel, DONE, EMPTY, type OrderedChannel, SKIP, Waiter } from './
  */
 export const skip: unique symbol = Symbol('stageline.skip-item')
 
-/** What a map function receives: the stage context, plus the worker's state and the attempt number. */
+/**
+ * What a map function receives: the stage context, plus the worker's state and the attempt number.
+ *
+ * @example
+ * ```ts
+ * import { type MapContext, mapStage, pipe } from 'stageline'
+ * const numbered = mapStage((line: string, ctx: MapContext<{ n: number }>) => `${++ctx.state.n}: ${line}`, {
+ *   init: () => ({ n: 0 }), // one state per worker
+ * })
+ * console.log(await pipe(['a', 'b'], numbered).toArray()) // [ '1: a', '2: b' ]
+ * ```
+ */
 export interface MapContext<S = undefined> extends StageContext {
   /** What the stage's `init` returned for this worker (`undefined` without `init`). */
   readonly state: S
@@ -33,10 +44,40 @@ export interface MapContext<S = undefined> extends StageContext {
   readonly attempt: number
 }
 
-/** A concurrency limiter shared between stages: p-limit's call shape, `limit(fn)` runs fn when a slot is free. */
+/**
+ * A concurrency limiter shared between stages: p-limit's call shape, `limit(fn)` runs fn when a slot is free.
+ *
+ * @example
+ * ```ts
+ * import pLimit from 'p-limit'
+ * import { type Limiter, mapStage } from 'stageline'
+ * // at most 4 calls at once across both stages, whatever their workers
+ * const limit: Limiter = pLimit(4)
+ * const fetchA = mapStage(async (id: number) => `a${id}`, { workers: 8, limit })
+ * const fetchB = mapStage(async (id: number) => `b${id}`, { workers: 8, limit })
+ * ```
+ */
 export type Limiter = <T>(fn: () => PromiseLike<T> | T) => PromiseLike<T>
 
-/** Step policies of a map stage. */
+/**
+ * Step policies of a map stage.
+ *
+ * @example
+ * ```ts
+ * import { mapStage, type PolicyOptions, pipe } from 'stageline'
+ * const policy: PolicyOptions<string> = {
+ *   retries: 2,
+ *   retryDelay: (n) => 10 * 2 ** n, // 20 ms, then 40 ms
+ *   timeout: 5_000,
+ *   errors: 'skip',
+ *   onError: (err, line) => console.log(`skipped ${line}: ${(err as Error).name}`),
+ * }
+ * const parse = mapStage((line: string) => JSON.parse(line) as number, policy)
+ * console.log(await pipe(['1', 'oops', '3'], parse).toArray())
+ * // skipped oops: SyntaxError
+ * // [ 1, 3 ]
+ * ```
+ */
 export interface PolicyOptions<I = any, S = any> {
   /**
    * How many times an item is tried again after it fails, by the same worker, before the failure
@@ -186,7 +227,24 @@ export function rateLimit(perSecond: number, options?: { burst?: number }): Rate
   return new RateLimit(perSecond, options)
 }
 
-/** A map step with a lifecycle: a plain object or a class instance (paipa's class steps). */
+/**
+ * A map step with a lifecycle: a plain object or a class instance (paipa's class steps).
+ *
+ * @example
+ * ```ts
+ * import { mapStage, pipe, type Step } from 'stageline'
+ * class Totals implements Step<number, number, { sum: number }> {
+ *   init() {
+ *     return { sum: 0 }
+ *   }
+ *   process(n: number, ctx: { state: { sum: number } }) {
+ *     ctx.state.sum += n
+ *     return ctx.state.sum
+ *   }
+ * }
+ * console.log(await pipe([1, 2, 3], mapStage(new Totals())).toArray()) // [ 1, 3, 6 ]
+ * ```
+ */
 export interface Step<I, R, S = undefined> {
   /** Maps one item. Called as a method, so `this` is the step. */
   process(item: I, ctx: MapContext<S>): R

@@ -7,14 +7,39 @@ import { closeQuietly, isAsyncIterable, isIterable, isThenable, noop } from './_
 import { Feed, isFeed } from './feed.js'
 import { DONE, type Done, EMPTY, type Empty, Fifo, type Inlet, park, type Waiter } from './queue.js'
 
-/** Something a pipeline can read from. */
+/**
+ * Something a pipeline can read from.
+ *
+ * @example
+ * ```ts
+ * import { pipe, type Source } from 'stageline'
+ * async function* lines() {
+ *   yield 'a'
+ *   yield 'b'
+ * }
+ * const sources: Source<string>[] = [['a', 'b'], lines(), new Set(['a', 'b'])]
+ * for (const src of sources) console.log(await pipe(src).toArray()) // [ 'a', 'b' ], three times
+ * ```
+ */
 export type Source<T> =
   | Iterable<T>
   | AsyncIterable<T>
   | Feed<T>
   | ((bucket: Feed<T>) => Iterable<T> | AsyncIterable<T> | PromiseLike<unknown> | undefined | void)
 
-/** The item type of a source. */
+/**
+ * The item type of a source.
+ *
+ * @example
+ * ```ts
+ * import type { SourceItem } from 'stageline'
+ * async function* ids() {
+ *   yield 1
+ * }
+ * type Id = SourceItem<ReturnType<typeof ids>> // number
+ * const first: Id = 1
+ * ```
+ */
 export type SourceItem<S> =
   S extends Feed<infer T>
     ? T

@@ -206,10 +206,29 @@ function genRunner(fn: GenFn): RunnerFactory {
   })
 }
 
-/** Options of {@link mapStage}: the common stage options plus step policies. */
+/**
+ * Options of {@link mapStage}: the common stage options plus step policies.
+ *
+ * @example
+ * ```ts
+ * import { type MapStageOptions, mapStage } from 'stageline'
+ * const options: MapStageOptions<string> = { workers: 4, retries: 1, timeout: 10_000, name: 'upper' }
+ * const upper = mapStage(async (s: string) => s.toUpperCase(), options)
+ * ```
+ */
 export interface MapStageOptions<I = any, S = any> extends StageOptions, PolicyOptions<I, S> {}
 
-/** The output type of a map function's result: awaited, with `skip` taken out. */
+/**
+ * The output type of a map function's result: awaited, with `skip` taken out.
+ *
+ * @example
+ * ```ts
+ * import { type MapOutput, skip } from 'stageline'
+ * const even = async (n: number) => (n % 2 === 0 ? n : skip)
+ * type Out = MapOutput<ReturnType<typeof even>> // number: the promise awaited, skip taken out
+ * const two: Out = 2
+ * ```
+ */
 export type MapOutput<R> = Exclude<Awaited<R>, typeof skip>
 
 /**

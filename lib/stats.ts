@@ -7,7 +7,18 @@ import { describeCause } from './errors.js'
 import type { Group } from './group.js'
 import { FAILED, FINISHED, RUNNING, type Run, STOPPED } from './run.js'
 
-/** One stage's figures at the moment of a snapshot. */
+/**
+ * One stage's figures at the moment of a snapshot.
+ *
+ * @example
+ * ```ts
+ * import { mapStage, pipe, type StageStats } from 'stageline'
+ * const run = pipe([1, 2, 3], mapStage((n: number) => n * 2, { name: 'double' })).start()
+ * await run.done
+ * const s: StageStats = run.stats().stages[0]!
+ * console.log(s.name, s.in, s.out, s.failed) // double 3 3 0
+ * ```
+ */
 export interface StageStats {
   /** The stage's name. */
   readonly name: string
@@ -37,7 +48,17 @@ export interface StageStats {
   readonly perSecond: number
 }
 
-/** A run's figures at the moment of a snapshot. */
+/**
+ * A run's figures at the moment of a snapshot.
+ *
+ * @example
+ * ```ts
+ * import { mapStage, pipe, type RunStats } from 'stageline'
+ * let last: RunStats | undefined
+ * await pipe([1, 2, 3], mapStage((n: number) => n)).toArray({ onProgress: (stats) => (last = stats) })
+ * console.log(last?.state, last?.itemsOut) // done 3
+ * ```
+ */
 export interface RunStats {
   /** `running`, `done`, `failed` or `stopped`. */
   readonly state: 'running' | 'done' | 'failed' | 'stopped'

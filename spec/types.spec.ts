@@ -9,6 +9,7 @@ import {
   type Pipeline,
   pipe,
   type RunOptions,
+  type Source,
   type Stage,
   type StageContext,
   stage,
@@ -81,6 +82,19 @@ describe('stage types', () => {
 })
 
 describe('pipeline types', () => {
+  test('a source annotated as Source<T>, whatever form it takes, pipes alone or with stages', () => {
+    const sources: Source<string>[] = [['a'], new Set(['b'])]
+    for (const src of sources) {
+      expectTypeOf(pipe(src)).toEqualTypeOf<Pipeline<string>>()
+      expectTypeOf(
+        pipe(
+          src,
+          mapStage((s: string) => s.length),
+        ),
+      ).toEqualTypeOf<Pipeline<number>>()
+    }
+  })
+
   test('12 stages in one pipe() call infer every step', async () => {
     const p = pipe(
       [1, 22, 333],
