@@ -1,0 +1,77 @@
+/**
+ * `node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen] [--workers N] [--items N] [--rounds N]`
+ *
+ * A/B of two builds of stageline on one overhead workload (3 steps of x + 1, `for await`
+ * consumer), alternating A and B round by round in one process so that drift in the machine's
+ * speed hits both alike. Prints the median of the per-round ratios (B's speed over A's) and the
+ * spread between the 20th and 80th percentile. Use it before and after an engine change:
+ *
+ *   git worktree add /tmp/base HEAD && (cd /tmp/base && npm install && npm run build)
+ *   npm run build && node benchmarks/ab.js /tmp/base/dist dist --kind gen --workers 4
+ * @module
+ */
+import { resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { consume, range } from './common.js'
+
+function usage(problem) {
+  console.error(
+    `${problem}\nusage: node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen] [--workers N] [--items N] [--rounds N]`,
+  )
+  process.exit(2)
+}
+
+const args = process.argv.slice(2)
+const dirs = args.filter((a, i) => !a.startsWith('--') && (i === 0 || !args[i - 1].startsWith('--')))
+if (dirs.length !== 2) usage(`expected two build directories, got ${dirs.length}`)
+function flag(name, fallback) {
+  const i = args.indexOf(`--${name}`)
+  return i < 0 ? fallback : args[i + 1]
+}
+const kind = flag('kind', 'sync')
+if (!['sync', 'async', 'gen'].includes(kind)) usage(`--kind must be sync, async or gen, got ${kind}`)
+const nums = {
+  workers: Number(flag('workers', 1)),
+  items: Number(flag('items', 300_000)),
+  rounds: Number(flag('rounds', 15)),
+}
+for (const [k, v] of Object.entries(nums))
+  if (!Number.isInteger(v) || v < 1) usage(`--${k} must be a positive integer`)
+
+const AsyncGeneratorFunction = Object.getPrototypeOf(async function* () {}).constructor
+
+/** One run of the workload on build `sl`; each build gets its own copies of the functions. */
+function job(sl) {
+  const { workers, items } = nums
+  const step =
+    kind === 'gen'
+      ? sl.stage(new AsyncGeneratorFunction('src', 'for await (const x of src) yield x + 1'), { workers })
+      : sl.mapStage(
+          kind === 'sync' ? new Function('x', 'return x + 1') : new Function('return async (x) => x + 1')(),
+          {
+            workers,
+          },
+        )
+  return async () => {
+    const r = await consume(sl.pipe(range(items), step, step, step))
+    if (r.count !== items) throw new Error(`expected ${items} items, got ${r.count}`)
+  }
+}
+
+const [a, b] = await Promise.all(dirs.map((d) => import(pathToFileURL(resolve(d, 'index.js')).href)))
+const runA = job(a)
+const runB = job(b)
+const ratios = []
+for (let r = 0; r < nums.rounds; r++) {
+  let t = performance.now()
+  await runA()
+  const ta = performance.now() - t
+  t = performance.now()
+  await runB()
+  ratios.push(ta / (performance.now() - t))
+}
+ratios.sort((x, y) => x - y)
+const at = (q) => ratios[Math.min(ratios.length - 1, Math.floor(q * ratios.length))]
+console.log(
+  `${kind}, workers ${nums.workers}, ${nums.items} items, ${nums.rounds} rounds: B/A speed ${at(0.5).toFixed(3)} (p20..p80 ${at(0.2).toFixed(2)}..${at(0.8).toFixed(2)})`,
+)

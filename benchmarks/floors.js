@@ -1,0 +1,102 @@
+/**
+ * `node benchmarks/floors.js [--items N] [--rounds N]`: where the time of the overhead-sync
+ * workload goes, in nanoseconds per item, measured in one process (run `npm run build` first).
+ *
+ * - the bare async-generator chain (the workload's baseline);
+ * - `for await` over already resolved promises: what handing items to a `for await` loop costs
+ *   at the least, whoever hands them;
+ * - reading the source (a sync generator of integers) in a plain loop;
+ * - three stageline channels with two calls of `x + 1` between them, driven by a plain
+ *   synchronous loop: the queues alone, without workers, parking or stats;
+ * - stageline with 0, 1, 2 and 3 synchronous map stages behind a `for await` consumer.
+ *
+ * docs/benchmarks.md ("Engine notes") reads these to explain the overhead-sync target.
+ * @module
+ */
+import { pathToFileURL } from 'node:url'
+import { bareChain, consume, ResolvedIterator, range } from './common.js'
+
+const args = process.argv.slice(2)
+function flag(name, fallback) {
+  const i = args.indexOf(`--${name}`)
+  const v = i < 0 ? fallback : Number(args[i + 1])
+  if (!Number.isInteger(v) || v < 1) {
+    console.error(`--${name} must be a positive integer, got ${args[i + 1]}`)
+    process.exit(2)
+  }
+  return v
+}
+const n = flag('items', 1_000_000)
+const rounds = flag('rounds', 7)
+
+const dist = new URL('../dist/', import.meta.url)
+const sl = await import(new URL('index.js', dist).href)
+const { Channel, EMPTY, Waiter } = await import(new URL('queue.js', dist).href)
+
+const inc = (x) => x + 1
+
+/** Three channels of capacity 64 and two steps between them, moved by one synchronous loop. */
+function channelsOnly() {
+  const chs = [new Channel(64), new Channel(64), new Channel(64)]
+  const w = new Waiter()
+  const src = range(n)[Symbol.iterator]()
+  let count = 0
+  let sum = 0
+  let r = src.next()
+  while (count < n) {
+    while (!r.done && chs[0].offer(r.value)) r = src.next()
+    for (let s = 0; s < 2; s++) {
+      const from = chs[s]
+      const to = chs[s + 1]
+      while (to.length < 64) {
+        const x = from.poll(w)
+        if (x === EMPTY) break
+        to.offer(inc(x))
+      }
+    }
+    for (;;) {
+      const x = chs[2].poll(w)
+      if (x === EMPTY) break
+      sum += x
+      count++
+    }
+  }
+  return { count, sum }
+}
+
+const ms = sl.mapStage(inc)
+const cases = [
+  ['bare async-generator chain, 3 sync steps', () => consume(bareChain(range(n), [inc, inc, inc], true))],
+  ['for await over resolved promises (floor)', () => consume(new ResolvedIterator(n, 0))],
+  [
+    'reading the source in a plain loop',
+    () => {
+      let count = 0
+      for (const _ of range(n)) count++
+      return { count }
+    },
+  ],
+  ['3 channels + 2 steps, plain synchronous loop', channelsOnly],
+  ['stageline, no stage, for await', () => consume(sl.pipe(range(n)))],
+  ['stageline, 1 sync stage, for await', () => consume(sl.pipe(range(n), ms))],
+  ['stageline, 2 sync stages, for await', () => consume(sl.pipe(range(n), ms, ms))],
+  ['stageline, 3 sync stages, for await', () => consume(sl.pipe(range(n), ms, ms, ms))],
+]
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const times = cases.map(() => [])
+  for (let r = 0; r < rounds; r++) {
+    for (const [i, [label, run]] of cases.entries()) {
+      const t = performance.now()
+      const result = await run()
+      times[i].push(performance.now() - t)
+      if (result.count !== n) throw new Error(`${label}: expected ${n} items, got ${result.count}`)
+    }
+  }
+  console.log(`ns per item, median of ${rounds} rounds of ${n.toLocaleString('en-US')} items`)
+  for (const [i, [label]] of cases.entries()) {
+    const sorted = times[i].sort((x, y) => x - y)
+    const med = sorted[sorted.length >> 1]
+    console.log(`${((med / n) * 1e6).toFixed(0).padStart(6)}  ${label}`)
+  }
+}
