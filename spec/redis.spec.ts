@@ -416,6 +416,17 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
     expect(abortedAt).toBeGreaterThanOrEqual(40)
   })
 
+  test('close() while the server is unreachable gives up on it after connectTimeout instead of waiting forever', async () => {
+    const own = await startRedisServer()
+    if (!own.ok) throw new Error(own.reason)
+    const w = await serveStage(fresh(), { url: own.server.url, connectTimeout: 300 }, (x: number) => x)
+    await own.server.stop()
+    // node-redis's close() waits for replies to the commands queued while it reconnects: from a
+    // server that is gone, forever
+    await w.close()
+    await w.closed
+  })
+
   test('an item aborted by close() goes back to the queue and another worker completes it', async () => {
     const name = fresh()
     const attempts: [string, number][] = []

@@ -137,13 +137,27 @@ export class Connection {
     return new RedisConnectionError(`${what} Redis at ${this.server}: ${detail}`, this.server, cause)
   }
 
-  /** Closes the client after its pending replies; never throws. */
+  /**
+   * Closes the client after its pending replies, waiting at most `connectTimeout` for them; never
+   * throws. A client that is not connected (reconnecting) is dropped at once: node-redis's close()
+   * would wait for replies that cannot come, forever.
+   */
   async close(): Promise<void> {
-    try {
-      if (this.client.isOpen) await this.client.close()
-    } catch {
-      this.client.destroy()
+    if (!this.client.isOpen) return
+    if (this.client.isReady) {
+      let timer: NodeJS.Timeout | undefined
+      try {
+        await new Promise<void>((resolve, reject) => {
+          timer = setTimeout(resolve, this.config.connectTimeout)
+          this.client.close().then(resolve, reject)
+        })
+      } catch {
+        // dropped below
+      } finally {
+        clearTimeout(timer)
+      }
     }
+    this.destroy()
   }
 
   /** Drops the connection now (a blocked command rejects); never throws. */
