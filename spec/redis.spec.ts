@@ -11,6 +11,7 @@ import {
   DeliveryLimitError,
   RedisConnectionError,
   RemoteError,
+  RunStateLostError,
   redisStage,
   type StageWorker,
   serveStage,
@@ -547,8 +548,16 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
     await raw.del(`stageline:{${name}}:${runId}:meta`)
     const err = await run
     expect(err).toBeInstanceOf(TaskException)
-    expect(((err as TaskException).cause as Error).message).toBe(
-      `stageline/redis: the keys of run ${runId} of stage "${name}" vanished from Redis (deleted, or expired while this process was unresponsive)`,
+    const cause = (err as TaskException).cause as RunStateLostError
+    expect(cause).toBeInstanceOf(RunStateLostError)
+    expect([cause.stage, cause.runId, cause.missing, cause.reconnected]).toEqual([
+      name,
+      runId,
+      undefined,
+      false,
+    ])
+    expect(cause.message).toBe(
+      `stage "${name}": the state of run ${runId} vanished from Redis (was the server restarted or flushed, were its keys deleted, or did they expire while this process was unresponsive?); whether its items completed cannot be known`,
     )
   })
 

@@ -50,7 +50,8 @@ const CONNECTION_ERRORS: (abstract new (...args: any[]) => Error)[] = [
   TimeoutError,
 ]
 
-function isConnectionError(err: unknown): boolean {
+/** Whether `err` says the connection failed (dropped, refused, timed out), not the command. */
+export function isConnectionError(err: unknown): boolean {
   if (CONNECTION_ERRORS.some((C) => err instanceof C)) return true
   const code = (err as { code?: unknown } | null)?.code
   return (
@@ -70,6 +71,9 @@ function isAuthFailure(err: unknown): boolean {
 export class Connection {
   /** The last error the client reported (its 'error' event), the cause of a failure to reconnect. */
   lastError: unknown = undefined
+  /** The error that ended the last connection that was ready (not a failed attempt to reconnect). */
+  droppedBy: unknown = undefined
+  private ready = false
   /** Set once the reconnect strategy gave up: the client is unusable from here on. */
   gaveUp = false
   readonly server: string
@@ -82,6 +86,11 @@ export class Connection {
     // without a listener, an 'error' event would be thrown and crash the process
     client.on('error', (err: unknown) => {
       this.lastError = err
+      if (this.ready) this.droppedBy = err
+      this.ready = false
+    })
+    client.on('ready', () => {
+      this.ready = true
     })
   }
 

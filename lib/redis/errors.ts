@@ -89,6 +89,53 @@ export class DeliveryLimitError extends Error {
 }
 
 /**
+ * The cause of a run's failure when Redis lost what the run kept there, so that whether its items
+ * completed cannot be known: the run fails rather than wait forever or finish short. Either its
+ * state vanished whole (its keys, its input stream or its consumer group are gone: a server
+ * restarted without persistence, `FLUSHALL`/`FLUSHDB`, keys deleted, or expired while the
+ * pipeline's process was unresponsive), or `missing` of its entries did while its keys stayed (a
+ * restart from an older snapshot, a failover to a replica that missed writes). When the loss was
+ * found on reconnecting after a dropped connection, `cause` is the error the drop gave.
+ *
+ * @example
+ * ```ts
+ * import { RunStateLostError } from 'stageline/redis'
+ * const err = new RunStateLostError('resize', 'Kd3x9Qa1', { reconnected: true })
+ * // err.message: 'stage "resize": the state of run Kd3x9Qa1 vanished from Redis while the
+ * // connection was down (was the server restarted, or flushed?); whether its items completed
+ * // cannot be known'
+ * console.log(err.name, err.stage, err.runId)
+ * ```
+ */
+export class RunStateLostError extends Error {
+  override name = 'RunStateLostError'
+  /** How many of the run's entries are gone while its keys are there; undefined when its state vanished whole. */
+  readonly missing: number | undefined
+  /** Whether the loss was found on reconnecting after the connection dropped. */
+  readonly reconnected: boolean
+  constructor(
+    /** The stage's name. */
+    readonly stage: string,
+    /** The run's id (its keys are `stageline:{<stage>}:<runId>:*`). */
+    readonly runId: string,
+    options: { missing?: number; reconnected?: boolean; cause?: unknown } = {},
+  ) {
+    const { missing, reconnected = false } = options
+    const what =
+      missing === undefined
+        ? `the state of run ${runId} vanished from Redis ${
+            reconnected
+              ? 'while the connection was down (was the server restarted, or flushed?)'
+              : '(was the server restarted or flushed, were its keys deleted, or did they expire while this process was unresponsive?)'
+          }; whether its items completed cannot be known`
+        : `${missing} ${missing === 1 ? 'entry' : 'entries'} of run ${runId} vanished from Redis (was the server restarted from an older snapshot, or failed over to a replica that missed writes?); their items cannot complete`
+    super(`stage "${stage}": ${what}`, 'cause' in options ? { cause: options.cause } : undefined)
+    this.missing = missing
+    this.reconnected = reconnected
+  }
+}
+
+/**
  * Connecting to Redis failed for good: the server is unreachable, refused the credentials, or the
  * connection was lost and could not be re-established within `connectTimeout`. The message names
  * the server with any password replaced by `***`; `cause` is the client's last error.

@@ -4,7 +4,13 @@
  * {@link serveStage}. See docs/distributed.md for the guarantees and what is not promised.
  * @module
  */
-export { DeliveryLimitError, RedisConnectionError, RemoteError, type RemoteErrorInfo } from './errors.js'
+export {
+  DeliveryLimitError,
+  RedisConnectionError,
+  RemoteError,
+  type RemoteErrorInfo,
+  RunStateLostError,
+} from './errors.js'
 export type { RedisClientConfig, RedisConnectionOptions, RedisStageOptions, ServeOptions } from './options.js'
 export { type StageWorker, serveStage, type WorkerContext } from './serve.js'
 export { redisStage } from './stage.js'

@@ -28,8 +28,10 @@ export interface RedisConnectionOptions {
   /**
    * How long, in ms, connecting may take before the run fails, or serveStage() rejects, with a
    * `RedisConnectionError`; a refused password fails at once. A connection that drops during
-   * a run fails the run (whether its last commands took effect cannot be known); a worker
-   * reconnects, and stops (`closed` rejects) if that takes longer than this.
+   * a run fails the run (whether its last commands took effect cannot be known) once it is back,
+   * or after this long: with a `RunStateLostError` if the run's state did not survive (a server
+   * restarted without persistence), else a `RedisConnectionError`. A worker reconnects, and stops
+   * (`closed` rejects) if that takes longer than this.
    * @default 5000
    */
   connectTimeout?: number

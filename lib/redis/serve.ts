@@ -18,7 +18,7 @@ import { Connection } from './connection.js'
 import type { RedisConnectionError } from './errors.js'
 import { checkStageName, resolveServeOptions, type ServeOptions } from './options.js'
 import { RedisWorkQueue } from './streams.js'
-import type { Delivery, RunInfo, WorkQueue } from './transport.js'
+import { type Delivery, RunGone, type RunInfo, type WorkQueue } from './transport.js'
 
 /** How long one blocking read waits before it is issued again. */
 const READ_BLOCK_MS = 1000
@@ -75,7 +75,8 @@ export interface StageWorker {
  *
  * `fn` runs at least once per item: a worker that dies or stalls for longer than the stage's
  * `visibilityTimeout` has its items redone elsewhere (`ctx.attempt` tells). What it returns goes
- * back to the pipeline; what it throws fails the pipeline's run.
+ * back to the pipeline; what it throws fails the pipeline's run. A run whose state Redis lost (a
+ * restart, a flush) is dropped here (its items' `ctx.signal` aborts) while the others go on.
  *
  * Caveat: renewals need the event loop. A function that blocks it (synchronous CPU work) for
  * longer than `visibilityTimeout` gets its items redelivered; run such work in worker threads.
@@ -187,8 +188,6 @@ class Held {
   }
 }
 
-const MISSING = /^(NOGROUP|UNBLOCKED)/
-
 class Server implements StageWorker {
   readonly closed: Promise<void>
   private resolveClosed!: () => void
@@ -271,7 +270,7 @@ class Server implements StageWorker {
             this.wakeMaintenance?.() // its visibilityTimeout may call for a shorter tick
           }
         }
-        for (const runId of [...this.runs.keys()]) if (!alive.has(runId)) this.endRun(runId)
+        for (const runId of [...this.runs.keys()]) if (!alive.has(runId)) this.endRun(runId, 'unlisted')
       } finally {
         this.refreshing = undefined
       }
@@ -279,8 +278,13 @@ class Server implements StageWorker {
     return this.refreshing
   }
 
-  /** A run ended (or failed, or was cancelled): abort its items here and forget it. */
-  private endRun(runId: string): void {
+  /**
+   * A run ended (or failed, or was cancelled), or is gone from Redis: abort its items here and
+   * forget it. `why`: its end was announced, or its results found its keys deleted (`ended`); it is
+   * no longer in the list of live runs (`unlisted`); its input stream or consumer group is gone
+   * (`gone`: it ended, or Redis lost it).
+   */
+  private endRun(runId: string, why: 'ended' | 'unlisted' | 'gone' = 'ended'): void {
     this.ended.add(runId)
     if (this.ended.size > 10_000) this.ended.delete(this.ended.values().next().value!)
     const run = this.runs.get(runId)
@@ -288,7 +292,13 @@ class Server implements StageWorker {
     this.runs.delete(runId)
     this.queue.forget(runId)
     run.ended = true
-    const reason = new RunStopped(`run ${runId} of stage "${this.stage}" ended (stopped, failed or finished)`)
+    const reason = new RunStopped(
+      why === 'ended'
+        ? `run ${runId} of stage "${this.stage}" ended (stopped, failed or finished)`
+        : why === 'unlisted'
+          ? `run ${runId} of stage "${this.stage}" is no longer listed in Redis (it ended, its pipeline stopped renewing it, or Redis lost it)`
+          : `the input stream or consumer group of run ${runId} of stage "${this.stage}" is gone from Redis (it ended, or Redis lost it: was the server restarted or flushed?)`,
+    )
     for (const h of run.held) {
       h.dropped = true
       h.halt = true
@@ -306,6 +316,8 @@ class Server implements StageWorker {
 
   private async readLoop(): Promise<void> {
     let errors = 0
+    /** Reads in a row that found a run's queue gone without saying which run. */
+    let unnamed = 0
     while (!this.closing) {
       if (!this.hasRoom()) {
         await this.nap(Number.POSITIVE_INFINITY, 'reader')
@@ -326,13 +338,22 @@ class Server implements StageWorker {
       try {
         got = await this.queue.read(runIds, count, READ_BLOCK_MS)
         errors = 0
+        unnamed = 0
       } catch (err) {
         if (this.closing) break
         if (!this.queue.alive) throw this.queue.failure(err)
-        // a run ended while it was being read (its stream is gone): read the live runs again;
-        // anything else (a dropped connection being re-established) is retried a few times
-        if (!(err instanceof ErrorReply && MISSING.test(err.message)) && ++errors > 10)
+        if (err instanceof RunGone) {
+          // a run's stream or group is gone: it ended while being read, or Redis lost it (a
+          // restart, a flush). Drop it here, so that the next read leaves it out; read the live
+          // runs again. Should the reply not say which run, back off rather than spin.
+          if (err.runId !== undefined && this.runs.has(err.runId)) {
+            unnamed = 0
+            this.endRun(err.runId, 'gone')
+          } else if (++unnamed > 2) await delay(Math.min(1000, 10 * 2 ** unnamed))
+        } else if (++errors > 10) {
+          // anything else (a dropped connection being re-established) is retried a few times
           throw this.queue.failure(err)
+        }
         if (errors > 0) await delay(Math.min(1000, 10 * 2 ** errors))
         await this.refresh().catch(noop)
         continue
@@ -602,6 +623,7 @@ class Server implements StageWorker {
     const byId = new Map<string, Held>()
     for (const h of run.held) byId.set(h.d.id, h)
     const lost = await this.queue.renew(run.info.runId, [...byId.keys()])
+    if (lost === null) return this.endRun(run.info.runId, 'gone')
     for (const id of lost) {
       const h = byId.get(id)
       if (h === undefined || h.settled) continue
@@ -614,6 +636,7 @@ class Server implements StageWorker {
 
   private async reclaim(run: RunState, count: number): Promise<void> {
     const got = await this.queue.reclaim(run.info.runId, run.info.visibilityTimeout, count)
+    if (got === null) return this.endRun(run.info.runId, 'gone')
     for (const d of got) this.accept(d)
   }
 

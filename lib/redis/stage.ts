@@ -18,7 +18,7 @@ import { type Channel, DONE, EMPTY, Waiter } from '../queue.js'
 import { type RunnerFactory, Stage } from '../stage.js'
 import { PackedBatch, unpack, unpackError, unpackItems } from './codec.js'
 import { Connection } from './connection.js'
-import { DeliveryLimitError, RemoteError } from './errors.js'
+import { DeliveryLimitError, RemoteError, RunStateLostError } from './errors.js'
 import {
   checkStageName,
   REDIS_STAGE_OPTIONS,
@@ -55,7 +55,9 @@ const DEFAULTS: ResolvedStageOptions = { workers: 1, qsize: DEFAULT_QSIZE, order
  * at-least-once); an item's exception in a worker fails the run with a TaskException whose cause
  * is a {@link RemoteError}; an early break, an abort or a failure deletes everything the run put in
  * Redis and aborts `ctx.signal` for its items in the workers. Runs are isolated: two pipelines may
- * share a Redis and a stage name. See docs/distributed.md.
+ * share a Redis and a stage name. A run whose state Redis lost (a server restarted without
+ * persistence, a flush, a failover that missed writes) fails with a {@link RunStateLostError}
+ * rather than wait or finish short. See docs/distributed.md.
  *
  * Caveat: with no worker serving the stage, a run waits (items stay queued in Redis) rather than
  * failing: pass a `signal` to `results()` to give up after a while.
@@ -115,8 +117,12 @@ class RemoteRun {
   private main: Connection | undefined
   private readonly runId = randomBytes(9).toString('base64url')
   private readonly batch: number
-  /** Set once this loop has reported a failure with g.fail(). */
+  /** Set once this loop has a failure to report with g.fail() (reported at once, or once `failing` settles). */
   private failed = false
+  /** Set once the run finished without failing: its keys are being deleted. */
+  private finished = false
+  /** Settles once a failure found on a dropped connection has been told apart and reported. */
+  private failing: Promise<void> = Promise.resolve()
   private touchTimer: NodeJS.Timeout | undefined
 
   // producer
@@ -124,6 +130,8 @@ class RemoteRun {
   private numbered = 0
   /** Items Redis confirmed appending. */
   private appended = 0
+  /** Entries Redis confirmed appending (an entry cut short by the script counts once). */
+  private entries = 0
   /** Items in appends not answered yet, and how many such appends there are. */
   private sending = 0
   private appends = 0
@@ -138,6 +146,8 @@ class RemoteRun {
   // collector
   /** Items whose results arrived (each counted once). */
   private received = 0
+  /** Entries whose results arrived (each counted once). */
+  private entriesReceived = 0
   /** Items given back to the capacity. */
   private released = 0
   /** Every item below this input position has arrived (unordered) or been emitted (ordered). */
@@ -167,6 +177,10 @@ class RemoteRun {
         if (!g.halted) {
           this.touchTimer = setInterval(() => this.touch(), KEY_TTL_MS / 3)
           this.touchTimer.unref()
+          // a connection that dropped while no command was waiting on it fails nothing by itself:
+          // once it is back, look at once whether the run's state survived (a server restarted
+          // without persistence comes back empty)
+          this.queue.onReconnect((dropped) => this.touch({ dropped }))
           await Promise.all([
             this.produce().catch((err) => this.fatal(err, undefined)),
             this.collect().catch((err) => this.fatal(err, undefined)),
@@ -180,20 +194,36 @@ class RemoteRun {
       clearInterval(this.touchTimer)
     }
     if (this.failed) {
-      // the run is failing already: deleting its keys need not hold up its rejection
-      void this.teardown()
+      // the run is failing already: deleting its keys need not hold up its rejection (but waits
+      // until a dropped connection's effect on them has been looked at)
+      void this.failing.then(() => this.teardown())
       return
     }
+    this.finished = true
     await this.teardown()
     g.exit()
   }
 
-  /** Reports the first failure to the run (unless it is stopping anyway) and wakes both loops. */
+  /**
+   * Reports the first failure to the run (unless it is stopping or done anyway) and wakes both
+   * loops. A command that failed because the connection dropped is reported once the connection
+   * is back or given up (within about `connectTimeout`): as a RunStateLostError when the run's
+   * state did not survive (a server restarted empty), else as the RedisConnectionError it is.
+   */
   private fatal(err: unknown, item: unknown): void {
-    if (this.failed || this.g.halted) return
+    if (this.failed || this.finished || this.g.halted) return
     this.failed = true
-    const reported = this.queue?.failure(err) ?? this.main?.failure(err, 'could not connect to') ?? err
-    this.g.fail(reported, 0, item)
+    const queue = this.queue
+    if (queue === undefined) {
+      this.g.fail(this.main?.failure(err, 'could not connect to') ?? err, 0, item)
+    } else if (queue.reconnecting(err)) {
+      const dropped = queue.failure(err)
+      this.failing = queue.survived().then((kept) => {
+        const reported =
+          kept === false ? this.vanished(true, dropped) : kept ? dropped : this.main!.failure(err)
+        this.g.fail(reported, 0, item)
+      })
+    } else this.g.fail(queue.failure(err), 0, item)
     this.interrupt()
   }
 
@@ -207,19 +237,27 @@ class RemoteRun {
     return this.g.halted || this.failed
   }
 
-  private touch(): void {
+  /**
+   * Extends the run's keys; fails the run if its state is gone. `reconnect`: looked at because a
+   * connection came back, having dropped with `reconnect.dropped`.
+   */
+  private touch(reconnect?: { dropped: unknown }): void {
+    if (this.stopping || this.finished) return
     this.queue?.touch().then(
-      (alive) => {
-        if (!alive) this.fatal(this.vanished(), undefined)
+      (held) => {
+        if (held >= 0) return
+        this.fatal(
+          reconnect === undefined ? this.vanished() : this.vanished(true, reconnect.dropped),
+          undefined,
+        )
       },
       (err) => this.fatal(err, undefined),
     )
   }
 
-  private vanished(): Error {
-    return new Error(
-      `stageline/redis: the keys of run ${this.runId} of stage "${this.stage}" vanished from Redis (deleted, or expired while this process was unresponsive)`,
-    )
+  /** The run's state is gone: `reconnected` when found after a dropped connection (`cause`) came back. */
+  private vanished(reconnected = false, cause?: unknown): RunStateLostError {
+    return new RunStateLostError(this.stage, this.runId, reconnected ? { reconnected, cause } : {})
   }
 
   private async teardown(): Promise<void> {
@@ -342,6 +380,7 @@ class RemoteRun {
         this.sending -= e.count
         if (added < 0) return this.fatal(this.vanished(), undefined)
         this.appended += added
+        if (added > 0) this.entries++
         this.g.busy = this.appended - this.released
         if (added < e.count) {
           this.leftovers.push(rest(e, added))
@@ -389,9 +428,20 @@ class RemoteRun {
       }
       if (this.stopping) return
       if (records === null) {
-        // a second without results: make sure the run's keys are still there (and extend them)
-        if (!(await queue.touch())) throw this.vanished()
+        // A second without results: make sure the run's state is still there (and extend its
+        // keys), entries included. Every entry Redis confirmed appending is in the input stream
+        // (queued, or held by a worker), or its results are in the output stream after the last
+        // one read, or they were read: each script moves an entry from one to the next in one
+        // step. Fewer than that in Redis means entries were lost while the keys stayed (a failover
+        // to a replica that missed writes): their results would never come. Appends confirmed
+        // after the count was asked for are not expected (they may have run after it).
+        const expected = this.entries - this.entriesReceived
+        const held = await queue.touch(expected)
         if (this.stopping) return
+        if (held < 0) throw this.vanished()
+        if (held < expected) {
+          throw new RunStateLostError(this.stage, this.runId, { missing: expected - held })
+        }
         continue
       }
       const ids = new Array<string>(records.length)
@@ -422,6 +472,7 @@ class RemoteRun {
         const n = typeof values === 'number' ? values : values.length
         if (r.seq < this.low || this.above.has(r.seq)) continue // a duplicate: already had it
         this.received += n
+        this.entriesReceived++
         if (typeof values === 'number') g.failed += values
         if (this.ordered) {
           this.above.set(r.seq, values)

@@ -14,11 +14,24 @@
  * - `stageline:{name}:runs`       a sorted set of live runs, scored by lease deadline (server time).
  * - `stageline:{name}:dead`       the dead-letter stream (only with `deadLetter`; never expired).
  * - channel `stageline:{name}:events`: `+<run>` when a run starts, `-<run>` when it ends.
+ *
+ * A run's state can vanish under it (a server restarted without persistence, FLUSHALL, keys
+ * deleted or expired): scripts that need the input stream's consumer group check that it exists
+ * and answer "gone" rather than fail on NOGROUP, and TOUCH also counts the run's entries, so that
+ * the pipeline notices entries lost while the keys stayed.
  * @module
  */
-import type { RedisArgument } from 'redis'
-import { BUFFERS, type Client, type Connection, Script } from './connection.js'
-import type { Delivery, ResultRecord, RunInfo, RunQueue, RunSettings, WorkQueue } from './transport.js'
+import { ErrorReply, type RedisArgument } from 'redis'
+import { BUFFERS, type Client, type Connection, isConnectionError, Script } from './connection.js'
+import {
+  type Delivery,
+  type ResultRecord,
+  RunGone,
+  type RunInfo,
+  type RunQueue,
+  type RunSettings,
+  type WorkQueue,
+} from './transport.js'
 
 /** How long a run's keys live without being refreshed (a pipeline process that died leaves them this long). */
 export const KEY_TTL_MS = 30_000
@@ -55,6 +68,16 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 const KEEP_OUT_TTL = `local ttl = redis.call('PTTL', KEYS[3])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+`
+// whether stream `key` exists and has consumer group `group` (XINFO GROUPS answers RESP2 arrays in
+// a script: each group is a flat array of field names and values, the name first)
+const HAS_GROUP = `local function has_group(key, group)
+  if redis.call('EXISTS', key) == 0 then return false end
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    if g[2] == group then return true end
+  end
+  return false
+end
 `
 
 // KEYS in, meta, runs; ARGV runId, group, ttl, channel, then the meta hash's field/value pairs
@@ -97,15 +120,21 @@ return 1`,
   2,
 )
 
-// KEYS in, out, meta, runs; ARGV runId, ttl
+// KEYS in, out, meta, runs; ARGV runId, ttl, group, last result read, limit: -1 when the run's
+// state is gone, else the entries of the run in Redis: its input stream's (queued or pending) plus
+// its results after the last one read, these counted up to `limit`
 const TOUCH = new Script(
-  `if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+  `${HAS_GROUP}if redis.call('EXISTS', KEYS[3]) == 0 or not has_group(KEYS[1], ARGV[3]) then return -1 end
 ${NOW}redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[2])
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[4], ARGV[2])
-return 1`,
+local unread = 0
+if tonumber(ARGV[5]) > 0 then
+  unread = #redis.call('XRANGE', KEYS[2], '(' .. ARGV[4], '+', 'COUNT', ARGV[5])
+end
+return redis.call('XLEN', KEYS[1]) + unread`,
   4,
 )
 
@@ -147,7 +176,7 @@ return done`,
 // KEYS in, out, meta; ARGV group, id, seq, error, item: only while the entry is still pending (a
 // stalled worker failing on an entry another worker has completed does not fail the run)
 const REPORT = new Script(
-  `if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+  `${HAS_GROUP}if redis.call('EXISTS', KEYS[3]) == 0 or not has_group(KEYS[1], ARGV[1]) then return -1 end
 if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
 redis.call('XADD', KEYS[2], '*', 's', ARGV[3], 'e', ARGV[4], 'x', ARGV[5])
 ${KEEP_OUT_TTL}return 1`,
@@ -155,10 +184,10 @@ ${KEEP_OUT_TTL}return 1`,
 )
 
 // KEYS in; ARGV group, consumer, id, ...: renews (XCLAIM JUSTID: the delivery count stays) the
-// entries still pending for this consumer, returns the others
+// entries still pending for this consumer, returns the others (nil when the stream or group is gone)
 const RENEW = new Script(
-  `local lost = {}
-if redis.call('EXISTS', KEYS[1]) == 0 then return {unpack(ARGV, 3)} end
+  `${HAS_GROUP}local lost = {}
+if not has_group(KEYS[1], ARGV[1]) then return false end
 for i = 3, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
   if #p == 0 or p[1][2] ~= ARGV[2] then
@@ -174,9 +203,9 @@ return lost`,
 // KEYS in; ARGV group, consumer, minIdle, cursor, count: XAUTOCLAIM plus each entry's delivery
 // count, which XAUTOCLAIM does not return (XPENDING does). One XAUTOCLAIM scans at most COUNT x 10
 // pending entries, so it goes on from the returned cursor (within this call) until it has `count`
-// entries or has gone round the whole pending list.
+// entries or has gone round the whole pending list. Nil when the stream or its group is gone.
 const RECLAIM = new Script(
-  `if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+  `${HAS_GROUP}if not has_group(KEYS[1], ARGV[1]) then return false end
 local want = tonumber(ARGV[5])
 local cursor = ARGV[4]
 local entries = {}
@@ -228,6 +257,28 @@ end
 ${KEEP_OUT_TTL}return 1`,
   4,
 )
+
+/** How much longer than connectTimeout survived() waits for an answer. */
+const SURVIVED_SLACK_MS = 2000
+
+/** `p`'s value, or undefined if it does not settle within `ms` (it is left to settle unobserved). */
+function settleWithin<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  p.catch(() => {})
+  if (ms <= 0) return Promise.resolve(undefined)
+  return new Promise<T | undefined>((resolve, reject) => {
+    const timer = setTimeout(resolve, ms, undefined)
+    p.then(
+      (v) => {
+        clearTimeout(timer)
+        resolve(v)
+      },
+      (err: unknown) => {
+        clearTimeout(timer)
+        reject(err)
+      },
+    )
+  })
+}
 
 /**
  * Options of a blocking read: Buffer replies, and a command timeout longer than the block (node-redis
@@ -288,6 +339,7 @@ export class RedisRunQueue implements RunQueue {
     private readonly runId: string,
     private readonly main: Connection,
     private readonly reader: Connection,
+    private readonly connectTimeout: number,
   ) {
     this.inKey = keys.input(runId)
     this.outKey = keys.output(runId)
@@ -295,12 +347,17 @@ export class RedisRunQueue implements RunQueue {
   }
 
   /** Connects, creates the run's keys and announces the run to the workers. */
-  static async open(main: Connection, stage: string, runId: string, s: RunSettings): Promise<RedisRunQueue> {
+  static async open(
+    main: Connection,
+    stage: string,
+    runId: string,
+    s: RunSettings & { connectTimeout: number },
+  ): Promise<RedisRunQueue> {
     let reader: Connection | undefined
     try {
       reader = await main.duplicate()
       const keys = new StageKeys(stage)
-      const q = new RedisRunQueue(keys, runId, main, reader)
+      const q = new RedisRunQueue(keys, runId, main, reader, s.connectTimeout)
       const meta = [
         'cap',
         String(s.capacity),
@@ -372,10 +429,48 @@ export class RedisRunQueue implements RunQueue {
     await RELEASE.run(this.main.client, args)
   }
 
-  async touch(): Promise<boolean> {
-    const args = TOUCH.args(6)
-    args.splice(3, 6, this.inKey, this.outKey, this.metaKey, this.keys.runs, this.runId, String(KEY_TTL_MS))
-    return (await TOUCH.run<number>(this.main.client, args)) === 1
+  async touch(expected = 0): Promise<number> {
+    const args = TOUCH.args(9)
+    args.splice(
+      3,
+      9,
+      this.inKey,
+      this.outKey,
+      this.metaKey,
+      this.keys.runs,
+      this.runId,
+      String(KEY_TTL_MS),
+      this.keys.group,
+      this.lastId,
+      String(expected),
+    )
+    return TOUCH.run<number>(this.main.client, args)
+  }
+
+  onReconnect(fn: (dropped: unknown) => void): void {
+    // 'ready' comes again only after a reconnect: both clients were ready before this was called
+    for (const c of [this.main, this.reader]) c.client.on('ready', () => fn(c.failure(c.droppedBy)))
+  }
+
+  reconnecting(err: unknown): boolean {
+    return isConnectionError(err) && this.main.alive
+  }
+
+  async survived(): Promise<boolean | undefined> {
+    // a reply may also be lost to a second drop (the command client may learn of the first one
+    // after the reader did): try again while the client reconnects. Commands wait in node-redis's
+    // offline queue until it is back, and fail when it gives up (after connectTimeout); a server
+    // that takes the connection and never answers is cut short by the timer.
+    const deadline = performance.now() + this.connectTimeout + SURVIVED_SLACK_MS
+    for (let i = 0; i < 3 && this.main.alive; i++) {
+      try {
+        const held = await settleWithin(this.touch(), deadline - performance.now())
+        return held === undefined ? undefined : held >= 0
+      } catch (err) {
+        if (!isConnectionError(err)) return undefined
+      }
+    }
+    return undefined
   }
 
   async end(): Promise<void> {
@@ -481,9 +576,12 @@ export class RedisWorkQueue implements WorkQueue {
     args.push('BLOCK', String(blockMs), 'STREAMS')
     for (const id of runIds) args.push(this.keys.input(id))
     for (let i = 0; i < runIds.length; i++) args.push('>')
-    const reply = (await this.reader.client.sendCommand(args, blocking(blockMs))) as
-      | (Buffer | [Buffer, Buffer[]][])[]
-      | null
+    let reply: (Buffer | [Buffer, Buffer[]][])[] | null
+    try {
+      reply = (await this.reader.client.sendCommand(args, blocking(blockMs))) as typeof reply
+    } catch (err) {
+      throw this.gone(err) ?? err
+    }
     if (reply === null || reply.length === 0) return null
     const out: Delivery[] = []
     for (let i = 0; i < reply.length; i += 2) {
@@ -494,6 +592,21 @@ export class RedisWorkQueue implements WorkQueue {
       }
     }
     return out
+  }
+
+  /**
+   * A RunGone for a read's error reply saying a stream or its group is missing: NOGROUP names the
+   * stream; UNBLOCKED (a stream deleted while the read blocked on it, Redis 7) does not.
+   */
+  private gone(err: unknown): RunGone | undefined {
+    if (!(err instanceof ErrorReply)) return undefined
+    if (err.message.startsWith('UNBLOCKED')) return new RunGone(undefined, err)
+    if (!err.message.startsWith('NOGROUP')) return undefined
+    const key = /'([^']*)'/.exec(err.message)?.[1]
+    const prefix = `${this.keys.base}:`
+    const runId =
+      key?.startsWith(prefix) && key.endsWith(':in') ? key.slice(prefix.length, key.length - 3) : undefined
+    return new RunGone(runId, err)
   }
 
   interrupt(): void {
@@ -535,18 +648,18 @@ export class RedisWorkQueue implements WorkQueue {
     await REPORT.run(this.main.client, args)
   }
 
-  async renew(runId: string, ids: readonly string[]): Promise<string[]> {
+  async renew(runId: string, ids: readonly string[]): Promise<string[] | null> {
     const args = RENEW.args(3 + ids.length)
     args[3] = this.keys.input(runId)
     args[4] = this.group
     args[5] = this.consumer
     for (let i = 0; i < ids.length; i++) args[6 + i] = ids[i]!
-    return RENEW.run<string[]>(this.main.client, args)
+    return RENEW.run<string[] | null>(this.main.client, args)
   }
 
   private readonly cursors = new Map<string, string>()
 
-  async reclaim(runId: string, minIdle: number, count: number): Promise<Delivery[]> {
+  async reclaim(runId: string, minIdle: number, count: number): Promise<Delivery[] | null> {
     const args = RECLAIM.args(6)
     const cursor = this.cursors.get(runId) ?? '0-0'
     args.splice(
@@ -564,7 +677,7 @@ export class RedisWorkQueue implements WorkQueue {
       | null
     if (reply === null) {
       this.cursors.delete(runId)
-      return []
+      return null
     }
     this.cursors.set(runId, str(reply[0]))
     const entries = reply[1]

@@ -42,8 +42,27 @@ export interface RunQueue {
   read(blockMs: number): Promise<ResultRecord[] | null>
   /** Deletes results read (`ids`) and gives `items` back to the run's capacity. */
   release(ids: readonly string[], items: number): Promise<void>
-  /** Extends the expiry of the run's keys; false when they are gone. */
-  touch(): Promise<boolean>
+  /**
+   * Extends the expiry of the run's keys and counts the run's entries the engine holds: those
+   * queued or being worked on, plus results after the last one read (counted up to `expected`,
+   * none by default). -1 when the run's state is gone (its keys, its input stream or its
+   * consumer group): the engine lost it, or it was deleted.
+   */
+  touch(expected?: number): Promise<number>
+  /**
+   * Calls `fn` each time a connection of the run comes back after dropping, with the error the
+   * drop gave (in the words failure() would use).
+   */
+  onReconnect(fn: (dropped: unknown) => void): void
+  /** Whether `err`, a command's failure, is a dropped connection that is being re-established. */
+  reconnecting(err: unknown): boolean
+  /**
+   * After a command failed on a dropped connection: waits for the connection to come back (about
+   * `connectTimeout` at most) and says whether the run's state is still in the engine: true, false
+   * when it is gone (a server restarted empty, or flushed), undefined when that cannot be told
+   * (the connection did not come back).
+   */
+  survived(): Promise<boolean | undefined>
   /** Deletes everything the run left in the engine and tells the workers it ended. */
   end(): Promise<void>
   /** Makes a pending read() reject or return at once, and closes the connections. */
@@ -81,7 +100,10 @@ export interface WorkQueue {
   onRunEvent(fn: (event: '+' | '-', runId: string) => void): Promise<void>
   /** Forgets what the queue kept about a run that ended (a reclaim cursor). */
   forget(runId: string): void
-  /** Waits up to `blockMs` for new entries of the given runs, at most `count` per run. */
+  /**
+   * Waits up to `blockMs` for new entries of the given runs, at most `count` per run. Rejects with
+   * a {@link RunGone} when the queue of one of them is gone.
+   */
   read(runIds: readonly string[], count: number, blockMs: number): Promise<Delivery[] | null>
   /** Makes a pending read() return early. */
   interrupt(): void
@@ -93,10 +115,16 @@ export interface WorkQueue {
   complete(runId: string, done: readonly (readonly [Delivery, Buffer])[]): Promise<number>
   /** Sends an item's failure (and the item's own payload) to the run; the entry stays held. */
   report(d: Delivery, seq: number, error: Buffer, item: Buffer): Promise<void>
-  /** Renews the lease on entries of a run still being worked on; resolves to the ids this worker lost. */
-  renew(runId: string, ids: readonly string[]): Promise<string[]>
-  /** Takes over up to `count` entries of a run whose holders were silent for `minIdle` ms. */
-  reclaim(runId: string, minIdle: number, count: number): Promise<Delivery[]>
+  /**
+   * Renews the lease on entries of a run still being worked on; resolves to the ids this worker
+   * lost, or null when the run's queue is gone (its run ended, or the engine lost it).
+   */
+  renew(runId: string, ids: readonly string[]): Promise<string[] | null>
+  /**
+   * Takes over up to `count` entries of a run whose holders were silent for `minIdle` ms; null when
+   * the run's queue is gone.
+   */
+  reclaim(runId: string, minIdle: number, count: number): Promise<Delivery[] | null>
   /** Puts an entry back at the end of its run's queue for another worker (`attempts` deliveries so far). */
   requeue(d: Delivery, attempts: number): Promise<void>
   /** Takes an entry past maxDeliveries out of the queue: to the dead-letter stream, or as a failure of the run. */
@@ -107,4 +135,19 @@ export interface WorkQueue {
   failure(err: unknown): unknown
   /** False once a connection is gone for good (it may be reconnecting while true). */
   readonly alive: boolean
+}
+
+/**
+ * What WorkQueue.read() rejects with when the queue of one of the runs read is gone from the
+ * engine: the run ended meanwhile, or the engine lost it (restarted empty, flushed). `runId` is
+ * the run, when the engine said which.
+ */
+export class RunGone extends Error {
+  override name = 'RunGone'
+  constructor(
+    readonly runId: string | undefined,
+    cause: unknown,
+  ) {
+    super(`the queue of ${runId === undefined ? 'a run' : `run ${runId}`} is gone`, { cause })
+  }
 }
