@@ -8,7 +8,7 @@ import ts from 'typescript'
 import { describe, expect, test } from 'vitest'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
-const ENTRIES = ['lib/index.ts', 'lib/progress/index.ts']
+const ENTRIES = ['lib/index.ts', 'lib/redis/index.ts', 'lib/progress/index.ts']
 
 const program = ts.createProgram(
   ENTRIES.map((e) => `${root}${e}`),

@@ -3,7 +3,17 @@
  * @module
  */
 
-/** What a worker sends back when a stage function throws: the thrown error's name, message and stack. */
+/**
+ * What a worker sends back when a stage function throws: the thrown error's name, message and stack.
+ *
+ * @example
+ * ```ts
+ * import type { RemoteErrorInfo } from 'stageline/redis'
+ * // what a worker sends back when its function throws, and how it reads once rebuilt
+ * const info: RemoteErrorInfo = { name: 'TypeError', message: 'bad size', code: 'E_SIZE' }
+ * console.log(`${info.name}: ${info.message} (${info.code})`) // TypeError: bad size (E_SIZE)
+ * ```
+ */
 export interface RemoteErrorInfo {
   name: string
   message: string

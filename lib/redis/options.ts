@@ -11,10 +11,29 @@ import { checkBoolean, checkInteger, checkMs, checkObject, got } from '../option
  * `database`, `name`, `socket` (TLS: `{ tls: true, ca, cert, key }`; a unix socket: `{ path }`), ...
  * Three are set by stageline: `url` (the `url` option), `RESP` (always 3) and, unless you give your
  * own, `socket.reconnectStrategy` (one that gives up after `connectTimeout`).
+ *
+ * @example
+ * ```ts
+ * import { redisStage, type RedisClientConfig } from 'stageline/redis'
+ * const client: RedisClientConfig = { username: 'pipeline', password: 'secret', database: 2 }
+ * // nothing connects until a run of the pipeline starts
+ * const hash = redisStage<string, string>('hash', { url: 'redis://cache.internal:6379', client })
+ * console.log(hash.name) // hash
+ * ```
  */
 export type RedisClientConfig = Omit<RedisClientOptions, 'url' | 'RESP'>
 
-/** How to reach Redis: what redisStage() and serveStage() have in common. */
+/**
+ * How to reach Redis: what redisStage() and serveStage() have in common.
+ *
+ * @example
+ * ```ts
+ * import type { RedisConnectionOptions } from 'stageline/redis'
+ * // the same connection for the pipeline's stage and for the workers that serve it
+ * const redis: RedisConnectionOptions = { url: 'redis://127.0.0.1:6379/0', connectTimeout: 10_000 }
+ * console.log(redis.connectTimeout) // 10000
+ * ```
+ */
 export interface RedisConnectionOptions {
   /**
    * The server: `redis[s]://[[username][:password]@][host][:port][/db-number]`. Errors show it
@@ -37,7 +56,17 @@ export interface RedisConnectionOptions {
   connectTimeout?: number
 }
 
-/** Options of {@link redisStage}. */
+/**
+ * Options of {@link redisStage}.
+ *
+ * @example
+ * ```ts
+ * import { redisStage, type RedisStageOptions } from 'stageline/redis'
+ * const options: RedisStageOptions = { capacity: 5_000, batch: 50, visibilityTimeout: 120_000, ordered: true }
+ * const transcode = redisStage<{ file: string }, { file: string; ok: boolean }>('transcode', options)
+ * console.log(transcode.options.ordered) // true
+ * ```
+ */
 export interface RedisStageOptions extends RedisConnectionOptions {
   /**
    * Items of one run that may be in Redis at once, waiting for a worker, being worked on, or
@@ -91,7 +120,17 @@ export interface RedisStageOptions extends RedisConnectionOptions {
   qsize?: number
 }
 
-/** Options of {@link serveStage}. */
+/**
+ * Options of {@link serveStage}.
+ *
+ * @example
+ * ```ts
+ * import type { ServeOptions } from 'stageline/redis'
+ * // in a worker process: serveStage('transcode', options, fn) runs 4 items at a time
+ * const options: ServeOptions = { concurrency: 4, url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' }
+ * console.log(options.concurrency) // 4
+ * ```
+ */
 export interface ServeOptions extends RedisConnectionOptions {
   /**
    * How many items this worker process runs the function on at once.

@@ -27,7 +27,24 @@ const REFRESH_MS = 2000
 /** The most entries one read asks for (per run). */
 const MAX_READ = 16
 
-/** What a worker's function receives besides the item. */
+/**
+ * What a worker's function receives besides the item.
+ *
+ * @example
+ * ```ts
+ * import type { WorkerContext } from 'stageline/redis'
+ * const done = new Set<string>()
+ * // a worker function whose side effect runs once per item, even when an item is delivered again
+ * async function charge(order: { id: string; cents: number }, ctx: WorkerContext): Promise<string> {
+ *   const key = `${ctx.runId}:${ctx.seq}`
+ *   if (done.has(key)) return 'already charged'
+ *   ctx.signal.throwIfAborted()
+ *   done.add(key)
+ *   return `charged ${order.cents} (attempt ${ctx.attempt})`
+ * }
+ * // serveStage('charge', { concurrency: 8 }, charge) would serve it
+ * ```
+ */
 export interface WorkerContext extends StageContext {
   /**
    * Aborts when the item's run is stopped or fails, when this worker is closing, or when this
@@ -48,7 +65,24 @@ export interface WorkerContext extends StageContext {
   readonly attempt: number
 }
 
-/** A running worker, as {@link serveStage} returns it. */
+/**
+ * A running worker, as {@link serveStage} returns it.
+ *
+ * @example
+ * ```ts
+ * import type { StageWorker } from 'stageline/redis'
+ * // a worker process's shutdown: finish what it holds, put back what it has not started
+ * function closeOnSignal(worker: StageWorker): void {
+ *   process.once('SIGTERM', () => {
+ *     void worker.close({ grace: 10_000 })
+ *   })
+ *   worker.closed.catch((err: unknown) => {
+ *     console.error(`worker ${worker.id} lost Redis:`, err)
+ *     process.exitCode = 1
+ *   })
+ * }
+ * ```
+ */
 export interface StageWorker {
   /** This worker's consumer name in the stage's consumer group: `host:pid:random`. */
   readonly id: string
