@@ -5,19 +5,28 @@
  * a worker thread loads modules with Node's own loader, which does not read .ts.
  *
  * Protocol (the main side is lib/threads/pool.ts):
- * - workerData: `{ module, exportName, stage, control, slots }`; `control` is a SharedArrayBuffer
- *   laid out as Int32 [0] abort flag, [1] thread counter, [2] reason length, [3] unused, then
- *   `slots` pairs (threadId, 1 while inside a batch) by thread index, then the reason's UTF-8 bytes.
- * - a task that is an array is a batch of items; the answer is `{ worker, out, ms }` (one result
- *   per item, `ms` the time spent on the batch), `{ worker, at, error }` when item `at` threw, or
- *   `{ worker, stopped: true }` when the run stopped before the batch was done.
- * - any other task is a check: load the module, find the export, answer `{ worker }` or
- *   `{ worker, error }`.
+ * - workerData: `{ module, exportName, stage, control, slots, timeout, keepGoing }`; `control` is a
+ *   SharedArrayBuffer laid out as Int32 [0] abort flag, [1] thread counter, [2] reason length,
+ *   [3] threads arrived at the dispose barrier, then `slots` pairs (threadId, 1 while inside a
+ *   batch) by thread index, then the reason's UTF-8 bytes. `timeout` is the per-item timeout in ms
+ *   (undefined: none); `keepGoing` says a failed item does not end its batch (the stage retries or
+ *   skips failures, on the main thread).
+ * - a task that is an array is a batch of items on their first try; `{ retry, attempt }` is a
+ *   batch of items on try `attempt` + 1. The answer is `{ worker, out, ms, skipped?, failed? }`
+ *   (one result per item, `ms` the time spent on the batch, `skipped` the indexes of items whose
+ *   function returned stageline's `skip`, `failed` `[index, error, timedOut]` per failed item with
+ *   `keepGoing`), `{ worker, at, error, timedOut? }` when item `at` failed (at -1: the module or its
+ *   init failed), or `{ worker, stopped: true }` when the run stopped before the batch was done.
+ * - `{ dispose: n }` runs the module's `dispose` export in this thread, then holds the thread
+ *   until `n` threads have their dispose task, so that each thread gets exactly one; the answer is
+ *   `{ worker }` or `{ worker, error }`.
+ * - any other task is a check: load the module, find the export, run the `init` export; answer
+ *   `{ worker, dispose }` (whether the module exports `dispose`) or `{ worker, error }`.
  * @module
  */
 import { MessagePort, threadId, workerData } from 'node:worker_threads'
 
-const { module: moduleHref, exportName, stage, control, slots } = workerData
+const { module: moduleHref, exportName, stage, control, slots, timeout, keepGoing } = workerData
 const flags = new Int32Array(control, 0, 4 + 2 * slots)
 const reasonBytes = new Uint8Array(control, 4 * (4 + 2 * slots))
 /** This thread's 0-based index in its pool, in the order the threads started. */
@@ -58,28 +67,122 @@ signal.throwIfAborted = () => {
   throwIfAborted.call(signal)
 }
 
+// Per-item timeout (only with `timeout`): the item's deadline (performance.now() based; Infinity
+// between items) and, once the function reads ctx.signal during the item, the item's own signal.
+// It aborts with a TimeoutError once the deadline passes: `aborted` and `throwIfAborted()` compare
+// the clock themselves (a synchronous loop cannot be interrupted, but it can look), and a timer
+// fires `'abort'` listeners while an async function awaits. It also aborts when the run stops.
+let deadline = Number.POSITIVE_INFINITY
+let itemCtl
+/** Rejection reason of withDeadline(): the item's deadline passed while its promise was pending. */
+const TIMED_OUT = Symbol('timed out')
+
+function timeoutError() {
+  const e = new Error(`stage "${stage}" took longer than ${timeout} ms on an item`)
+  e.name = 'TimeoutError'
+  e.stage = stage
+  e.ms = timeout
+  return e
+}
+
+/** Whether the item signal of `c` is aborted, aborting it first if the run stopped or its deadline passed. */
+function itemAborted(c) {
+  const s = c.signal
+  if (abortedGetter.call(s)) return true
+  if (poll()) {
+    if (!abortedGetter.call(s)) c.abort(signal.reason)
+    return true
+  }
+  // the deadline is the current item's: a signal kept past its item does not time out later
+  if (c === itemCtl && performance.now() >= deadline) {
+    c.abort(timeoutError())
+    return true
+  }
+  return false
+}
+
+function newItemCtl() {
+  const c = new AbortController()
+  const s = c.signal
+  Object.defineProperty(s, 'aborted', { get: () => itemAborted(c) })
+  s.throwIfAborted = () => {
+    itemAborted(c)
+    throwIfAborted.call(s)
+  }
+  if (abortedGetter.call(signal)) c.abort(signal.reason)
+  return c
+}
+if (timeout !== undefined) signal.addEventListener('abort', () => itemCtl?.abort(signal.reason))
+
+/** `p`, or a rejection with TIMED_OUT once the item's deadline passes (aborting its signal). */
+function withDeadline(p) {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(
+      () => {
+        if (itemCtl !== undefined && !abortedGetter.call(itemCtl.signal)) itemCtl.abort(timeoutError())
+        reject(TIMED_OUT)
+      },
+      Math.max(0, deadline - performance.now()),
+    )
+    p.then(
+      (v) => {
+        clearTimeout(t)
+        resolve(v)
+      },
+      (e) => {
+        clearTimeout(t)
+        reject(e)
+      },
+    )
+  })
+}
+
 /** Buffers the function asked to move, not copy, with this batch's results. */
 let transfers = []
-const ctx = Object.freeze({
-  stage,
-  worker,
-  signal,
-  transfer(...list) {
-    for (let x of list) {
-      if (ArrayBuffer.isView(x)) x = x.buffer
-      if (!(x instanceof ArrayBuffer) && !(x instanceof MessagePort)) {
-        throw new TypeError(
-          `threadStage "${stage}": ctx.transfer() got ${x === null ? 'null' : typeof x === 'object' ? (x.constructor?.name ?? 'an object') : typeof x}, which cannot be moved (an ArrayBuffer, a view of one, or a MessagePort can)`,
-        )
-      }
-      transfers.push(x)
-    }
-  },
-})
+/** What the module's `init` export returned in this thread (ctx.state). */
+let state
+/** The try of the items of the batch being run: 0 on the first, 1 on the first retry, ... */
+let attempt = 0
+
+/** The function's context: one per thread; `state`, `attempt` and, with a timeout, `signal` change. */
+const ctx = Object.freeze(
+  Object.create(Object.prototype, {
+    stage: { value: stage, enumerable: true },
+    worker: { value: worker, enumerable: true },
+    signal: {
+      enumerable: true,
+      get:
+        timeout === undefined
+          ? () => signal
+          : () => (deadline === Number.POSITIVE_INFINITY ? signal : (itemCtl ??= newItemCtl()).signal),
+    },
+    state: { enumerable: true, get: () => state },
+    attempt: { enumerable: true, get: () => attempt },
+    transfer: {
+      value(...list) {
+        for (let x of list) {
+          if (ArrayBuffer.isView(x)) x = x.buffer
+          if (!(x instanceof ArrayBuffer) && !(x instanceof MessagePort)) {
+            throw new TypeError(
+              `threadStage "${stage}": ctx.transfer() got ${x === null ? 'null' : typeof x === 'object' ? (x.constructor?.name ?? 'an object') : typeof x}, which cannot be moved (an ArrayBuffer, a view of one, or a MessagePort can)`,
+            )
+          }
+          transfers.push(x)
+        }
+      },
+    },
+  }),
+)
 
 let fn
-/** The loaded function, or a rejection with an error that says what is wrong with the module. */
-async function load() {
+/** The module's `dispose` export, if it has one. */
+let disposeFn
+/** Set once the module is loaded and its `init` has run in this thread. */
+let prepared = false
+let disposed = false
+
+/** Loads the module and runs its `init`, once per thread; rejects with an error that says what is wrong. */
+async function prepare() {
   let ns
   try {
     ns = await import(moduleHref)
@@ -94,8 +197,25 @@ async function load() {
         ` (${f === undefined ? 'no such export' : `it is ${typeof f}`}; its exports: ${names.length > 0 ? names.join(', ') : 'none'})`,
     )
   }
+  for (const hook of ['init', 'dispose']) {
+    const h = ns[hook]
+    if (h !== undefined && typeof h !== 'function') {
+      throw new TypeError(
+        `threadStage "${stage}": the module ${moduleHref} exports \`${hook}\` as ${h === null ? 'null' : typeof h}; a thread stage calls it, so it must be a function (or not be exported)`,
+      )
+    }
+  }
   fn = f
-  return f
+  disposeFn = ns.dispose
+  // the error of a failing init goes to the run as it is, as with mapStage's init
+  if (ns.init !== undefined) {
+    let s = ns.init(ctx)
+    if (s !== null && (typeof s === 'object' || typeof s === 'function') && typeof s.then === 'function') {
+      s = await s
+    }
+    state = s
+  }
+  prepared = true
 }
 
 function wrap(what, cause) {
@@ -108,12 +228,17 @@ let answered
 
 export default async function run(task) {
   answered = undefined
+  let items = task
   if (!Array.isArray(task)) {
-    try {
-      if (fn === undefined) await load()
-      return { worker }
-    } catch (err) {
-      return { worker, error: describe(err, 0) }
+    if (task.retry !== undefined) items = task.retry
+    else if (task.dispose !== undefined) return disposeTask(task.dispose)
+    else {
+      try {
+        if (!prepared) await prepare()
+        return { worker, dispose: disposeFn !== undefined }
+      } catch (err) {
+        return { worker, error: describe(err, 0) }
+      }
     }
   }
   // marked running before the stop flag is read: either this batch sees the stop, or the main
@@ -121,24 +246,32 @@ export default async function run(task) {
   if (running >= 0) Atomics.store(flags, running, 1)
   try {
     if (poll()) return { worker, stopped: true }
-    return await runBatch(task)
+    transfers = []
+    if (!prepared) {
+      try {
+        await prepare()
+      } catch (err) {
+        return { worker, at: -1, error: describe(err, 0) }
+      }
+    }
+    attempt = items === task ? 0 : task.attempt
+    const answer = await (timeout === undefined && !keepGoing ? runBatch(items) : runPolicyBatch(items))
+    if (transfers.length === 0 || answer.out === undefined) return answer
+    const list = [...new Set(transfers)]
+    // piscina moves what a "movable" answer lists; its marker symbol is private, so ask its move()
+    const { move, transferableSymbol, valueSymbol } = await import('piscina')
+    return move({ [transferableSymbol]: list, [valueSymbol]: answer })
   } finally {
     if (running >= 0) Atomics.store(flags, running, 0)
   }
 }
 
+/** A batch with no policy: the first failure ends it. The hot path: keep it lean. */
 async function runBatch(task) {
-  transfers = []
-  let f = fn
-  if (f === undefined) {
-    try {
-      f = await load()
-    } catch (err) {
-      return { worker, at: -1, error: describe(err, 0) }
-    }
-  }
+  const f = fn
   const n = task.length
   const out = new Array(n)
+  let skipped
   const start = performance.now()
   let i = 0
   try {
@@ -150,11 +283,9 @@ async function runBatch(task) {
       }
       const bad = unclonable(y)
       if (bad !== undefined) {
-        return {
-          worker,
-          at: i,
-          error: describe(new TypeError(`threadStage "${stage}": its result is ${bad}`), 0),
-        }
+        if (!isSkip(y)) return { worker, at: i, error: badResult(bad) }
+        ;(skipped ??= []).push(i)
+        y = undefined
       }
       out[i] = y
       // between items: a stop that came while this batch ran leaves the rest of it undone
@@ -163,13 +294,111 @@ async function runBatch(task) {
   } catch (err) {
     return { worker, at: i, error: describe(err, 0) }
   }
-  const answer = { worker, out, ms: performance.now() - start }
   answered = out
-  if (transfers.length === 0) return answer
-  const list = [...new Set(transfers)]
-  // piscina moves what a "movable" answer lists; its marker symbol is private, so ask its move()
-  const { move, transferableSymbol, valueSymbol } = await import('piscina')
-  return move({ [transferableSymbol]: list, [valueSymbol]: answer })
+  return { worker, out, ms: performance.now() - start, skipped }
+}
+
+/**
+ * A batch under policies: each item has its own deadline (with `timeout`), and with `keepGoing` a
+ * failed item is reported in `failed` and the batch goes on (the main thread retries or skips it).
+ */
+async function runPolicyBatch(task) {
+  const f = fn
+  const n = task.length
+  const out = new Array(n)
+  let skipped
+  let failed
+  const start = performance.now()
+  // with a timeout, one clock read per item: an item's end is the next one's start
+  let now = start
+  for (let i = 0; i < n; i++) {
+    let y
+    let err
+    let threw = false
+    let timedOut = false
+    if (timeout !== undefined) {
+      itemCtl = undefined
+      deadline = now + timeout
+    }
+    try {
+      y = f(task[i], ctx)
+      if (y !== null && (typeof y === 'object' || typeof y === 'function') && typeof y.then === 'function') {
+        y = await (timeout === undefined ? y : withDeadline(y))
+      }
+    } catch (e) {
+      threw = true
+      err = e
+    }
+    if (timeout !== undefined) {
+      // a result or an error that came after the deadline is a timeout, as with mapStage (whose
+      // timer would have failed the try first)
+      now = performance.now()
+      timedOut = err === TIMED_OUT || now >= deadline
+      deadline = Number.POSITIVE_INFINITY
+      itemCtl = undefined
+    }
+    // a stop while the item ran: its outcome (likely the stop's own error) is not the item's
+    if (Atomics.load(flags, 0) !== 0 && poll()) return { worker, stopped: true }
+    let error
+    if (timedOut) error = undefined
+    else if (threw) error = describe(err, 0)
+    else {
+      const bad = unclonable(y)
+      if (bad === undefined) {
+        out[i] = y
+        continue
+      }
+      if (isSkip(y)) {
+        ;(skipped ??= []).push(i)
+        continue
+      }
+      error = badResult(bad)
+    }
+    if (!keepGoing) return timedOut ? { worker, at: i, timedOut } : { worker, at: i, error }
+    ;(failed ??= []).push([i, error, timedOut])
+  }
+  answered = out
+  return { worker, out, ms: performance.now() - start, skipped, failed }
+}
+
+/** Runs `dispose` in this thread once, then waits (without blocking) until `n` threads have a dispose task. */
+async function disposeTask(n) {
+  let error
+  if (prepared && disposeFn !== undefined && !disposed) {
+    disposed = true
+    try {
+      const r = disposeFn(state, ctx)
+      if (r !== null && (typeof r === 'object' || typeof r === 'function') && typeof r.then === 'function') {
+        await r
+      }
+    } catch (err) {
+      error = describe(err, 0)
+    }
+  }
+  // held until every thread has its task: piscina hands a task to any idle thread, and one that
+  // answered at once could take a second task while another thread got none
+  let seen = Atomics.add(flags, 3, 1) + 1
+  Atomics.notify(flags, 3)
+  const until = performance.now() + DISPOSE_BARRIER_MS
+  while (seen < n) {
+    const left = until - performance.now()
+    if (left <= 0) break
+    const r = Atomics.waitAsync(flags, 3, seen, left)
+    if (r.async) await r.value
+    seen = Atomics.load(flags, 3)
+  }
+  return error === undefined ? { worker } : { worker, error }
+}
+/** The longest a thread waits for the others at the dispose barrier (they are all idle by then). */
+const DISPOSE_BARRIER_MS = 5000
+
+/** Whether `y` is stageline's `skip`: by its description, since the thread's copy of stageline has its own symbol. */
+function isSkip(y) {
+  return typeof y === 'symbol' && y.description === 'stageline.skip-item'
+}
+
+function badResult(bad) {
+  return describe(new TypeError(`threadStage "${stage}": its result is ${bad}`), 0)
 }
 
 // Piscina posts the answer after this module's function returned; if a result cannot be cloned,

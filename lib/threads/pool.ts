@@ -9,13 +9,15 @@
  * @module
  */
 import { existsSync } from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { MessagePort, type TransferListItem, type Worker } from 'node:worker_threads'
 import type { Piscina } from 'piscina'
-import { describeCause } from '../errors.js'
+import { describeCause, TimeoutError } from '../errors.js'
 import type { Group } from '../group.js'
 import { got, SETTLE_GRACE_MS } from '../options.js'
-import { type Channel, DONE, EMPTY, type OrderedChannel, Waiter } from '../queue.js'
+import type { MapContext, RateLimit } from '../policies.js'
+import { type Channel, DONE, EMPTY, type OrderedChannel, SKIP, Waiter } from '../queue.js'
 
 /** What a run of a thread stage needs from the stage's options. */
 export interface ThreadPlan {
@@ -24,6 +26,18 @@ export interface ThreadPlan {
   readonly threads: number
   readonly batch: number
   readonly transfer: ((item: any) => readonly (TransferListItem | ArrayBufferView)[] | undefined) | undefined
+  /** The step policies, or undefined when none is set (the batches then take the plain path). */
+  readonly policies: ThreadPolicies | undefined
+}
+
+/** The step policies of a thread stage, applied per item (see docs/threads.md, Policies). */
+export interface ThreadPolicies {
+  readonly retries: number
+  readonly retryDelay: number | ((retry: number, error: unknown) => number)
+  readonly timeout: number | undefined
+  /** Set with `errors: 'skip'`. */
+  readonly onError: ((error: unknown, item: any, ctx: MapContext<undefined>) => void) | undefined
+  readonly rate: RateLimit | undefined
 }
 
 /**
@@ -69,7 +83,7 @@ interface Described {
   cause?: Described
 }
 
-/** The answer of a batch (see entry.js). */
+/** The answer of a batch, or of a check or dispose task (see entry.js). */
 interface Answer {
   worker: number
   out?: unknown[]
@@ -77,6 +91,21 @@ interface Answer {
   at?: number
   error?: Described
   stopped?: boolean
+  /** Indexes of the items whose function returned `skip`. */
+  skipped?: number[]
+  /** `[index, error, timedOut]` of each item that failed, when the policies keep batches going. */
+  failed?: [number, Described | undefined, boolean][]
+  /** Item `at` failed by its timeout. */
+  timedOut?: boolean
+  /** A check's answer: the module exports `dispose`. */
+  dispose?: boolean
+}
+
+/** An item that failed a try: its position in the batch, its error, and the thread that ran it. */
+interface Failed {
+  at: number
+  err: unknown
+  worker: number
 }
 
 /** A batch that failed: the run fails with `err` on `item`. */
@@ -90,6 +119,12 @@ class BatchFailure {
 
 const NO_RESULTS: unknown[] = []
 function noop(): void {}
+
+/** mapStage's rule: a retry waits retryDelay, or what the function says; anything but a finite number above 0 is no wait. */
+function delayOf(p: ThreadPolicies, retry: number, err: unknown): number {
+  const d = typeof p.retryDelay === 'function' ? p.retryDelay(retry, err) : p.retryDelay
+  return typeof d === 'number' && d > 0 && Number.isFinite(d) ? d : 0
+}
 
 export class ThreadRun {
   private pool: Piscina | undefined
@@ -106,8 +141,12 @@ export class ThreadRun {
   private readonly flags: Int32Array
   /** What an item costs, in ms, averaged over recent batches (see learn()); -1 before the first batch returns. */
   private perItem = -1
-  /** Items per batch now: starts at 1 and follows `perItem`, up to `plan.batch`. */
+  /** Items per batch now: starts at 1 and follows `perItem`, up to `maxBatch`. */
   private size = 1
+  /** `plan.batch`, or 1 under a rate limit: a turn is taken per item right before it is sent. */
+  private readonly maxBatch: number
+  /** The module exports `dispose` (a check said so): the pool is destroyed after a dispose round. */
+  private disposes = false
 
   constructor(
     private readonly g: Group,
@@ -116,6 +155,7 @@ export class ThreadRun {
   ) {
     const loops = plan.threads * IN_FLIGHT_PER_THREAD
     this.active = loops
+    this.maxBatch = plan.policies?.rate === undefined ? plan.batch : 1
     this.slots = 2 * plan.threads + 8
     this.control = new SharedArrayBuffer(4 * (4 + 2 * this.slots) + REASON_BYTES)
     this.flags = new Int32Array(this.control, 0, 4 + 2 * this.slots)
@@ -157,6 +197,11 @@ export class ThreadRun {
         stage: this.g.name,
         control: this.control,
         slots: this.slots,
+        timeout: this.plan.policies?.timeout,
+        // a failed item does not end its batch when it may be retried or skipped
+        keepGoing:
+          this.plan.policies !== undefined &&
+          (this.plan.policies.retries > 0 || this.plan.policies.onError !== undefined),
       },
     })
     this.pool = pool
@@ -167,6 +212,7 @@ export class ThreadRun {
     for (let i = 0; i < this.plan.threads; i++) checks.push(pool.run(CHECK))
     for (const answer of await Promise.all(checks)) {
       if (answer.error !== undefined) throw new BatchFailure(rebuild(answer.error), answer.worker, undefined)
+      if (answer.dispose === true) this.disposes = true
     }
   }
 
@@ -200,9 +246,11 @@ export class ThreadRun {
         const results = await this.send(batch)
         if (g.halted) break
         for (let i = 0; i < results.length; i++) {
+          const y = results[i]
+          if (y === SKIP) continue
           g.emitted++
-          if (!out.offer(results[i])) {
-            await out.put(w, results[i])
+          if (!out.offer(y)) {
+            await out.put(w, y)
             if (g.halted) break outer
           }
         }
@@ -256,8 +304,9 @@ export class ThreadRun {
         const results = await this.send(batch)
         if (g.halted) break
         for (let i = 0; i < results.length; i++) {
-          g.emitted++
-          out.fill(seqs[i]!, results[i])
+          const y = results[i]
+          if (y !== SKIP) g.emitted++
+          out.fill(seqs[i]!, y)
         }
       }
     } catch (err) {
@@ -297,8 +346,18 @@ export class ThreadRun {
     g.taken += n
     g.busy += n
     let answer: Answer
-    const sent = performance.now()
+    let sent = performance.now()
     try {
+      const rate = this.plan.policies?.rate
+      if (rate !== undefined) {
+        // a batch is one item under a rate limit (maxBatch): its turn comes right before it goes
+        const turn = rate.take(g.ctl.signal)
+        if (turn !== undefined) {
+          await turn
+          if (g.halted) return NO_RESULTS
+          sent = performance.now()
+        }
+      }
       answer = await this.pool!.run(batch, transferList === undefined ? undefined : { transferList })
     } catch (err) {
       if (g.halted) return NO_RESULTS
@@ -309,11 +368,136 @@ export class ThreadRun {
     }
     if (answer.out !== undefined) {
       this.learn(answer.ms!, performance.now() - sent, n)
-      return answer.out
+      if (answer.skipped === undefined && answer.failed === undefined) return answer.out
+      return this.settle(batch, answer)
     }
     if (answer.stopped === true) return NO_RESULTS
+    throw this.failureOf(answer, batch)
+  }
+
+  /** The BatchFailure of an answer that stopped at a failed item (`at`; -1: the module or its init). */
+  private failureOf(answer: Answer, items: unknown[]): BatchFailure {
     const at = answer.at!
-    throw new BatchFailure(rebuild(answer.error!), answer.worker, at >= 0 ? batch[at] : undefined)
+    const err =
+      answer.timedOut === true
+        ? new TimeoutError(this.g.name, this.plan.policies!.timeout!)
+        : rebuild(answer.error!)
+    return new BatchFailure(err, answer.worker, at >= 0 ? items[at] : undefined)
+  }
+
+  /**
+   * A batch came back with skipped or failed items: marks the skipped ones SKIP, retries the
+   * failed ones (only those, after retryDelay, together: one retry task per round, or one per
+   * item under a rate limit), then skips what still fails (onError) or fails the run with it.
+   * Resolves to the batch's results, or NO_RESULTS if the run stopped meanwhile.
+   */
+  private async settle(items: unknown[], answer: Answer): Promise<unknown[]> {
+    const g = this.g
+    const p = this.plan.policies
+    const out = answer.out!
+    let pending = this.takeOutcome(out, answer, undefined)
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      const again: number[] = []
+      let delay = 0
+      for (const f of pending) {
+        if (p !== undefined && attempt < p.retries) {
+          g.retried++
+          const d = delayOf(p, attempt + 1, f.err)
+          if (d > delay) delay = d
+          again.push(f.at)
+        } else if (p?.onError !== undefined) {
+          g.failed++
+          out[f.at] = SKIP
+          const ctx: MapContext<undefined> = {
+            signal: g.ctl.signal,
+            worker: f.worker,
+            stage: g.name,
+            state: undefined,
+            attempt,
+          }
+          try {
+            p.onError(f.err, items[f.at], ctx)
+          } catch (cbErr) {
+            throw new BatchFailure(cbErr, f.worker, items[f.at])
+          }
+        } else {
+          throw new BatchFailure(f.err, f.worker, items[f.at])
+        }
+      }
+      if (again.length === 0) break
+      // the items of one round wait the longest of their delays (each waits at least its own)
+      if (delay > 0) await sleep(delay, undefined, { signal: g.ctl.signal }).catch(noop)
+      if (g.halted) return NO_RESULTS
+      pending = []
+      const one = p?.rate !== undefined
+      for (let k = 0; k < again.length; k += one ? 1 : again.length) {
+        const at = one ? again.slice(k, k + 1) : again
+        const retried = await this.retry(
+          at.map((i) => items[i]),
+          attempt + 1,
+        )
+        if (retried === undefined || g.halted) return NO_RESULTS
+        if (retried.out === undefined)
+          throw this.failureOf(
+            retried,
+            at.map((i) => items[i]),
+          )
+        pending.push(...this.takeOutcome(out, retried, at))
+      }
+    }
+    return out
+  }
+
+  /**
+   * Copies the outcome of a (retry) task into the batch's results: results at their places, SKIP
+   * for items that returned `skip`; returns the failed items. `at` maps the task's items to their
+   * places in the batch (undefined: the task is the batch).
+   */
+  private takeOutcome(out: unknown[], answer: Answer, at: number[] | undefined): Failed[] {
+    const failed: Failed[] = []
+    if (at !== undefined) {
+      const got = answer.out!
+      for (let k = 0; k < at.length; k++) out[at[k]!] = got[k]
+    }
+    if (answer.skipped !== undefined) {
+      for (const k of answer.skipped) {
+        out[at === undefined ? k : at[k]!] = SKIP
+        this.g.skipped++
+      }
+    }
+    if (answer.failed !== undefined) {
+      for (const [k, d, timedOut] of answer.failed) {
+        failed.push({
+          at: at === undefined ? k : at[k]!,
+          err: timedOut ? new TimeoutError(this.g.name, this.plan.policies!.timeout!) : rebuild(d!),
+          worker: answer.worker,
+        })
+      }
+    }
+    return failed
+  }
+
+  /** Runs a retry task: `items` on try `attempt` + 1. Undefined if the run stopped. */
+  private async retry(items: unknown[], attempt: number): Promise<Answer | undefined> {
+    const g = this.g
+    const n = items.length
+    g.busy += n
+    try {
+      const rate = this.plan.policies?.rate
+      if (rate !== undefined) {
+        const turn = rate.take(g.ctl.signal)
+        if (turn !== undefined) await turn
+        if (g.halted) return undefined
+      }
+      const answer: Answer = await this.pool!.run({ retry: items, attempt })
+      return answer.stopped === true ? undefined : answer
+    } catch (err) {
+      if (g.halted) return undefined
+      throw this.explain(err, items)
+    } finally {
+      g.busy -= n
+      if (g.halted) this.destroyIfIdle()
+    }
   }
 
   /** Adds what `transfer(item)` returned to the batch's transfer list, once each; a view moves its buffer. */
@@ -360,7 +544,7 @@ export class ThreadRun {
     const ms = Math.max(threadMs, roundTripMs / IN_FLIGHT_PER_THREAD)
     const per = ms / n
     this.perItem = this.perItem < 0 ? per : (this.perItem + per) / 2
-    const max = this.plan.batch
+    const max = this.maxBatch
     const size = this.perItem > 0 ? Math.floor(TARGET_BATCH_MS / this.perItem) : max
     this.size = size < 1 ? 1 : Math.min(size, max)
   }
@@ -401,7 +585,10 @@ export class ThreadRun {
   }
 
   private async loopEnded(failure: BatchFailure | undefined): Promise<void> {
-    if (--this.active === 0) await this.close()
+    if (--this.active === 0) {
+      const disposeFailure = await this.close()
+      failure ??= disposeFailure
+    }
     if (failure !== undefined && !this.g.halted) this.g.fail(failure.err, failure.worker, failure.item)
     else this.g.exit()
   }
@@ -420,7 +607,8 @@ export class ThreadRun {
     Atomics.store(this.flags, 0, 1)
     Atomics.notify(this.flags, 0)
     if (this.destroyIfIdle()) return
-    // half the run's grace period, so that the threads are gone within it and the run settles after
+    // half the run's grace period, so that the threads are gone within it and the run settles
+    // after; it also bounds the dispose round after a stop
     this.graceTimer = setTimeout(this.destroy, SETTLE_GRACE_MS / 2)
     this.graceTimer.unref()
   }
@@ -431,6 +619,9 @@ export class ThreadRun {
    * flag, so a batch either stops by itself or is seen here. Says whether it destroyed the pool.
    */
   private destroyIfIdle(): boolean {
+    // with a dispose export, the loops end by themselves (batches that start now stop at once),
+    // and the last one runs the dispose round before it destroys the pool (close())
+    if (this.disposes) return false
     const started = Math.min(Atomics.load(this.flags, 1), this.slots)
     for (let i = 0; i < started; i++) if (Atomics.load(this.flags, 4 + 2 * i + 1) !== 0) return false
     void this.destroy()
@@ -450,10 +641,39 @@ export class ThreadRun {
     if (!this.g.halted) this.g.run.fail(err, this.g.name, 0, undefined)
   }
 
-  private close(): Promise<void> {
+  /**
+   * The last loop ended: runs the dispose round if the module exports `dispose`, then destroys the
+   * pool. Resolves to the failure of a dispose that threw, if any.
+   */
+  private async close(): Promise<BatchFailure | undefined> {
+    let failure: BatchFailure | undefined
+    // the abort listener stays during the round: a stop then still bounds it (onHalt's timer)
+    if (this.disposes && this.destroyed === undefined) failure = await this.disposeRound()
     this.g.ctl.signal.removeEventListener('abort', this.onHalt)
     clearTimeout(this.graceTimer)
-    return this.destroy()
+    await this.destroy()
+    return failure
+  }
+
+  /**
+   * Runs `dispose` once in every thread: one task per thread, which entry.js holds until every
+   * thread has one (piscina gives a task to any idle thread). No batch is in flight by now.
+   */
+  private async disposeRound(): Promise<BatchFailure | undefined> {
+    const pool = this.pool!
+    const n = pool.threads.length
+    Atomics.store(this.flags, 3, 0)
+    const task = { dispose: n }
+    const answers = await Promise.allSettled(
+      Array.from({ length: n }, () => pool.run(task) as Promise<Answer>),
+    )
+    for (const a of answers) {
+      // a rejection is the pool destroyed under the round (the grace period after a stop ran out)
+      if (a.status === 'fulfilled' && a.value.error !== undefined) {
+        return new BatchFailure(rebuild(a.value.error), a.value.worker, undefined)
+      }
+    }
+    return undefined
   }
 
   /**

@@ -19,8 +19,9 @@ import {
   resolveStageOptions,
   type StageOptions,
 } from '../options.js'
+import { checkPolicies, type MapContext, type RateLimit } from '../policies.js'
 import { type RunnerFactory, Stage } from '../stage.js'
-import { IN_FLIGHT_PER_THREAD, ThreadRun } from './pool.js'
+import { IN_FLIGHT_PER_THREAD, type ThreadPolicies, ThreadRun } from './pool.js'
 
 /**
  * The most items one message to a thread carries, unless `batch` says otherwise. Batches are
@@ -30,7 +31,8 @@ import { IN_FLIGHT_PER_THREAD, ThreadRun } from './pool.js'
 export const DEFAULT_BATCH = 1024
 
 /**
- * What the function in a thread receives besides its item.
+ * What the function in a thread receives besides its item (and what the module's `init` and
+ * `dispose` exports receive). `S` is the type of what `init` returns.
  *
  * @example
  * ```ts
@@ -46,15 +48,21 @@ export const DEFAULT_BATCH = 1024
  * }
  * ```
  */
-export interface ThreadContext extends StageContext {
+export interface ThreadContext<S = unknown> extends StageContext {
   /**
-   * Aborts when the run stops. In a thread, `signal.aborted` and `signal.throwIfAborted()` read
-   * the run's state at once, even inside a synchronous loop; `'abort'` listeners fire when the
-   * thread's event loop gets a turn (while an async function awaits).
+   * Aborts when the run stops, and, with the stage's `timeout`, when the item's time is up (with
+   * an Error named `TimeoutError`). In a thread, `signal.aborted` and `signal.throwIfAborted()`
+   * read the run's state and the item's deadline at once, even inside a synchronous loop;
+   * `'abort'` listeners fire when the thread's event loop gets a turn (while an async function
+   * awaits).
    */
   readonly signal: AbortSignal
   /** The 0-based index of this thread within the stage's pool, in the order the threads started. */
   readonly worker: number
+  /** What the module's `init` export returned in this thread (undefined without one, and inside `init`). */
+  readonly state: S
+  /** 0 on an item's first try, 1 on its first retry, and so on. */
+  readonly attempt: number
   /**
    * Moves, instead of copies, the given buffers (ArrayBuffers, or MessagePorts) back to the main
    * thread with this batch's results. A moved ArrayBuffer is unusable in the thread afterwards.
@@ -75,6 +83,19 @@ export interface ThreadContext extends StageContext {
  *   transfer: (image) => [image.pixels], // moved to the thread, not copied
  * }
  * const resize = threadStage(new URL('./images.worker.js', import.meta.url), options)
+ * ```
+ *
+ * Step policies, per item, as in mapStage (`init` and `dispose` are exports of the worker module):
+ * ```ts
+ * import { threadStage, rateLimit, TimeoutError } from 'stageline'
+ * const render = threadStage<{ id: number }, Uint8Array>(new URL('./render.worker.js', import.meta.url), {
+ *   retries: 2,
+ *   retryDelay: (retry) => 100 * 2 ** retry, // decided on the main thread
+ *   timeout: 10_000,                         // ctx.signal in the thread aborts once it is up
+ *   errors: 'skip',
+ *   onError: (err, item) => console.error(`dropped ${item.id}`, err instanceof TimeoutError ? 'timeout' : err),
+ *   rate: rateLimit(200),                    // items per second, shared with other stages
+ * })
  * ```
  */
 export interface ThreadStageOptions<I = unknown> extends Omit<StageOptions, 'workers'> {
@@ -101,6 +122,67 @@ export interface ThreadStageOptions<I = unknown> extends Omit<StageOptions, 'wor
    * @default undefined: everything is copied
    */
   transfer?: (item: I) => readonly (TransferListItem | ArrayBufferView)[] | undefined
+  /**
+   * How many times an item whose function throws (or times out) is tried again, alone: the other
+   * items of its batch are not run again. A retry waits `retryDelay` first. Decided on the main
+   * thread; the retry may run on another thread. Not with `transfer` (the item's moved buffers
+   * are gone from the main thread after the first try).
+   * @default 0
+   */
+  retries?: number
+  /**
+   * Milliseconds to wait before a retry, or a function of the retry number (1 for the first retry)
+   * and the error, called on the main thread: `(n) => 100 * 2 ** n`. Items of one batch that fail
+   * together are retried together, after the longest of their delays.
+   * @default 0
+   */
+  retryDelay?: number | ((retry: number, error: unknown) => number)
+  /**
+   * Milliseconds one try of an item may take, counted from when its thread starts it. A running
+   * synchronous function cannot be interrupted: once the time is up, `ctx.signal` reports aborted
+   * (reason: an Error named `TimeoutError`), so a loop that checks `signal.aborted` or calls
+   * `signal.throwIfAborted()` stops; a result that arrives late counts as a timeout. An async
+   * function's promise is given up at the deadline, as in mapStage. The failure is a
+   * {@link TimeoutError}, retried, skipped or failing the run like any other.
+   * @default no timeout
+   */
+  timeout?: number
+  /**
+   * What an item's failure (after retries) does: `'fail'` fails the run; `'skip'` drops the item
+   * and calls `onError` with it. Failures that are not the function's (an item that cannot be
+   * cloned, `transfer` throwing, a thread that dies) fail the run either way.
+   * @default 'fail'
+   */
+  errors?: 'fail' | 'skip'
+  /**
+   * Called on the main thread with every item skipped by `errors: 'skip'`, and the error as
+   * rebuilt from the thread (a {@link TimeoutError} for a timeout). Required with it; if it throws,
+   * the run fails. `ctx.state` is undefined there: the state lives in the threads.
+   */
+  onError?: (error: unknown, item: I, ctx: MapContext<undefined>) => void
+  /**
+   * A rate limit, shared with other stages (see {@link rateLimit}): each item takes a turn on the
+   * main thread right before it is sent, and items then go to the threads one per message.
+   * @default no rate limit
+   */
+  rate?: RateLimit
+  /**
+   * Not an option of a thread stage: a function cannot be sent to a thread. Export
+   * `init(ctx)` from the worker module instead; it runs once in each thread, and what it returns
+   * is `ctx.state` there.
+   */
+  init?: never
+  /**
+   * Not an option of a thread stage: a function cannot be sent to a thread. Export
+   * `dispose(state, ctx)` from the worker module instead.
+   */
+  dispose?: never
+  /**
+   * Not supported by a thread stage: the threads bound its concurrency (`threads`), and a limiter
+   * slot held on the main thread would cover a whole batch, not one call. Use `rate` to space
+   * items out.
+   */
+  limit?: never
 }
 
 /** The resolved options of a thread stage, as `stage.options` shows them. */
@@ -111,10 +193,30 @@ export interface ResolvedThreadStageOptions extends ResolvedStageOptions {
   transfer: ((item: any) => readonly (TransferListItem | ArrayBufferView)[] | undefined) | undefined
   /** The module as a file URL. */
   module: string
+  retries?: number
+  retryDelay?: number | ((retry: number, error: unknown) => number)
+  timeout?: number
+  errors?: 'fail' | 'skip'
+  onError?: (error: unknown, item: any, ctx: MapContext<undefined>) => void
+  rate?: RateLimit
 }
 
 const WHERE = 'threadStage()'
-const EXTRA: ReadonlySet<string> = new Set(['threads', 'batch', 'export', 'transfer'])
+/** The step policies a thread stage applies (per item, as mapStage does). */
+const POLICIES = ['retries', 'retryDelay', 'timeout', 'errors', 'onError', 'rate'] as const
+/**
+ * mapStage's policies that a thread stage refuses, and why. They are among the stage's extra
+ * options only so that setup() reaches the check that says so (rather than "unknown option").
+ */
+const UNSUPPORTED: Readonly<Record<string, string>> = {
+  init: 'a function cannot be sent to a thread; export `init(ctx)` from the worker module instead: it runs once in each thread, and what it returns is `ctx.state` there',
+  dispose:
+    'a function cannot be sent to a thread; export `dispose(state, ctx)` from the worker module instead: it runs once in each thread before the pool is destroyed',
+  limit:
+    'the threads bound its concurrency (`threads`), and a limiter slot held on the main thread would cover a whole batch, not one call; use `rate` to space items out',
+}
+const OPTIONS: ReadonlySet<string> = new Set(['threads', 'batch', 'export', 'transfer', ...POLICIES])
+const EXTRA: ReadonlySet<string> = new Set([...OPTIONS, ...Object.keys(UNSUPPORTED)])
 /** The `workers` value this stage derived last: a different one was set by hand through setup(). */
 const DERIVED: unique symbol = Symbol('stageline.threads.workers')
 
@@ -163,6 +265,7 @@ export function threadStage<I, O>(module: URL | string, options?: ThreadStageOpt
         `${WHERE}: \`workers\` is not an option of a thread stage, got ${got((options as Record<string, unknown>).workers)}; use \`threads\` for the number of threads`,
       )
     }
+    checkUnsupported(options as Record<string, unknown>)
   }
   const base: ResolvedThreadStageOptions = {
     workers: 1,
@@ -175,10 +278,10 @@ export function threadStage<I, O>(module: URL | string, options?: ThreadStageOpt
     transfer: undefined,
     module: href,
   }
-  const resolved = resolveStageOptions(WHERE, base, options, EXTRA) as ResolvedThreadStageOptions
+  const resolved = resolveStageOptions(WHERE, base, options, OPTIONS) as ResolvedThreadStageOptions
   if (options !== undefined) {
     const o = options as Record<string, unknown>
-    for (const key of EXTRA)
+    for (const key of OPTIONS)
       if (o[key] !== undefined) (resolved as unknown as Record<string, unknown>)[key] = o[key]
   }
   checkThreadOptions(resolved)
@@ -216,6 +319,7 @@ function checkThreadOptions(o: ResolvedThreadStageOptions & { [DERIVED]?: number
       `${WHERE}: \`workers\` is not an option of a thread stage, got ${got(o.workers)}; use \`threads\` for the number of threads`,
     )
   }
+  checkUnsupported(o as unknown as Record<string, unknown>)
   checkInteger(WHERE, 'threads', o.threads, 1, false)
   checkInteger(WHERE, 'batch', o.batch, 1, false)
   if (typeof o.export !== 'string' || o.export === '') {
@@ -224,8 +328,38 @@ function checkThreadOptions(o: ResolvedThreadStageOptions & { [DERIVED]?: number
     )
   }
   if (o.transfer !== undefined) checkFunction(WHERE, 'transfer', o.transfer)
+  // the same checks, and messages, as mapStage's policies
+  checkPolicies(WHERE, o as unknown as Record<string, unknown>)
+  if (o.transfer !== undefined && o.retries !== undefined && o.retries > 0) {
+    throw new TypeError(
+      `${WHERE}: \`retries\` cannot be combined with \`transfer\`, got retries: ${o.retries}: a retry sends the item again, but \`transfer\` moved its buffers to the thread on the first try (they are empty on the main thread); copy the buffers (no \`transfer\`) to retry, or drop \`retries\``,
+    )
+  }
   o.workers = o.threads * IN_FLIGHT_PER_THREAD * o.batch
   o[DERIVED] = o.workers
+}
+
+/** Refuses mapStage's policies that a thread stage does not support, saying why and what to do instead. */
+function checkUnsupported(o: Record<string, unknown>): void {
+  for (const key in UNSUPPORTED) {
+    if (o[key] !== undefined) {
+      throw new TypeError(
+        `${WHERE}: \`${key}\` is not supported by a thread stage, got ${got(o[key])}: ${UNSUPPORTED[key]}`,
+      )
+    }
+  }
+}
+
+/** The policies a run applies, or undefined when none is set (the plain, fastest path). */
+function policiesOf(o: ResolvedThreadStageOptions): ThreadPolicies | undefined {
+  if (POLICIES.every((key) => o[key] === undefined)) return undefined
+  return {
+    retries: o.retries ?? 0,
+    retryDelay: o.retryDelay ?? 0,
+    timeout: o.timeout,
+    onError: o.errors === 'skip' ? o.onError : undefined,
+    rate: o.rate,
+  }
 }
 
 /** `hash.worker` for .../hash.worker.js with the default export; the export's name otherwise. */
@@ -244,6 +378,7 @@ const threadRunner: RunnerFactory = (options) => {
     threads: o.threads,
     batch: o.batch,
     transfer: o.transfer,
+    policies: policiesOf(o),
   }
   return {
     ordered: o.ordered,

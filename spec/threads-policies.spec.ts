@@ -1,0 +1,563 @@
+/**
+ * The step policies of a thread stage: retries, timeout, errors/skip, init and dispose exports,
+ * rate, and the options it refuses. Counted through shared memory the items carry (every call of
+ * a function in a thread), the run's stats and spies; never through the clock.
+ */
+import { existsSync, readFileSync } from 'node:fs'
+import { beforeAll, describe, expect, test } from 'vitest'
+import {
+  type MapContext,
+  mapStage,
+  pipe,
+  type RunStats,
+  rateLimit,
+  skip,
+  TaskException,
+  TimeoutError,
+  threadStage,
+} from '../lib/index.js'
+import {
+  numbers,
+  recordUnhandledRejections,
+  rejectionOf,
+  sorted,
+  spiedSyncSource,
+} from './helpers/instruments.js'
+
+recordUnhandledRejections()
+
+const FIXTURES = new URL('./fixtures/threads/', import.meta.url)
+const POLICIES = new URL('policies.js', FIXTURES)
+const STATEFUL = new URL('stateful.js', FIXTURES)
+const WORK = new URL('work.js', FIXTURES)
+
+function osThreads(): number {
+  return Number(/^Threads:\s+(\d+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1])
+}
+const hasProc = existsSync('/proc/self/status')
+
+/** The OS thread count once it is back to `before`, or what it is after 3 s (see threads.spec.ts). */
+async function threadsBackTo(before: number): Promise<number> {
+  const end = Date.now() + 3000
+  while (osThreads() !== before && Date.now() < end) await new Promise((r) => setTimeout(r, 10))
+  return osThreads()
+}
+
+function shared(n: number): Int32Array {
+  return new Int32Array(new SharedArrayBuffer(4 * n))
+}
+
+/** The stats of the run's last snapshot (onProgress is called once more when the run ends). */
+function lastStats(): {
+  onProgress: (s: RunStats) => void
+  stage: (i?: number) => RunStats['stages'][number]
+} {
+  let last: RunStats | undefined
+  return {
+    onProgress: (s) => {
+      last = s
+    },
+    stage: (i = 0) => last!.stages[i]!,
+  }
+}
+
+interface Flaky {
+  n: number
+  fails: number
+  calls: Int32Array
+  attempts?: Int32Array
+}
+
+/** Items 0..n-1 for `flaky`, with `fails(n)` failing calls each, counting into one shared array. */
+function flakyItems(
+  n: number,
+  fails: (i: number) => number,
+): { items: Flaky[]; calls: Int32Array; attempts: Int32Array } {
+  const calls = shared(n)
+  const attempts = shared(n)
+  return { items: numbers(n).map((i) => ({ n: i, fails: fails(i), calls, attempts })), calls, attempts }
+}
+
+beforeAll(async () => {
+  // the first run loads piscina and starts libuv's pool: only after it do thread counts stay level
+  await pipe([1, 2, 3], threadStage(WORK, { threads: 2 })).toArray()
+})
+
+describe('retries', () => {
+  test('an item that fails twice then succeeds with retries: 2 is delivered once; its batch is not run again', async () => {
+    const { items, calls, attempts } = flakyItems(40, (i) => (i === 5 ? 2 : 0))
+    const stats = lastStats()
+    const out = await pipe(
+      items,
+      threadStage<Flaky, number>(POLICIES, { export: 'flaky', threads: 2, retries: 2 }),
+    ).toArray({ onProgress: stats.onProgress })
+    expect(sorted(out)).toEqual(numbers(40))
+    expect(calls[5]).toBe(3)
+    expect(attempts[5]).toBe(2)
+    // every other item ran once, although item 5 shared a batch with some of them
+    expect([...calls].filter((c, i) => i !== 5 && c !== 1)).toEqual([])
+    expect(stats.stage()).toMatchObject({ in: 40, out: 40, retried: 2, failed: 0, skipped: 0 })
+  })
+
+  test('with retries: 1 the run rejects with a TaskException whose cause came from the thread', async () => {
+    const { items, calls } = flakyItems(10, (i) => (i === 5 ? 2 : 0))
+    const stats = lastStats()
+    const err = (await rejectionOf(
+      pipe(items, threadStage(POLICIES, { export: 'flaky', retries: 1, ordered: true })).toArray({
+        onProgress: stats.onProgress,
+      }),
+    )) as TaskException
+    expect(err).toBeInstanceOf(TaskException)
+    expect(err.stage).toBe('flaky')
+    expect(err.item).toBe(items[5])
+    expect(err.message).toBe(`The task "flaky-${err.worker}" raised ItemError: item 5 failed on call 2`)
+    const cause = err.cause as Error & { code: string }
+    expect(cause.name).toBe('ItemError')
+    expect(cause.code).toBe('E_ITEM')
+    expect(cause.stack).toMatch(/at flaky \(.*fixtures\/threads\/policies\.js:\d+:\d+\)/)
+    expect(calls[5]).toBe(2)
+    expect(stats.stage()).toMatchObject({ retried: 1, failed: 1 })
+  })
+
+  test('retryDelay as a function is called on the main thread with the retry number and the rebuilt error', async () => {
+    const { items, calls } = flakyItems(3, (i) => (i === 1 ? 2 : 0))
+    const seen: [number, string, string][] = []
+    const out = await pipe(
+      items,
+      threadStage<Flaky, number>(POLICIES, {
+        export: 'flaky',
+        retries: 5,
+        retryDelay: (retry, err) => {
+          seen.push([retry, (err as Error).name, (err as Error).message])
+          return retry
+        },
+      }),
+    ).toArray()
+    expect(sorted(out)).toEqual([0, 1, 2])
+    expect(seen).toEqual([
+      [1, 'ItemError', 'item 1 failed on call 1'],
+      [2, 'ItemError', 'item 1 failed on call 2'],
+    ])
+    expect(calls[1]).toBe(3)
+  })
+
+  test('ordered output stays in input order when items of many batches are retried', async () => {
+    const { items, calls } = flakyItems(300, (i) => (i % 7 === 0 ? 1 : 0))
+    const stats = lastStats()
+    const out = await pipe(
+      items,
+      threadStage<Flaky, number>(POLICIES, {
+        export: 'flaky',
+        threads: 2,
+        batch: 8,
+        ordered: true,
+        retries: 1,
+      }),
+    ).toArray({ onProgress: stats.onProgress })
+    expect(out).toEqual(numbers(300))
+    const failing = numbers(300).filter((i) => i % 7 === 0).length
+    expect([...calls].reduce((a, b) => a + b, 0)).toBe(300 + failing)
+    expect(stats.stage().retried).toBe(failing)
+  })
+})
+
+describe('errors: skip', () => {
+  test.each([false, true])(
+    'drops failing items, calling onError once per item with the error, the item and ctx (ordered: %s)',
+    async (ordered) => {
+      const reported: [string, string, number][] = []
+      const workers = new Set<number>()
+      const stats = lastStats()
+      const out = await pipe(
+        numbers(100),
+        threadStage<number, number>(POLICIES, {
+          export: 'failFives',
+          threads: 2,
+          batch: 16,
+          ordered,
+          errors: 'skip',
+          onError: (err, item, ctx) => {
+            reported.push([(err as Error).name, (err as Error).message, item])
+            workers.add(ctx.worker)
+            expect(ctx).toMatchObject({ stage: 'failFives', attempt: 0, state: undefined })
+            expect(ctx.signal.aborted).toBe(false)
+          },
+        }),
+      ).toArray({ onProgress: stats.onProgress })
+      const kept = numbers(100).filter((n) => n % 5 !== 0)
+      expect(ordered ? out : sorted(out)).toEqual(kept)
+      expect(reported.map((r) => r[2]).sort((a, b) => a - b)).toEqual(numbers(100).filter((n) => n % 5 === 0))
+      for (const [name, message, item] of reported) {
+        expect(name).toBe('ItemError')
+        expect(message).toBe(`bad ${item}`)
+      }
+      for (const w of workers) expect([0, 1]).toContain(w)
+      expect(stats.stage()).toMatchObject({ in: 100, out: 80, failed: 20, skipped: 0, retried: 0 })
+    },
+  )
+
+  test('retries first, then skips: onError gets the last error and the attempt', async () => {
+    const { items, calls } = flakyItems(6, (i) => (i === 2 ? 10 : 0))
+    const reported: [unknown, number][] = []
+    const out = await pipe(
+      items,
+      threadStage<Flaky, number>(POLICIES, {
+        export: 'flaky',
+        ordered: true,
+        retries: 2,
+        errors: 'skip',
+        onError: (err, item, ctx) => {
+          reported.push([(err as Error).message, ctx.attempt])
+          expect(item).toBe(items[2])
+        },
+      }),
+    ).toArray()
+    expect(out).toEqual([0, 1, 3, 4, 5])
+    expect(calls[2]).toBe(3)
+    expect(reported).toEqual([['item 2 failed on call 3', 2]])
+  })
+
+  test('an onError that throws fails the run with its error', async () => {
+    const err = (await rejectionOf(
+      pipe(
+        numbers(10),
+        threadStage(POLICIES, {
+          export: 'failFives',
+          errors: 'skip',
+          onError: () => {
+            throw new Error('callback broke')
+          },
+        }),
+      ).toArray(),
+    )) as TaskException
+    expect(err).toBeInstanceOf(TaskException)
+    expect((err.cause as Error).message).toBe('callback broke')
+    expect([0, 5]).toContain(err.item)
+  })
+})
+
+describe('skip', () => {
+  test('returning stageline skip from the thread drops the item, in order and out of order, and counts it', async () => {
+    // what the fixture returns is its own symbol with skip's description, as a thread's copy of stageline has
+    expect(skip.description).toBe('stageline.skip-item')
+    const stats = lastStats()
+    const ordered = await pipe(
+      numbers(50),
+      threadStage<number, number>(POLICIES, { export: 'evensOnly', threads: 2, batch: 4, ordered: true }),
+    ).toArray({ onProgress: stats.onProgress })
+    expect(ordered).toEqual(numbers(50).filter((n) => n % 2 === 0))
+    expect(stats.stage()).toMatchObject({ in: 50, out: 25, skipped: 25, failed: 0 })
+    const unordered = await pipe(
+      numbers(50),
+      threadStage<number, number>(POLICIES, { export: 'evensOnly', threads: 2 }),
+    ).toArray()
+    expect(sorted(unordered)).toEqual(numbers(50).filter((n) => n % 2 === 0))
+  })
+
+  test('skip from an async function, next to skipped failures, with policies on', async () => {
+    const failed: number[] = []
+    const stats = lastStats()
+    const out = await pipe(
+      numbers(30),
+      threadStage<number, number>(POLICIES, {
+        export: 'skipThreesFailFours',
+        ordered: true,
+        timeout: 60_000,
+        errors: 'skip',
+        onError: (_err, n) => {
+          failed.push(n)
+        },
+      }),
+    ).toArray({ onProgress: stats.onProgress })
+    const threes = numbers(30).filter((n) => n % 3 === 0)
+    const fours = numbers(30).filter((n) => n % 3 !== 0 && n % 4 === 0)
+    expect(out).toEqual(numbers(30).filter((n) => !threes.includes(n) && !fours.includes(n)))
+    expect(sorted(failed)).toEqual(fours)
+    expect(stats.stage()).toMatchObject({ skipped: threes.length, failed: fours.length })
+  })
+})
+
+describe('timeout', () => {
+  test('stops a synchronous loop that reads signal.aborted: the reason is a TimeoutError, the run fails with one', async () => {
+    const state = shared(3)
+    const err = (await rejectionOf(
+      pipe([{ n: 1, state }], threadStage(POLICIES, { export: 'spinUntilAborted', timeout: 50 })).toArray(),
+    )) as TaskException
+    expect(err).toBeInstanceOf(TaskException)
+    expect(err.cause).toBeInstanceOf(TimeoutError)
+    expect(err.message).toBe(
+      'The task "spinUntilAborted-0" raised TimeoutError: stage "spinUntilAborted" took longer than 50 ms on an item',
+    )
+    expect([...state]).toEqual([1, 1, 1])
+  })
+
+  test('stops a loop that calls signal.throwIfAborted(), and the item is retried, then skipped', async () => {
+    const state = shared(3)
+    const reported: unknown[] = []
+    const stats = lastStats()
+    const out = await pipe(
+      [{ n: 1, state }],
+      threadStage(POLICIES, {
+        export: 'spinUntilThrown',
+        timeout: 30,
+        retries: 1,
+        errors: 'skip',
+        onError: (err) => {
+          reported.push(err)
+        },
+      }),
+    ).toArray({ onProgress: stats.onProgress })
+    expect(out).toEqual([])
+    expect(state[0]).toBe(2)
+    expect(reported).toHaveLength(1)
+    expect(reported[0]).toBeInstanceOf(TimeoutError)
+    expect(stats.stage()).toMatchObject({ retried: 1, failed: 1 })
+  })
+
+  test('a result that arrives after the deadline counts as a timeout', async () => {
+    const reported: unknown[] = []
+    // `busy` ignores its signal and takes at least 300 ms of wall time against a 20 ms timeout
+    const items = [
+      { n: 0, ms: 300 },
+      { n: 1, ms: 300 },
+    ]
+    const out = await pipe(
+      items,
+      threadStage(POLICIES, {
+        export: 'busy',
+        timeout: 20,
+        errors: 'skip',
+        onError: (err, item) => {
+          reported.push([err instanceof TimeoutError, item])
+        },
+      }),
+    ).toArray()
+    expect(out).toEqual([])
+    expect(reported).toEqual([
+      [true, items[0]],
+      [true, items[1]],
+    ])
+  })
+
+  test('a late result that fails the run is a TimeoutError (errors: fail, no retries)', async () => {
+    const err = (await rejectionOf(
+      pipe([{ n: 1, ms: 300 }], threadStage(POLICIES, { export: 'busy', timeout: 20 })).toArray(),
+    )) as TaskException
+    expect(err.cause).toBeInstanceOf(TimeoutError)
+    expect(err.item).toEqual({ n: 1, ms: 300 })
+  })
+
+  test("an async function's promise is given up at the deadline and its 'abort' listener sees a TimeoutError", async () => {
+    const state = shared(3)
+    const err = (await rejectionOf(
+      pipe(
+        [{ n: 1, wait: true, state }],
+        threadStage(POLICIES, { export: 'awaitAbort', timeout: 30 }),
+      ).toArray(),
+    )) as TaskException
+    expect(err.cause).toBeInstanceOf(TimeoutError)
+    expect([...state]).toEqual([1, 1, 1])
+  })
+
+  test('a timed-out item is retried like any failure and then delivered once; the others are untouched', async () => {
+    const calls = shared(3)
+    // the first call of item 1 runs until its time is up; every other call returns at once, well
+    // within the timeout (1 s, so that a loaded machine cannot make a quick call late)
+    const items = numbers(3).map((n) => ({ n, fails: n === 1 ? 1 : 0, calls }))
+    const stats = lastStats()
+    const out = await pipe(
+      items,
+      threadStage(POLICIES, { export: 'abortedFirst', ordered: true, timeout: 1000, retries: 1 }),
+    ).toArray({ onProgress: stats.onProgress })
+    expect(out).toEqual([0, 1, 2])
+    expect([...calls]).toEqual([1, 2, 1])
+    expect(stats.stage().retried).toBe(1)
+  })
+})
+
+describe('init and dispose exports', () => {
+  test('init runs once per thread, before its items; what it returns is ctx.state there', async () => {
+    const counters = shared(3)
+    const out = await pipe(
+      numbers(400).map((n) => ({ n, shared: counters })),
+      threadStage<{ n: number }, any>(STATEFUL, { threads: 2, batch: 8 }),
+    ).toArray()
+    expect(out).toHaveLength(400)
+    const tokens = new Map<number, number>()
+    for (const r of out) {
+      // init ran once in the thread that computed this result, and its state is that thread's
+      expect(r.inits).toBe(1)
+      expect(r.stateWorker).toBe(r.worker)
+      if (!tokens.has(r.worker)) tokens.set(r.worker, r.token)
+      expect(r.token).toBe(tokens.get(r.worker))
+    }
+    expect([...tokens.keys()].every((w) => w === 0 || w === 1)).toBe(true)
+    // dispose ran once in each thread that saw items, before the run settled, with its state
+    expect(counters[0]).toBe(tokens.size)
+    expect(counters[1]).toBe(400)
+    expect(counters[2]).toBe(0)
+  })
+
+  test('a failing init fails the run before any item is taken', async () => {
+    const { source, spy } = spiedSyncSource(numbers(10))
+    const err = (await rejectionOf(
+      pipe(source, threadStage(new URL('init-fails.js', FIXTURES), { threads: 2 })).toArray(),
+    )) as TaskException
+    expect(err).toBeInstanceOf(TaskException)
+    expect(err.item).toBeUndefined()
+    expect(err.cause).toBeInstanceOf(RangeError)
+    expect((err.cause as Error).message).toBe('no connection today')
+    expect(spy.reads).toBe(0)
+  })
+
+  test('an init export that is not a function fails the run clearly', async () => {
+    const href = new URL('bad-init.js', FIXTURES).href
+    const err = (await rejectionOf(
+      pipe([1], threadStage(new URL('bad-init.js', FIXTURES))).toArray(),
+    )) as TaskException
+    expect((err.cause as Error).message).toBe(
+      `threadStage "bad-init": the module ${href} exports \`init\` as object; a thread stage calls it, so it must be a function (or not be exported)`,
+    )
+  })
+
+  test('a dispose that throws fails a run that was otherwise done', async () => {
+    const counters = shared(3)
+    const err = (await rejectionOf(
+      pipe(
+        [{ n: 1, shared: counters, throwOnDispose: true }],
+        threadStage(STATEFUL, { threads: 1, name: 'db' }),
+      ).toArray(),
+    )) as TaskException
+    expect(err).toBeInstanceOf(TaskException)
+    expect(err.message).toBe('The task "db-0" raised Error: dispose failed in thread 0')
+    expect(counters[0]).toBe(1)
+  })
+
+  test.runIf(hasProc)(
+    'no thread outlives a run with init and dispose: completed, failed, or stopped early',
+    async () => {
+      const before = osThreads()
+      const counters = shared(3)
+      const items = numbers(20_000).map((n) => ({ n, shared: counters }))
+      await pipe(items.slice(0, 100), threadStage(STATEFUL, { threads: 2 })).toArray()
+      expect(await threadsBackTo(before)).toBe(before)
+      let got = 0
+      for await (const _ of pipe(items, threadStage(STATEFUL, { threads: 2 }))) if (++got === 10) break
+      expect(await threadsBackTo(before)).toBe(before)
+      await rejectionOf(
+        pipe([{ n: 1, shared: counters, throwOnDispose: true }], threadStage(STATEFUL)).toArray(),
+      )
+      expect(await threadsBackTo(before)).toBe(before)
+    },
+  )
+})
+
+describe('rate', () => {
+  test('each item takes one turn of the rate limit (and each retry another), and every item arrives', async () => {
+    const rate = rateLimit(1_000_000, { burst: 1_000 })
+    const take = rate.take.bind(rate)
+    let turns = 0
+    rate.take = (signal) => {
+      turns++
+      return take(signal)
+    }
+    const { items, calls } = flakyItems(40, (i) => (i % 10 === 3 ? 1 : 0))
+    const out = await pipe(
+      items,
+      threadStage<Flaky, number>(POLICIES, { export: 'flaky', threads: 2, ordered: true, retries: 1, rate }),
+    ).toArray()
+    expect(out).toEqual(numbers(40))
+    expect([...calls].reduce((a, b) => a + b, 0)).toBe(44)
+    expect(turns).toBe(44)
+  })
+})
+
+describe('no thread outlives a run with policies', () => {
+  test.runIf(hasProc)('after retries, skips, timeouts and failures', async () => {
+    const before = osThreads()
+    const { items } = flakyItems(50, (i) => (i % 9 === 0 ? 1 : 0))
+    await pipe(items, threadStage(POLICIES, { export: 'flaky', threads: 2, retries: 1 })).toArray()
+    expect(await threadsBackTo(before)).toBe(before)
+    await pipe(
+      numbers(50),
+      threadStage(POLICIES, { export: 'failFives', threads: 2, errors: 'skip', onError: () => {} }),
+    ).toArray()
+    expect(await threadsBackTo(before)).toBe(before)
+    await rejectionOf(
+      pipe(
+        [{ n: 1, state: shared(3) }],
+        threadStage(POLICIES, { export: 'spinUntilAborted', threads: 2, timeout: 30 }),
+      ).toArray(),
+    )
+    expect(await threadsBackTo(before)).toBe(before)
+  })
+})
+
+describe('options', () => {
+  test('refuses the policies a thread stage does not support, saying why and what to do instead', () => {
+    expect(() => threadStage(WORK, { init: function open() {} as never })).toThrow(
+      new TypeError(
+        'threadStage(): `init` is not supported by a thread stage, got function open (function): a function cannot be sent to a thread; export `init(ctx)` from the worker module instead: it runs once in each thread, and what it returns is `ctx.state` there',
+      ),
+    )
+    expect(() => threadStage(WORK, { dispose: function close() {} as never })).toThrow(
+      /^threadStage\(\): `dispose` is not supported by a thread stage, got function close \(function\): a function cannot be sent to a thread; export `dispose\(state, ctx\)` from the worker module instead/,
+    )
+    expect(() => threadStage(WORK, { limit: (<T>(fn: () => T) => Promise.resolve(fn())) as never })).toThrow(
+      /^threadStage\(\): `limit` is not supported by a thread stage, got .*: the threads bound its concurrency \(`threads`\).*use `rate` to space items out$/,
+    )
+    // setup() says the same
+    expect(() => threadStage(WORK).setup({ init: () => 1 })).toThrow(
+      /`init` is not supported by a thread stage/,
+    )
+    expect(() => threadStage(WORK, { retries: 1, transfer: () => undefined })).toThrow(
+      /^threadStage\(\): `retries` cannot be combined with `transfer`, got retries: 1: /,
+    )
+    expect(() => threadStage(WORK, { retries: 0, transfer: () => undefined })).not.toThrow()
+  })
+
+  const f = (n: number) => n
+  test.each([
+    [{ retries: -1 }],
+    [{ retries: 1.5 }],
+    [{ retryDelay: -3 }],
+    [{ retryDelay: 'soon' }],
+    [{ timeout: 0 }],
+    [{ timeout: 'soon' }],
+    [{ timeout: Number.POSITIVE_INFINITY }],
+    [{ errors: 'ignore' }],
+    [{ errors: 'skip' }],
+    [{ onError: () => {} }],
+    [{ errors: 'skip', onError: 5 }],
+    [{ rate: 10 }],
+  ])('%o is refused with the message mapStage gives', (options) => {
+    let mapMessage = ''
+    let mapKind: unknown
+    try {
+      mapStage(f, options as never)
+    } catch (err) {
+      mapMessage = (err as Error).message
+      mapKind = (err as Error).constructor
+    }
+    expect(mapMessage).toMatch(/^mapStage\(\): /)
+    const expected = new (mapKind as ErrorConstructor)(mapMessage.replace(/^mapStage\(\)/, 'threadStage()'))
+    expect(() => threadStage(WORK, options as never)).toThrow(expected)
+    expect(() => threadStage(WORK).setup(options as never)).toThrow(
+      expected.message.replace(/^threadStage\(\): /, ''),
+    )
+  })
+
+  test('stage.options shows the policies; setup() changes them', () => {
+    const onError = (_e: unknown, _n: number, _ctx: MapContext<undefined>) => {}
+    const s = threadStage<number, number>(WORK, {
+      retries: 2,
+      retryDelay: 5,
+      timeout: 100,
+      errors: 'skip',
+      onError,
+    })
+    expect(s.options).toMatchObject({ retries: 2, retryDelay: 5, timeout: 100, errors: 'skip', onError })
+    expect(s.setup({ retries: 4 } as never).options).toMatchObject({ retries: 4, timeout: 100 })
+    expect(() => s.setup({ timeout: -1 } as never)).toThrow(RangeError)
+  })
+})
