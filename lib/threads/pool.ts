@@ -8,10 +8,9 @@
  * run has settled, none of its threads is left.
  * @module
  */
-import { existsSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { MessagePort, type TransferListItem, type Worker } from 'node:worker_threads'
+import type { TransferListItem, Worker } from 'node:worker_threads'
 import type { Piscina } from 'piscina'
 import { describeCause, TimeoutError } from '../errors.js'
 import type { Group } from '../group.js'
@@ -171,6 +170,9 @@ export class ThreadRun {
 
   /** Loads piscina, starts the threads, and has them load the module and find the export (one check per thread). */
   private async start(): Promise<void> {
+    // node:fs is imported here, not at the top: its ESM namespace loads fs/promises, streams and
+    // readline, about 1 MB of RSS in every program that imports stageline and never uses threads
+    const { existsSync } = await import('node:fs')
     if (!existsSync(fileURLToPath(ENTRY))) {
       throw new Error(
         `threadStage "${this.g.name}": its worker-thread entry ${ENTRY.href} is missing; a build must copy ` +
@@ -517,7 +519,7 @@ export class ThreadRun {
     }
     for (let t of list) {
       if (ArrayBuffer.isView(t)) t = t.buffer as ArrayBuffer
-      if (!(t instanceof ArrayBuffer) && !(t instanceof MessagePort)) {
+      if (!(t instanceof ArrayBuffer) && !(t instanceof globalThis.MessagePort)) {
         throw new BatchFailure(
           new TypeError(
             `threadStage "${this.g.name}": \`transfer\` returned ${got(t)}, which cannot be moved to a thread (an ArrayBuffer, a view of one, or a MessagePort can)`,
