@@ -1,9 +1,3 @@
-/**
- * The step policies of a thread stage: retries, timeout, errors/skip, init and dispose exports,
- * rate, and the options it refuses. Counted through shared memory the items carry (every call of
- * a function in a thread), the run's stats and spies; never through the clock.
- */
-import { existsSync, readFileSync } from 'node:fs'
 import { beforeAll, describe, expect, test } from 'vitest'
 import {
   type MapContext,
@@ -23,6 +17,7 @@ import {
   sorted,
   spiedSyncSource,
 } from './helpers/instruments.js'
+import { hasProc, osThreads, threadsBackTo } from './helpers/threads.js'
 
 recordUnhandledRejections()
 
@@ -30,18 +25,6 @@ const FIXTURES = new URL('./fixtures/threads/', import.meta.url)
 const POLICIES = new URL('policies.js', FIXTURES)
 const STATEFUL = new URL('stateful.js', FIXTURES)
 const WORK = new URL('work.js', FIXTURES)
-
-function osThreads(): number {
-  return Number(/^Threads:\s+(\d+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1])
-}
-const hasProc = existsSync('/proc/self/status')
-
-/** The OS thread count once it is back to `before`, or what it is after 3 s (see threads.spec.ts). */
-async function threadsBackTo(before: number): Promise<number> {
-  const end = Date.now() + 3000
-  while (osThreads() !== before && Date.now() < end) await new Promise((r) => setTimeout(r, 10))
-  return osThreads()
-}
 
 function shared(n: number): Int32Array {
   return new Int32Array(new SharedArrayBuffer(4 * n))

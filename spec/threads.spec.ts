@@ -1,7 +1,6 @@
 import { spawnSync } from 'node:child_process'
 import {
   cpSync,
-  existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -24,29 +23,12 @@ import {
   sorted,
   spiedSyncSource,
 } from './helpers/instruments.js'
+import { hasProc, osThreads, threadsBackTo } from './helpers/threads.js'
 
 const FIXTURES = new URL('./fixtures/threads/', import.meta.url)
 const WORK = new URL('work.js', FIXTURES)
 // the same functions, loaded on this thread, to compare against
 const work: any = await import(WORK.href)
-
-/** The OS threads of this process, from /proc (worker threads are not in getActiveResourcesInfo on Node 20). */
-function osThreads(): number {
-  return Number(/^Threads:\s+(\d+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1])
-}
-const hasProc = existsSync('/proc/self/status')
-
-/**
- * The OS thread count once it is back to `before`, or what it is after 3 s. A run settles once
- * its pool is destroyed or, at the latest, after the run's grace period (100 ms); on a loaded
- * machine a terminated thread can take longer than that to leave the process, so the count is
- * polled rather than read once. A thread that never exits still fails the check.
- */
-async function threadsBackTo(before: number): Promise<number> {
-  const end = Date.now() + 3000
-  while (osThreads() !== before && Date.now() < end) await new Promise((r) => setTimeout(r, 10))
-  return osThreads()
-}
 
 /** Polls `ok` every 10 ms until it holds, for up to `ms`; says whether it came to hold. */
 async function eventually(ok: () => boolean, ms = 10_000): Promise<boolean> {
