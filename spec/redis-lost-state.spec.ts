@@ -11,7 +11,6 @@
  * port from outside. Workers run in this process, as in redis.spec.ts.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { connect, createServer } from 'node:net'
 import { afterEach, describe, expect, test } from 'vitest'
 import { mapStage, pipe, RunStopped, TaskException } from '../lib/index.js'
 import {
@@ -22,7 +21,7 @@ import {
   serveStage,
   type WorkerContext,
 } from '../lib/redis/index.js'
-import { reportUnavailable } from './helpers/redis-server.js'
+import { freePort, ping, reportUnavailable } from './helpers/redis-server.js'
 import { type Raw, range, rawClient, runsOf, waitFor } from './helpers/redis-util.js'
 
 const BINARY = process.env.REDIS_SERVER ?? 'redis-server'
@@ -37,36 +36,6 @@ interface Server {
   /** SIGKILL: no shutdown, nothing saved (there is no persistence anyway). */
   kill(): Promise<void>
   stop(): Promise<void>
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number }
-      srv.close(() => resolve(port))
-    })
-  })
-}
-
-function ping(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = connect({ port, host: '127.0.0.1' })
-    let data = ''
-    const done = (ok: boolean): void => {
-      sock.destroy()
-      resolve(ok)
-    }
-    sock.setTimeout(500, () => done(false))
-    sock.once('error', () => done(false))
-    sock.on('data', (chunk) => {
-      data += chunk.toString()
-      if (data.includes('+PONG')) done(true)
-      else if (data.includes('-')) done(false)
-    })
-    sock.once('connect', () => sock.write('PING\r\n'))
-  })
 }
 
 /** Starts an empty redis-server without persistence on `port`; rejects saying why it could not. */

@@ -29,7 +29,8 @@ const BINARY = process.env.REDIS_SERVER ?? 'redis-server'
  */
 const WATCHDOG = 'exec 3<&0; "$0" "$@" & rs=$!; (read _ <&3; kill $rs 2>/dev/null) & wait $rs'
 
-function freePort(): Promise<number> {
+/** A TCP port free on the loopback right now. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer()
     srv.once('error', reject)
@@ -41,7 +42,7 @@ function freePort(): Promise<number> {
 }
 
 /** Sends PING (after AUTH when a password is set) over a raw socket; resolves true on +PONG. */
-function ping(port: number, password: string | undefined): Promise<boolean> {
+export function ping(port: number, password?: string): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = connect({ port, host: '127.0.0.1' })
     let data = ''
