@@ -12,7 +12,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { afterEach, describe, expect, test } from 'vitest'
-import { mapStage, pipe, RunStopped, TaskException } from '../lib/index.js'
+import { mapStage, pipe, RunStopped, type Source, type Stage, TaskException } from '../lib/index.js'
 import {
   RedisConnectionError,
   RunStateLostError,
@@ -137,6 +137,28 @@ function rejection(run: Promise<unknown[]>): Promise<TaskException> {
   return outcome
 }
 
+/**
+ * Runs `source` through `stage` and a counting step; `run` is the run's rejection (see
+ * {@link rejection}), `delivered()` how many results have come out so far.
+ */
+function countedRun(
+  source: Source<number>,
+  stage: Stage<number, number>,
+): { run: Promise<TaskException>; delivered: () => number } {
+  let n = 0
+  const run = rejection(
+    pipe(
+      source,
+      stage,
+      mapStage((x: number) => {
+        n++
+        return x
+      }),
+    ).toArray(),
+  )
+  return { run, delivered: () => n }
+}
+
 describe.runIf(unavailable === undefined)("stageline/redis when Redis loses a run's state", () => {
   /** Workers, clients and gates to close after each test, last opened first; then the servers. */
   const cleanup: (() => Promise<unknown>)[] = []
@@ -188,18 +210,11 @@ describe.runIf(unavailable === undefined)("stageline/redis when Redis loses a ru
       return x
     })
     const closed = watch(worker)
-    let delivered = 0
-    const run = rejection(
-      pipe(
-        range(3000),
-        redisStage<number, number>(name, { url, batch: 2, capacity: 20 }),
-        mapStage((x: number) => {
-          delivered++
-          return x
-        }),
-      ).toArray(),
+    const { run, delivered } = countedRun(
+      range(3000),
+      redisStage<number, number>(name, { url, batch: 2, capacity: 20 }),
     )
-    await waitFor('item 60 to be in flight', () => holding && delivered >= 50)
+    await waitFor('item 60 to be in flight', () => holding && delivered() >= 50)
     await s.kill()
     s = await redisAt(port).catch((err: Error) => {
       throw new Error(`could not restart Redis on port ${port} (another process took it?): ${err.message}`)
@@ -218,7 +233,7 @@ describe.runIf(unavailable === undefined)("stageline/redis when Redis loses a ru
     )
     // what the dropped connection said, kept as the cause
     expect(cause.cause).toBeInstanceOf(RedisConnectionError)
-    expect(delivered).toBeLessThan(3000)
+    expect(delivered()).toBeLessThan(3000)
 
     // the worker let go of the run's item, reconnected, and serves a new run on the new server
     await waitFor('the held item to be aborted', () => held !== undefined)
@@ -249,19 +264,9 @@ describe.runIf(unavailable === undefined)("stageline/redis when Redis loses a ru
       pulled++
       yield 10
     }
-    let delivered = 0
-    const run = rejection(
-      pipe(
-        source,
-        redisStage<number, number>(name, { url, batch: 1 }),
-        mapStage((x: number) => {
-          delivered++
-          return x
-        }),
-      ).toArray(),
-    )
+    const { run, delivered } = countedRun(source, redisStage<number, number>(name, { url, batch: 1 }))
     cleanup.push(async () => resume())
-    await waitFor('the first ten results', () => delivered === 10)
+    await waitFor('the first ten results', () => delivered() === 10)
     await s.kill()
     s = await redisAt(port)
     servers.push(s)
@@ -287,18 +292,11 @@ describe.runIf(unavailable === undefined)("stageline/redis when Redis loses a ru
       return x
     })
     const closed = watch(worker)
-    let delivered = 0
-    const run = rejection(
-      pipe(
-        range(3000),
-        redisStage<number, number>(name, { url: s.url, batch: 2, capacity: 20 }),
-        mapStage((x: number) => {
-          delivered++
-          return x
-        }),
-      ).toArray(),
+    const { run, delivered } = countedRun(
+      range(3000),
+      redisStage<number, number>(name, { url: s.url, batch: 2, capacity: 20 }),
     )
-    await waitFor('some results', () => delivered >= 50)
+    await waitFor('some results', () => delivered() >= 50)
     await raw.sendCommand(['FLUSHALL'])
     const cause = (await run).cause as RunStateLostError
     expect(cause).toBeInstanceOf(RunStateLostError)
@@ -378,16 +376,9 @@ describe.runIf(unavailable === undefined)("stageline/redis when Redis loses a ru
       await gate
       return x
     })
-    let delivered = 0
-    const run = rejection(
-      pipe(
-        range(6),
-        redisStage<number, number>(name, { url: s.url, batch: 1 }),
-        mapStage((x: number) => {
-          delivered++
-          return x
-        }),
-      ).toArray(),
+    const { run, delivered } = countedRun(
+      range(6),
+      redisStage<number, number>(name, { url: s.url, batch: 1 }),
     )
     // the worker holds item 0; items 1..5 wait in the input stream, one entry each
     await waitFor('item 0 to start', () => started === 1)
@@ -404,6 +395,6 @@ describe.runIf(unavailable === undefined)("stageline/redis when Redis loses a ru
       `stage "${name}": 2 entries of run ${runId} vanished from Redis (was the server restarted from an older snapshot, or failed over to a replica that missed writes?); their items cannot complete`,
     )
     // the others came through before the run failed: it waited for what could still come
-    expect(delivered).toBe(4)
+    expect(delivered()).toBe(4)
   })
 })
