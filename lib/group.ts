@@ -76,6 +76,13 @@ export class Group {
   /** The sum of the sampled times in ms. */
   timeSum = 0
   readonly ctl = new AbortController()
+  /**
+   * Stage fusion (workers.ts): the next stage's group, when that stage is a plain map stage whose
+   * function this group's workers may call for an idle worker of it; set by the run before launch.
+   */
+  next: Group | undefined = undefined
+  /** This group's map function, when upstream workers may call it for an idle worker (see `next`). */
+  fuseFn: ((item: unknown, ctx: StageContext) => unknown) | undefined = undefined
 
   constructor(
     readonly run: RunHooks,
@@ -147,6 +154,16 @@ export class Group {
     this.live--
     this.run.fail(err, this.name, worker, item)
     this.run.workerExited()
+  }
+
+  /**
+   * A call an upstream worker made for this group's idle `worker` (stage fusion) threw on `item`:
+   * the run fails as if that worker had thrown. Its workers live on until the run halts them.
+   */
+  failFused(err: unknown, worker: number, item: unknown): void {
+    if (this.halted) return
+    this.failed++
+    this.run.fail(err, this.name, worker, item)
   }
 
   /** Stops this group: no new items are taken, `ctx.signal` aborts with `reason`. */

@@ -33,6 +33,16 @@ export class Waiter {
   pending: unknown = undefined
   /** Resolves the promise this party is parked on. */
   wake: () => void = noop
+  /**
+   * A map worker's context, read by an upstream worker that calls this worker's function for it
+   * while it is parked (stage fusion, see workers.ts); undefined for every other party.
+   */
+  ctx: unknown = undefined
+  /**
+   * Handed over with `item` while parked in `wait()`: the pending result of a call an upstream
+   * worker made on this worker's behalf, which this worker now awaits as its own.
+   */
+  adopted: unknown = undefined
 }
 
 function noop(): void {}
@@ -75,6 +85,11 @@ export class Fifo<T> {
     this.head = (this.head + 1) & this.mask
     this.length--
     return x
+  }
+
+  /** The first item, without removing it (undefined when empty). */
+  peek(): T | undefined {
+    return this.length > 0 ? this.buf[this.head] : undefined
   }
 
   /** Removes `x` if present (a linear scan: for the rare cancel of a parked waiter). */
@@ -169,6 +184,14 @@ export class Channel<T> implements Inlet<T>, Outlet<T> {
   /** Items buffered now. */
   get length(): number {
     return this.buf.length
+  }
+
+  /**
+   * The party parked longest in `wait()`, the one the next `offer()` goes to; undefined when none
+   * is (then items may be buffered). Parties park only while the buffer is empty.
+   */
+  idleTaker(): Waiter | undefined {
+    return this.takers.peek()
   }
 
   offer(x: T): boolean {

@@ -85,6 +85,16 @@ export class Run implements RunHooks {
       inlet = out
     }
     this.output = inlet
+    // stage fusion: a worker of an unordered map stage may call the next stage's function itself
+    // when that stage is a plain map stage with an idle worker (workers.ts, mapLoop)
+    for (let i = 1; i < runners.length; i++) {
+      const fn = runners[i]!.fusable
+      const prev = this.groups[i - 1]!
+      if (fn !== undefined && prev.output instanceof Channel) {
+        this.groups[i]!.fuseFn = fn
+        prev.next = this.groups[i]
+      }
+    }
     if (signal !== undefined) {
       this.signal = signal
       signal.addEventListener('abort', this.onAbort, { once: true })

@@ -35,6 +35,12 @@ export interface StageRunner {
   /** True when the stage's output must go through a reorder window (an OrderedChannel). */
   readonly ordered: boolean
   launch(g: Group): void
+  /**
+   * Set on plain map stages (no policies, completion order, run by `mapLoop`): their function,
+   * which a worker of the stage before may call itself for one of this stage's idle workers
+   * (stage fusion, see workers.ts).
+   */
+  readonly fusable?: MapFn
 }
 
 /** Builds the runner for a stage's validated options. @internal */
@@ -326,6 +332,7 @@ function mapRunner(fnOrStep: unknown, isStep: boolean): RunnerFactory {
     const fn = fnOrStep as MapFn
     return {
       ordered: o.ordered,
+      fusable: o.ordered ? undefined : fn,
       launch: o.ordered
         ? (g) => g.spawn((g, i) => orderedMapLoop(g, i, fn))
         : (g) => g.spawn((g, i) => mapLoop(g, i, fn)),

@@ -10,7 +10,7 @@
 import { CHECK_EVERY, closeQuietly, dueForTurn, isThenable, nextTurn } from './_utils.js'
 import type { Group, StageContext } from './group.js'
 import { skip } from './policies.js'
-import { type Channel, DONE, EMPTY, type Inlet, type OrderedChannel, SKIP, Waiter } from './queue.js'
+import { Channel, DONE, EMPTY, type Inlet, type OrderedChannel, SKIP, Waiter } from './queue.js'
 
 export type MapFn = (item: unknown, ctx: StageContext) => unknown
 export type GenFn = (input: AsyncIterable<unknown>, ctx: StageContext) => unknown
@@ -36,15 +36,39 @@ function timed(g: Group, fn: MapFn, x: unknown, ctx: StageContext): unknown {
   })
 }
 
-/** A map stage's worker, outputs in completion order. */
+/** Attaches a no-op rejection handler: for a result nobody will read (the run has stopped). */
+function dropQuietly(p: unknown): void {
+  ;(p as PromiseLike<unknown>).then(undefined, noop)
+}
+function noop(): void {}
+
+/**
+ * A map stage's worker, outputs in completion order.
+ *
+ * Stage fusion: when the next stage is a plain map stage (`g.next`) and one of its workers is idle
+ * (parked on an empty input), this worker calls that stage's function itself, for that idle worker
+ * and with its context, instead of queueing the item for it, and goes on down the chain while the
+ * stages after are fusable and idle too. Nothing a user can observe changes: the call is counted
+ * in the next stage's stats and, if it throws, fails the run as that stage's worker with that item;
+ * a synchronous call cannot overlap another call of that stage (one thread); a call that returns a
+ * promise is handed, with its item, to the idle worker, which awaits it as its own item, so a stage
+ * never has more calls in flight than workers; and items are never fused past queued ones (a
+ * worker is idle only while its input is empty), so a one-worker stage keeps its input's order.
+ * What it saves is a queue hand-off per stage: about a third of the per-item cost of cheap
+ * synchronous steps (docs/benchmarks.md).
+ */
 export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void> {
   const input = g.input
-  const out = g.output as Channel<unknown>
   const ctx = g.context(worker)
   const w = new Waiter()
+  w.ctx = ctx
   let x: unknown
+  let y: unknown
   let holding = false
   let n = 0
+  // the fused call in progress, for the error path: its group, idle worker and item
+  let fusing: Group | undefined
+  let fusedFor: Waiter | undefined
   try {
     for (;;) {
       // checked first, so that every path through the loop (skip included) counts
@@ -56,16 +80,26 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
         }
       }
       x = input.poll(w)
+      let adopted = false
       if (x === EMPTY) {
         await input.wait(w)
         x = w.item
         w.item = undefined
-        if (g.halted) break
+        if (w.adopted !== undefined) {
+          // an upstream worker called our function for us (stage fusion): its result is our item's
+          y = w.adopted
+          w.adopted = undefined
+          adopted = true
+        }
+        if (g.halted) {
+          if (adopted) dropQuietly(y)
+          break
+        }
       }
       if (x === DONE) break
       g.busy++
       holding = true
-      let y = (++g.taken & g.sampleMask) !== 0 ? fn(x, ctx) : timed(g, fn, x, ctx)
+      if (!adopted) y = (++g.taken & g.sampleMask) !== 0 ? fn(x, ctx) : timed(g, fn, x, ctx)
       if (isThenable(y)) {
         y = await y
         if (g.halted) break
@@ -77,18 +111,73 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
         continue
       }
       g.emitted++
+      // `at`: the group whose output `y` goes to; walks down while the next stage can be fused
+      let at: Group | undefined = g
+      let nx = g.next
+      while (nx !== undefined) {
+        const ch = at.output as Channel<unknown>
+        const t = ch.idleTaker()
+        if (t === undefined || nx.halted) break
+        fusing = nx
+        fusedFor = t
+        const f = nx.fuseFn!
+        const tctx = t.ctx as StageContext
+        let z = (++nx.taken & nx.sampleMask) !== 0 ? f(y, tctx) : timed(nx, f, y, tctx)
+        if (isThenable(z)) {
+          if (handOver(ch, nx, t, y, z)) {
+            fusing = undefined
+            at = undefined
+            break
+          }
+          // cannot happen (t stays parked during a synchronous call unless the run stops), but
+          // an item is never dropped: await it here, still counted as the next stage's call
+          z = await z
+          if (g.halted) break
+        }
+        fusing = undefined
+        if (z === skip) {
+          nx.skipped++
+          at = undefined
+          break
+        }
+        nx.emitted++
+        y = z
+        at = nx
+        nx = nx.next
+      }
+      if (at === undefined) continue
+      if (g.halted) break
+      const out = at.output as Channel<unknown>
       if (!out.offer(y)) {
         await out.put(w, y)
         if (g.halted) break
       }
     }
   } catch (err) {
-    if (holding) g.busy-- // the item's call threw, or the run stopped while it was awaited
+    if (fusing !== undefined) {
+      fusing.failFused(err, (fusedFor!.ctx as StageContext).worker, y)
+    } else if (holding) g.busy-- // the item's call threw, or the run stopped while it was awaited
     g.fail(err, worker, holding ? x : undefined)
     return
   }
   if (holding) g.busy--
   g.exit()
+}
+
+/**
+ * Gives the pending result `p` of a fused call on `item` to `t`, the idle worker of `nx` it was
+ * made for, which awaits it as its own item. If the run stopped during the call, nobody will read
+ * it. False only if `t` is no longer the first idle worker while the run goes on.
+ */
+function handOver(ch: Channel<unknown>, nx: Group, t: Waiter, item: unknown, p: unknown): boolean {
+  if (nx.halted) {
+    dropQuietly(p)
+    return true
+  }
+  if (ch.idleTaker() !== t) return false
+  t.adopted = p
+  ch.offer(item)
+  return true
 }
 
 /** A map stage's worker, outputs in input order through the group's reorder window. */
