@@ -172,13 +172,17 @@ export class Channel<T> implements Inlet<T>, Outlet<T> {
     this.lowWater = Math.floor(capacity / 2)
   }
 
+  /**
+   * Lets in one parked producer. One per item taken once the buffer is down to `lowWater`, not all
+   * at once: the producer woken usually refills the buffer by itself, and producers woken only to
+   * find it full again would each pay a park and a wake for nothing (with 4 workers on a fast
+   * stage, about a fifth of the per-item cost). There is room: the buffer is at or below `lowWater`.
+   */
   private admit(): void {
-    while (this.pushers.length > 0 && this.buf.length < this.capacity) {
-      const p = this.pushers.shift()
-      this.buf.push(p.pending as T)
-      p.pending = undefined
-      p.wake()
-    }
+    const p = this.pushers.shift()
+    this.buf.push(p.pending as T)
+    p.pending = undefined
+    p.wake()
   }
 
   /** Items buffered now. */

@@ -102,7 +102,7 @@ describe('Channel', () => {
     expect(accepted).toBe(true)
   })
 
-  test('parked producers are let in once the buffer drains to half, in a run', async () => {
+  test('parked producers are let in once the buffer drains to half, one per item taken', async () => {
     const ch = new Channel<number>(4)
     for (let i = 0; i < 4; i++) ch.offer(i)
     const producers = [4, 5, 6].map((x) => {
@@ -119,10 +119,16 @@ describe('Channel', () => {
     expect(producers.map((p) => p.done)).toEqual([false, false, false]) // 3 left, above half
     expect(ch.poll(w)).toBe(1)
     await flush(1)
-    expect(producers.map((p) => p.done)).toEqual([true, true, false]) // refilled to 4
+    // down to half: one producer is let in (and woken), the others stay parked, not woken to find
+    // the buffer full again
+    expect(producers.map((p) => p.done)).toEqual([true, false, false])
+    expect(ch.length).toBe(3)
+    expect(ch.poll(w)).toBe(2)
+    await flush(1)
+    expect(producers.map((p) => p.done)).toEqual([true, true, false])
     const rest: unknown[] = []
     for (let x = ch.poll(w); x !== EMPTY; x = ch.poll(w)) rest.push(x)
-    expect(rest).toEqual([2, 3, 4, 5, 6])
+    expect(rest).toEqual([3, 4, 5, 6]) // input order kept
     await flush(1)
     expect(producers[2]!.done).toBe(true)
   })
