@@ -10,7 +10,7 @@
 import { CHECK_EVERY, closeQuietly, dueForTurn, isThenable, nextTurn } from './_utils.js'
 import type { Group, StageContext } from './group.js'
 import { skip } from './policies.js'
-import { Channel, DONE, EMPTY, type Inlet, type OrderedChannel, SKIP, Waiter } from './queue.js'
+import { type Channel, DONE, EMPTY, type Inlet, type OrderedChannel, SKIP, Waiter } from './queue.js'
 
 export type MapFn = (item: unknown, ctx: StageContext) => unknown
 export type GenFn = (input: AsyncIterable<unknown>, ctx: StageContext) => unknown

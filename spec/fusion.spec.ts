@@ -1,0 +1,212 @@
+/**
+ * Stage fusion (lib/workers.ts, mapLoop): a worker of a map stage calls the next plain map stage's
+ * function itself when a worker of that stage is idle. It must change nothing a user can see:
+ * per-stage concurrency, order, stats, error attribution, ctx, skip and stopping all behave as if
+ * the idle worker had taken the item from its queue. Asserted through counters, not the clock.
+ */
+import { describe, expect, test } from 'vitest'
+import { mapStage, pipe, type RunStats, skip, TaskException } from '../lib/index.js'
+import {
+  abortListeners,
+  numbers,
+  Peak,
+  recordUnhandledRejections,
+  rejectionOf,
+  sorted,
+  ticks,
+  whenAborted,
+} from './helpers/instruments.js'
+
+recordUnhandledRejections()
+
+/** A then B, where B counts the calls made right after A's call on the same item (fused calls). */
+function fusionProbe(bOptions: Parameters<typeof mapStage>[1]) {
+  let lastA: number | undefined
+  const seen = { fused: 0, calls: 0 }
+  const a = mapStage(
+    (x: number) => {
+      lastA = x
+      return x
+    },
+    { name: 'A', qsize: 4 },
+  )
+  const b = mapStage(
+    (x: number) => {
+      seen.calls++
+      if (lastA === x) seen.fused++
+      lastA = undefined
+      return x
+    },
+    { name: 'B', ...bOptions },
+  )
+  return { a, b, seen }
+}
+
+describe('stage fusion', () => {
+  test('a plain map stage is called right after the map stage before it, once its worker is idle', async () => {
+    const { a, b, seen } = fusionProbe({})
+    const out = await pipe(numbers(1000), a, b).toArray()
+    expect(out).toEqual(numbers(1000))
+    expect(seen.calls).toBe(1000)
+    // only the items queued before B's worker started went through B's queue
+    expect(seen.fused).toBeGreaterThanOrEqual(990)
+  })
+
+  test('stages that are not plain map stages are never fused', async () => {
+    for (const options of [{ ordered: true }, { retries: 1 }, { workers: 2, ordered: true }]) {
+      const { a, b, seen } = fusionProbe(options)
+      expect(sorted(await pipe(numbers(500), a, b).toArray())).toEqual(numbers(500))
+      expect(seen.calls).toBe(500)
+      expect(seen.fused, JSON.stringify(options)).toBe(0)
+    }
+  })
+
+  test('a fused stage never has more calls in flight than workers, sync and async results mixed', async () => {
+    for (const workers of [1, 2, 3]) {
+      const peak = new Peak()
+      let asyncCalls = 0
+      const b = mapStage(
+        (x: number) => {
+          if (x % 3 !== 0) {
+            peak.enter() // a synchronous call: in flight only while it runs
+            peak.leave()
+            return x
+          }
+          asyncCalls++
+          return peak.run(async () => {
+            await ticks(1 + (x % 5))
+            return x
+          })
+        },
+        { workers, name: 'B' },
+      )
+      // A slower than B, so that B's workers are often idle and A's workers call B for them
+      const a = mapStage(
+        async (x: number) => {
+          await ticks(x % 4)
+          return x
+        },
+        { workers: 4 },
+      )
+      const out = await pipe(numbers(600), a, b).toArray()
+      expect(sorted(out)).toEqual(numbers(600))
+      expect(asyncCalls).toBe(200)
+      expect(peak.max, `workers: ${workers}`).toBe(workers)
+      expect(peak.current).toBe(0)
+    }
+  })
+
+  test('one worker per stage keeps input order across fused stages with async results', async () => {
+    const slowOdd = mapStage((x: number) => (x % 2 === 1 ? ticks(3).then(() => x * 10) : x * 10))
+    const out = await pipe(
+      numbers(300),
+      mapStage((x: number) => x + 1),
+      slowOdd,
+      mapStage((x: number) => x - 1),
+    ).toArray()
+    expect(out).toEqual(numbers(300).map((x) => (x + 1) * 10 - 1))
+  })
+
+  test('a fused call gets the context of an idle worker of its own stage', async () => {
+    const contexts = new Set<string>()
+    const b = mapStage(
+      (x: number, ctx) => {
+        contexts.add(`${ctx.stage}:${ctx.worker}:${ctx.signal.aborted}`)
+        return x
+      },
+      { name: 'B', workers: 3 },
+    )
+    await pipe(
+      numbers(500),
+      mapStage((x: number) => x),
+      b,
+    ).toArray()
+    expect(contexts.size).toBeGreaterThan(0)
+    for (const c of contexts) expect(c).toMatch(/^B:[0-2]:false$/)
+  })
+
+  test('a fused call that throws fails the run as its own stage, with its item', async () => {
+    const b = mapStage(
+      (x: number) => {
+        if (x === 700) throw new Error('bad 700')
+        return x
+      },
+      { name: 'B', workers: 2 },
+    )
+    const err = await rejectionOf(
+      pipe(
+        numbers(1000),
+        mapStage((x: number) => x, { name: 'A' }),
+        b,
+      ).toArray(),
+    )
+    expect(err).toBeInstanceOf(TaskException)
+    const te = err as TaskException
+    expect(te.stage).toBe('B')
+    expect(te.item).toBe(700)
+    expect([0, 1]).toContain(te.worker)
+    expect((te.cause as Error).message).toBe('bad 700')
+  })
+
+  test('a fused call whose promise rejects fails the run as its own stage, with its item', async () => {
+    const b = mapStage(
+      async (x: number) => {
+        if (x === 300) throw new Error('bad 300')
+        return x
+      },
+      { name: 'B' },
+    )
+    const err = await rejectionOf(
+      pipe(
+        numbers(1000),
+        mapStage((x: number) => x, { name: 'A' }),
+        b,
+      ).toArray(),
+    )
+    expect((err as TaskException).stage).toBe('B')
+    expect((err as TaskException).item).toBe(300)
+  })
+
+  test('skips and counts in a fused stage land in that stage’s stats', async () => {
+    let last: RunStats | undefined
+    const odd = mapStage((x: number) => (x % 2 === 0 ? skip : x), { name: 'odd' })
+    const out = await pipe(
+      numbers(1000),
+      mapStage((x: number) => x, { name: 'A' }),
+      odd,
+      mapStage((x: number) => x, { name: 'C' }),
+    ).toArray({
+      onProgress: (s) => (last = s),
+    })
+    expect(out.length).toBe(500)
+    const [a, o, c] = last!.stages
+    expect([a!.in, a!.out]).toEqual([1000, 1000])
+    expect([o!.in, o!.out, o!.skipped]).toEqual([1000, 500, 500])
+    expect([c!.in, c!.out]).toEqual([500, 500])
+    for (const s of last!.stages) expect(s.busy).toBe(0)
+  })
+
+  test('a consumer that stops while fused calls are pending leaves no rejection and no listener behind', async () => {
+    let signal: AbortSignal | undefined
+    let started = 0
+    const pending = mapStage(
+      (x: number, ctx) => {
+        signal = ctx.signal
+        started++
+        return x === 0 ? x : whenAborted(ctx.signal)
+      },
+      { name: 'pending', workers: 4 },
+    )
+    const results = pipe(
+      numbers(100),
+      mapStage((x: number) => x, { workers: 2 }),
+      pending,
+    ).results()
+    expect((await results.next()).value).toBe(0)
+    await ticks(5)
+    expect(started).toBe(5) // item 0, then one call per worker, all pending
+    await results.return!()
+    expect(signal!.aborted).toBe(true)
+    expect(abortListeners(signal!)).toBe(0)
+  })
+})
