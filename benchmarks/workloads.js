@@ -101,6 +101,8 @@ function overheadImpls(sl, kind, workers) {
   if (kind === 'gen') {
     const inc = freshInc()
     const st = sl.stage(freshInc(), { workers })
+    const [c1, c2, c3] = [freshInc(), freshInc(), freshInc()]
+    const composed = sl.stage((src) => c3(c2(c1(src))), { workers })
     const itPipeInc = freshInc()
     const nodeInc = freshInc()
     return [
@@ -121,6 +123,13 @@ function overheadImpls(sl, kind, workers) {
         label: `stageline stage() x3, workers ${workers}, toArray()`,
         role: 'stageline',
         run: async (n) => tallyArray(await sl.pipe(range(n), st, st, st).toArray()),
+      },
+      {
+        // the three steps composed inside one stage (docs/concepts.md, "Cheap generator steps")
+        name: 'stageline composed',
+        label: `stageline one stage() composing the 3 steps, workers ${workers}`,
+        role: 'stageline',
+        run: (n) => consume(sl.pipe(range(n), composed)),
       },
       floor(),
       {
