@@ -3,8 +3,6 @@
  * `toArray()` or `for await` starts a fresh run.
  * @module
  */
-
-import { noop } from './_utils.js'
 import { Run as BackgroundRun, type StartOptions } from './background.js'
 import { RunStopped } from './errors.js'
 import { checkBoolean, checkFunction, checkInteger, got } from './options.js'
@@ -128,16 +126,6 @@ class Results<O> implements AsyncIterableIterator<O> {
     this.parked = false
     return this.take(this.run as Run, this.w)
   }
-  /** The pending next()'s resolver while `w` is queued with `enqueue` (no park promise then). */
-  private resolve: (r: IteratorResult<O> | Promise<IteratorResult<O>>) => void = noop
-  private readonly grab = (resolve: (r: IteratorResult<O> | Promise<IteratorResult<O>>) => void): void => {
-    this.resolve = resolve
-  }
-  /** `w.wake` while queued with `enqueue`: settles the pending next() straight away. */
-  private readonly wakeDirect = (): void => {
-    this.parked = false
-    this.resolve(this.take(this.run as Run, this.w))
-  }
 
   constructor(
     private readonly plan: RunPlan,
@@ -170,13 +158,7 @@ class Results<O> implements AsyncIterableIterator<O> {
   private slow(run: Run): Promise<IteratorResult<O>> {
     if (!this.parked) {
       this.parked = true
-      const out = run.output
-      if (out.enqueue === undefined) return out.wait(this.w).then(this.woken)
-      // one promise per park, settled by the channel's hand-off, instead of a park promise and a then()
-      const p = new Promise<IteratorResult<O>>(this.grab)
-      this.w.wake = this.wakeDirect
-      if (!out.enqueue(this.w)) this.wakeDirect()
-      return p
+      return run.output.wait(this.w).then(this.woken)
     }
     // next() called again before the parked one settled: this call gets its own waiter
     const w = new Waiter()

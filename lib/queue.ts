@@ -129,12 +129,6 @@ export interface Inlet<T> {
   poll(w: Waiter): T | Empty | Done
   /** Parks until an item or DONE is handed over in `w.item` (call only after `poll` said EMPTY). */
   wait(w: Waiter): Promise<void>
-  /**
-   * Like `wait`, without a promise: queues `w`, whose `wake` the caller has set, to be called with
-   * `w.item` set. Returns false instead when nothing will come (`w.item` is then DONE). Optional:
-   * the iterators that hand out a promise of their own per read use it to save one.
-   */
-  enqueue?(w: Waiter): boolean
   /** Stops the inlet for good: parked parties wake, buffered items are dropped, `poll` says DONE. */
   abort(): void
   /**
@@ -251,15 +245,6 @@ export class Channel<T> implements Inlet<T>, Outlet<T> {
     }
     this.takers.push(w)
     return park(w)
-  }
-
-  enqueue(w: Waiter): boolean {
-    if (this.closed || this.aborted) {
-      w.item = DONE
-      return false
-    }
-    this.takers.push(w)
-    return true
   }
 
   cancel(w: Waiter): boolean {

@@ -7,7 +7,7 @@
  * returns one, and the try/catch sits around the loop, not inside it.
  * @module
  */
-import { CHECK_EVERY, closeQuietly, dueForTurn, isThenable, nextTurn, noop } from './_utils.js'
+import { CHECK_EVERY, closeQuietly, dueForTurn, isThenable, nextTurn } from './_utils.js'
 import type { Group, StageContext } from './group.js'
 import { skip } from './policies.js'
 import { type Channel, DONE, EMPTY, type Inlet, type OrderedChannel, SKIP, Waiter } from './queue.js'
@@ -40,6 +40,7 @@ function timed(g: Group, fn: MapFn, x: unknown, ctx: StageContext): unknown {
 function dropQuietly(p: unknown): void {
   ;(p as PromiseLike<unknown>).then(undefined, noop)
 }
+function noop(): void {}
 
 /**
  * A map stage's worker, outputs in completion order.
@@ -256,12 +257,6 @@ export class InputView implements AsyncIterableIterator<unknown> {
   /** Runs when `w` is woken; made once, so that parking allocates no closure. */
   private readonly woken: () => IteratorResult<unknown>
 
-  /** The pending next()'s resolver while `w` is queued with `enqueue` (no park promise then). */
-  private resolve: (r: IteratorResult<unknown>) => void = noop
-  private readonly grab: (resolve: (r: IteratorResult<unknown>) => void) => void
-  /** `w.wake` while queued with `enqueue`: settles the pending next() straight away. */
-  private readonly wakeDirect: () => void
-
   constructor(
     private readonly g: Group,
     private readonly input: Inlet<unknown>,
@@ -271,10 +266,6 @@ export class InputView implements AsyncIterableIterator<unknown> {
       this.g.busy++
       return this.take(this.w)
     }
-    this.grab = (resolve) => {
-      this.resolve = resolve
-    }
-    this.wakeDirect = () => this.resolve(this.woken())
   }
 
   /**
@@ -315,13 +306,7 @@ export class InputView implements AsyncIterableIterator<unknown> {
       this.parked = true
       // a worker waiting for input is not busy (stats); counted once, even with several reads parked
       this.g.busy--
-      const input = this.input
-      if (input.enqueue === undefined) return input.wait(this.w).then(this.woken)
-      // one promise per park, settled by the channel's hand-off, instead of a park promise and a then()
-      const p = new Promise<IteratorResult<unknown>>(this.grab)
-      this.w.wake = this.wakeDirect
-      if (!input.enqueue(this.w)) this.wakeDirect()
-      return p
+      return this.input.wait(this.w).then(this.woken)
     }
     // the function called next() again before the parked one settled: this read gets its own waiter
     const w = new Waiter()
