@@ -78,7 +78,8 @@ export class Group {
   readonly ctl = new AbortController()
   /**
    * Stage fusion (workers.ts): the next stage's group, when that stage is a plain map stage whose
-   * function this group's workers may call for an idle worker of it; set by the run before launch.
+   * function this group's workers may call for an idle worker of it; set by the run before launch,
+   * cleared once a call returns a promise.
    */
   next: Group | undefined = undefined
   /** This group's map function, when upstream workers may call it for an idle worker (see `next`). */

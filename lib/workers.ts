@@ -55,20 +55,18 @@ function noop(): void {}
  * never has more calls in flight than workers; and items are never fused past queued ones (a
  * worker is idle only while its input is empty), so a one-worker stage keeps its input's order.
  * What it saves is a queue hand-off per stage: about a third of the per-item cost of cheap
- * synchronous steps (docs/benchmarks.md).
+ * synchronous steps (docs/benchmarks.md). The first call that returns a promise ends the fusion of
+ * that stage for the run (`next` is cleared): async functions gain nothing from it.
  */
 export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void> {
   const input = g.input
+  const gOut = g.output as Channel<unknown>
   const ctx = g.context(worker)
   const w = new Waiter()
   w.ctx = ctx
   let x: unknown
-  let y: unknown
   let holding = false
   let n = 0
-  // the fused call in progress, for the error path: its group, idle worker and item
-  let fusing: Group | undefined
-  let fusedFor: Waiter | undefined
   try {
     for (;;) {
       // checked first, so that every path through the loop (skip included) counts
@@ -79,8 +77,8 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
           if (g.halted) break
         }
       }
+      let y: unknown
       x = input.poll(w)
-      let adopted = false
       if (x === EMPTY) {
         await input.wait(w)
         x = w.item
@@ -89,17 +87,20 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
           // an upstream worker called our function for us (stage fusion): its result is our item's
           y = w.adopted
           w.adopted = undefined
-          adopted = true
-        }
-        if (g.halted) {
-          if (adopted) dropQuietly(y)
-          break
-        }
+          if (g.halted) {
+            dropQuietly(y)
+            break
+          }
+          g.busy++
+          holding = true
+        } else if (g.halted) break
       }
-      if (x === DONE) break
-      g.busy++
-      holding = true
-      if (!adopted) y = (++g.taken & g.sampleMask) !== 0 ? fn(x, ctx) : timed(g, fn, x, ctx)
+      if (!holding) {
+        if (x === DONE) break
+        g.busy++
+        holding = true
+        y = (++g.taken & g.sampleMask) !== 0 ? fn(x, ctx) : timed(g, fn, x, ctx)
+      }
       if (isThenable(y)) {
         y = await y
         if (g.halted) break
@@ -111,52 +112,21 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
         continue
       }
       g.emitted++
-      // `at`: the group whose output `y` goes to; walks down while the next stage can be fused
-      let at: Group | undefined = g
-      let nx = g.next
-      while (nx !== undefined) {
-        const ch = at.output as Channel<unknown>
-        const t = ch.idleTaker()
-        if (t === undefined || nx.halted) break
-        fusing = nx
-        fusedFor = t
-        const f = nx.fuseFn!
-        const tctx = t.ctx as StageContext
-        let z = (++nx.taken & nx.sampleMask) !== 0 ? f(y, tctx) : timed(nx, f, y, tctx)
-        if (isThenable(z)) {
-          if (handOver(ch, nx, t, y, z)) {
-            fusing = undefined
-            at = undefined
-            break
-          }
-          // cannot happen (t stays parked during a synchronous call unless the run stops), but
-          // an item is never dropped: await it here, still counted as the next stage's call
-          z = await z
-          if (g.halted) break
-        }
-        fusing = undefined
-        if (z === skip) {
-          nx.skipped++
-          at = undefined
-          break
-        }
-        nx.emitted++
-        y = z
-        at = nx
-        nx = nx.next
+      let out = gOut
+      if (g.next !== undefined) {
+        const at = fuseDown(g, y)
+        if (at === undefined) continue // handed over, skipped, or failed
+        y = fused
+        fused = undefined
+        out = at.output as Channel<unknown>
       }
-      if (at === undefined) continue
-      if (g.halted) break
-      const out = at.output as Channel<unknown>
       if (!out.offer(y)) {
         await out.put(w, y)
         if (g.halted) break
       }
     }
   } catch (err) {
-    if (fusing !== undefined) {
-      fusing.failFused(err, (fusedFor!.ctx as StageContext).worker, y)
-    } else if (holding) g.busy-- // the item's call threw, or the run stopped while it was awaited
+    if (holding) g.busy-- // the item's call threw, or the run stopped while it was awaited
     g.fail(err, worker, holding ? x : undefined)
     return
   }
@@ -164,20 +134,77 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
   g.exit()
 }
 
+/** What `fuseDown` leaves to put into the output of the group it returns. */
+let fused: unknown
+
+/**
+ * Stage fusion, from a worker of `g` holding `y`, its result: while the next stage is fusable and
+ * has an idle worker, calls its function for that worker. Returns the group whose output the last
+ * result (left in `fused`) goes to: `g` itself when nothing could be fused. Returns undefined when
+ * the item is done with: handed over with a pending result, skipped, or its call threw (the run
+ * then fails as that stage, so the caller's next read ends its loop).
+ */
+function fuseDown(g: Group, y: unknown): Group | undefined {
+  let at = g
+  let nx = g.next
+  while (nx !== undefined) {
+    const ch = at.output as Channel<unknown>
+    const t = ch.idleTaker()
+    if (t === undefined || nx.halted) break
+    const f = nx.fuseFn!
+    const tctx = t.ctx as StageContext
+    let z: unknown
+    try {
+      z = (++nx.taken & nx.sampleMask) !== 0 ? f(y, tctx) : timed(nx, f, y, tctx)
+    } catch (err) {
+      nx.failFused(err, tctx.worker, y)
+      return undefined
+    }
+    if (isThenable(z)) {
+      // an async function: stop fusing it (handing each promise over gains nothing, and in A/B
+      // the changed timing cost async stages 10%); this call's result still goes to `t`
+      at.next = undefined
+      handOver(ch, nx, t, y, z, tctx)
+      return undefined
+    }
+    if (z === skip) {
+      nx.skipped++
+      return undefined
+    }
+    nx.emitted++
+    y = z
+    at = nx
+    nx = nx.next
+  }
+  fused = y
+  return at
+}
+
 /**
  * Gives the pending result `p` of a fused call on `item` to `t`, the idle worker of `nx` it was
- * made for, which awaits it as its own item. If the run stopped during the call, nobody will read
- * it. False only if `t` is no longer the first idle worker while the run goes on.
+ * made for, which awaits it as its own item. If the run stopped during the call, nobody will read it.
  */
-function handOver(ch: Channel<unknown>, nx: Group, t: Waiter, item: unknown, p: unknown): boolean {
+function handOver(
+  ch: Channel<unknown>,
+  nx: Group,
+  t: Waiter,
+  item: unknown,
+  p: unknown,
+  tctx: StageContext,
+): void {
   if (nx.halted) {
     dropQuietly(p)
-    return true
+    return
   }
-  if (ch.idleTaker() !== t) return false
+  if (ch.idleTaker() !== t) {
+    // cannot happen: nothing but a halt takes a parked worker off its queue during a synchronous
+    // call. Were it to, failing loudly beats running more calls than workers or losing the item.
+    dropQuietly(p)
+    nx.failFused(new Error('stageline internal error: a fused call lost its idle worker'), tctx.worker, item)
+    return
+  }
   t.adopted = p
   ch.offer(item)
-  return true
 }
 
 /** A map stage's worker, outputs in input order through the group's reorder window. */

@@ -149,13 +149,9 @@ describe('stage fusion', () => {
   })
 
   test('a fused call whose promise rejects fails the run as its own stage, with its item', async () => {
-    const b = mapStage(
-      async (x: number) => {
-        if (x === 300) throw new Error('bad 300')
-        return x
-      },
-      { name: 'B' },
-    )
+    // synchronous until item 300, whose call (fused: B's worker is idle) returns a rejecting promise,
+    // handed over to that worker
+    const b = mapStage((x: number) => (x === 300 ? Promise.reject(new Error('bad 300')) : x), { name: 'B' })
     const err = await rejectionOf(
       pipe(
         numbers(1000),
