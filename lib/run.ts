@@ -118,8 +118,12 @@ export class Run implements RunHooks {
   }
 
   private launch(runners: StageRunner[]): void {
-    // every group exists before any starts, so a failure during launch reaches them all
-    for (let i = 0; i < runners.length && this.state === RUNNING; i++) runners[i]!.launch(this.groups[i]!)
+    // every group exists before any starts, so a failure during launch reaches them all. Last
+    // stage first: each stage's workers are parked on their empty input before the stage before
+    // starts, so stage fusion (workers.ts) applies from the first item, instead of a backlog
+    // queueing up in front of stages that did not exist yet and keeping their workers busy
+    for (let i = runners.length - 1; i >= 0 && this.state === RUNNING; i--)
+      runners[i]!.launch(this.groups[i]!)
   }
 
   /** Collect-first mode: reads the whole source into `into`, then closes it. */

@@ -52,6 +52,30 @@ describe('stage fusion', () => {
     expect(seen.fused).toBeGreaterThanOrEqual(990)
   })
 
+  test('fusion holds for a whole run behind a slow consumer, with several workers per stage', async () => {
+    // the consumer is the bottleneck, so every queue is full at times: fusion must not give way
+    // to a backlog (stages launch last first, so none queues up before its workers exist)
+    let last: number | undefined
+    const fused = [0, 0]
+    const step = (i: number) =>
+      mapStage(
+        (x: number) => {
+          if (i > 0 && last === x) fused[i - 1]!++
+          last = x
+          return x
+        },
+        { workers: 4, qsize: 8 },
+      )
+    let seen = 0
+    for await (const x of pipe(numbers(5000), step(0), step(1), step(2))) {
+      seen += x >= 0 ? 1 : 0
+      if (seen % 7 === 0) await ticks(1)
+    }
+    expect(seen).toBe(5000)
+    expect(fused[0]).toBe(5000)
+    expect(fused[1]).toBe(5000)
+  })
+
   test('stages that are not plain map stages are never fused', async () => {
     for (const options of [{ ordered: true }, { retries: 1 }, { workers: 2, ordered: true }]) {
       const { a, b, seen } = fusionProbe(options)
