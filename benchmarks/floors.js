@@ -8,7 +8,9 @@
  * - reading the source (a sync generator of integers) in a plain loop;
  * - three stageline channels with two calls of `x + 1` between them, driven by a plain
  *   synchronous loop: the queues alone, without workers, parking or stats;
- * - stageline with 0, 1, 2 and 3 synchronous map stages behind a `for await` consumer.
+ * - stageline with 0, 1, 2 and 3 synchronous map stages behind a `for await` consumer;
+ * - the generator workload's parts: a bare chain of 3 generator steps, the 3 steps composed in one
+ *   `stage()`, and 3 `stage()`s of one step each.
  *
  * docs/benchmarks.md ("Engine notes") reads these to explain the overhead-sync target.
  * @module
@@ -65,6 +67,15 @@ function channelsOnly() {
 }
 
 const ms = sl.mapStage(inc)
+
+// generator steps compiled per use, so that no two implementations share V8's type feedback
+// (see freshInc() in workloads.js)
+const AsyncGeneratorFunction = Object.getPrototypeOf(async function* () {}).constructor
+const genStep = () => new AsyncGeneratorFunction('src', 'for await (const x of src) yield x + 1')
+const genBare = [genStep(), genStep(), genStep()]
+const genComposed = [genStep(), genStep(), genStep()]
+const composed = sl.stage((src) => genComposed[2](genComposed[1](genComposed[0](src))))
+const genStages = [0, 1, 2].map(() => sl.stage(genStep()))
 const cases = [
   ['bare async-generator chain, 3 sync steps', () => consume(bareChain(range(n), [inc, inc, inc], true))],
   ['for await over resolved promises (floor)', () => consume(new ResolvedIterator(n, 0))],
@@ -81,6 +92,9 @@ const cases = [
   ['stageline, 1 sync stage, for await', () => consume(sl.pipe(range(n), ms))],
   ['stageline, 2 sync stages, for await', () => consume(sl.pipe(range(n), ms, ms))],
   ['stageline, 3 sync stages, for await', () => consume(sl.pipe(range(n), ms, ms, ms))],
+  ['bare chain of 3 generator steps', () => consume(genBare[2](genBare[1](genBare[0](range(n)))))],
+  ['stageline, one stage() composing the 3 generator steps', () => consume(sl.pipe(range(n), composed))],
+  ['stageline, 3 stage()s, one generator step each', () => consume(sl.pipe(range(n), ...genStages))],
 ]
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

@@ -167,6 +167,19 @@ export function markdown(result) {
     lines.push('')
     void id
   }
+  if ((result.clean ?? []).length > 0) {
+    lines.push('### overhead targets, stageline alone in its process (benchmarks/clean.js)', '')
+    lines.push('| workload | bare chain, ns/item | stageline, ns/item | ratio to the bare chain (min..max) |')
+    lines.push('| --- | ---: | ---: | ---: |')
+    for (const r of result.clean) {
+      lines.push(
+        r.error === undefined
+          ? `| ${r.workload} | ${r.bareNs.toFixed(0)} | ${r.stagelineNs.toFixed(0)} | ${fmtRatio(r.ratio)} (${fmtRatio(r.ratioMin)}..${fmtRatio(r.ratioMax)}) |`
+          : `| ${r.workload} | | | failed: ${r.error} |`,
+      )
+    }
+    lines.push('')
+  }
   if (result.memory.length > 0) {
     const sizes = [
       ...new Set(result.memory.filter((r) => r.role !== 'control').flatMap((r) => r.points.map((p) => p.n))),

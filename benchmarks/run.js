@@ -18,6 +18,7 @@ import { dirname, join, relative } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { renderChart } from './chart.js'
+import { cleanCheck } from './clean.js'
 import { measureWorkload } from './harness.js'
 import { measureMemory } from './memory.js'
 import { evaluateTargets, memoryTable, throughputTable, toJson } from './report.js'
@@ -147,6 +148,14 @@ for (const { id, file, what, run } of EXTRA) {
   }
 }
 
+// the overhead targets again, each in a child process that loads stageline and nothing else: with
+// the peers' libraries loaded (as here), the bare chain slows down more than stageline does
+let clean = { results: [], targets: [] }
+if (['overhead-async', 'overhead-sync', 'generator'].some((id) => wanted(id))) {
+  log(`\n== overhead targets, stageline alone in its process (benchmarks/clean.js, ${sizes.overhead} items)`)
+  clean = await cleanCheck({ n: sizes.overhead, rounds, log })
+}
+
 let memory = []
 if (wanted('memory')) {
   log(`\n== memory: ${memorySizes.join(' and ')} items of 1 KB, 2 steps, consumer yielding every 100 items`)
@@ -156,7 +165,7 @@ if (wanted('memory')) {
 
 // targets of this suite's own workloads; the cpu and redis modules evaluate theirs
 const own = throughput.filter((r) => !extraWorkloads.has(r.workload))
-const targets = [...evaluateTargets(own, memory), ...extraTargets]
+const targets = [...evaluateTargets(own, memory), ...clean.targets, ...extraTargets]
 if (targets.length > 0) {
   log('\n== stageline targets (issue 5)')
   for (const t of targets) log(`  ${t.info ? 'info  ' : t.pass ? 'met   ' : 'MISSED'}  ${t.text}: ${t.value}`)
@@ -164,7 +173,7 @@ if (targets.length > 0) {
 
 meta.loadavgEnd = loadavg()
 meta.seconds = Math.round((performance.now() - started) / 1000)
-const result = { meta, throughput, memory, extra, targets }
+const result = { meta, throughput, clean: clean.results, memory, extra, targets }
 mkdirSync(args.out, { recursive: true })
 const base = join(args.out, quick ? 'quick' : 'bench')
 writeFileSync(`${base}.json`, `${toJson(result)}\n`)

@@ -5,6 +5,7 @@
  */
 import { describe, expect, test } from 'vitest'
 import { renderChart } from '../benchmarks/chart.js'
+import { CLEAN_CASES, cleanCheck, measureClean } from '../benchmarks/clean.js'
 import { measureWorkload, median, timeOnce } from '../benchmarks/harness.js'
 import { MEMORY_IMPLS, memoryExpect, runChild } from '../benchmarks/memory.js'
 import { evaluateTargets, toJson } from '../benchmarks/report.js'
@@ -43,6 +44,27 @@ test('the ordered workload reports the peak reorder buffer within stageline boun
   // 8 workers, qsize 64: the window never holds more than qsize + workers items
   expect(result.peakAhead).toBeGreaterThanOrEqual(0)
   expect(result.peakAhead).toBeLessThanOrEqual(64 + 8)
+})
+
+describe('overhead targets in a clean process (benchmarks/clean.js)', () => {
+  test.each(CLEAN_CASES.map((c) => [`${c.kind}, workers ${c.workers}`, c] as const))(
+    '%s: both sides give the right count and sum, and a ratio comes out',
+    async (_label, c) => {
+      const r = await measureClean(sl, { ...c, n: 300, rounds: 2 })
+      expect(r.ratio).toBeGreaterThan(0)
+      expect(r.ratioMin).toBeLessThanOrEqual(r.ratio)
+      expect(r.bareNs).toBeGreaterThan(0)
+    },
+  )
+
+  test('each case runs in a child process of its own and is judged against its target', async () => {
+    // the children load the built package (dist/), which `npm test` builds before the specs
+    const { results, targets } = await cleanCheck({ n: 200, rounds: 1 })
+    expect(results.map((r) => r.error)).toEqual(CLEAN_CASES.map(() => undefined))
+    expect(targets.map((t) => t.workload)).toEqual(results.map((r) => r.workload))
+    for (const t of targets)
+      expect(t.text).toMatch(/alone in its process: stageline >= [\d.]+x the bare chain/)
+  })
 })
 
 describe('memory workload', () => {
