@@ -1,7 +1,8 @@
 /**
- * Property tests over random pipelines: random stages (sync map, async map, generator, a generator
- * that stops reading early), workers, qsize, ordered, random sources (arrays, sync and async
- * generators) with microtask jitter, random failure points and random early breaks.
+ * Property tests over random pipelines: random stages (sync map, async map, a map that is sync for
+ * some items and async for others, generator, a generator that stops reading early), workers,
+ * qsize, ordered, random sources (arrays, sync and async generators) with microtask jitter, random
+ * failure points and random early breaks.
  */
 import fc from 'fast-check'
 import { expect, test } from 'vitest'
@@ -18,7 +19,7 @@ import {
 
 const guard = recordUnhandledRejections()
 
-type Kind = 'sync' | 'async' | 'gen' | 'take'
+type Kind = 'sync' | 'async' | 'mixed' | 'gen' | 'take'
 
 interface StagePlan {
   kind: Kind
@@ -47,7 +48,7 @@ interface Plan {
 
 const stagePlan: fc.Arbitrary<StagePlan> = fc
   .record({
-    kind: fc.constantFrom<Kind>('sync', 'async', 'async', 'gen', 'take'),
+    kind: fc.constantFrom<Kind>('sync', 'async', 'async', 'mixed', 'gen', 'take'),
     workers: fc.integer({ min: 1, max: 6 }),
     qsize: fc.oneof(fc.integer({ min: 0, max: 5 }), fc.constant(Number.POSITIVE_INFINITY)),
     ordered: fc.boolean(),
@@ -55,7 +56,10 @@ const stagePlan: fc.Arbitrary<StagePlan> = fc
     honours: fc.boolean(),
     limit: fc.integer({ min: 0, max: 60 }),
   })
-  .map((s) => ({ ...s, ordered: s.ordered && (s.kind === 'sync' || s.kind === 'async' || s.workers === 1) }))
+  .map((s) => ({
+    ...s,
+    ordered: s.ordered && (s.kind === 'sync' || s.kind === 'async' || s.kind === 'mixed' || s.workers === 1),
+  }))
 
 const planArb: fc.Arbitrary<Plan> = fc
   .record({
@@ -151,6 +155,22 @@ async function check(plan: Plan): Promise<void> {
           if (s.honours) ctx.signal.throwIfAborted()
           if (fails(i, x, ctx.signal)) throw new Planted(i)
           return x
+        }, options)
+      case 'mixed':
+        // synchronous for some items, a promise for the others: under stage fusion, the first
+        // promise of a fused call is handed over to the idle worker it was made for
+        return mapStage((x: number, ctx: StageContext) => {
+          calls++
+          const wait = jitterOf(s.jitter, x)
+          if (wait === 0 || x % 2 === 0) {
+            if (fails(i, x, ctx.signal)) throw new Planted(i)
+            return x
+          }
+          return ticks(wait).then(() => {
+            if (s.honours) ctx.signal.throwIfAborted()
+            if (fails(i, x, ctx.signal)) throw new Planted(i)
+            return x
+          })
         }, options)
       case 'gen':
         return stage(async function* (xs: AsyncIterable<number>, ctx: StageContext) {
@@ -256,7 +276,9 @@ async function check(plan: Plan): Promise<void> {
     expect(at).toBe(plan.failure!.at)
     expect(e.stage).toBe(at === -1 ? 'source' : `s${at}`)
     const kind = at === -1 ? 'source' : plan.stages[at]!.kind
-    expect(e.item).toBe(kind === 'sync' || kind === 'async' ? plan.failure!.item : undefined)
+    expect(e.item).toBe(
+      kind === 'sync' || kind === 'async' || kind === 'mixed' ? plan.failure!.item : undefined,
+    )
     expect(triggered).toBe(true)
     return
   }
