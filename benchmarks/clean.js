@@ -12,7 +12,7 @@
  */
 import { execFile } from 'node:child_process'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { bareChain, consume, range, rangeSum } from './common.js'
+import { bareChain, consume, intFlag, range, rangeSum } from './common.js'
 
 /** The cases: the overhead workloads of workloads.js, with their targets. */
 export const CLEAN_CASES = [
@@ -147,18 +147,9 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     const r = await measureClean(sl, { kind, workers: Number(workers), n: Number(n), rounds: Number(rounds) })
     console.log(JSON.stringify(r))
   } else {
-    const flag = (name, fallback) => {
-      const i = argv.indexOf(`--${name}`)
-      const v = i < 0 ? fallback : Number(argv[i + 1])
-      if (!Number.isInteger(v) || v < 1) {
-        console.error(`--${name} must be a positive integer, got ${argv[i + 1]}`)
-        process.exit(2)
-      }
-      return v
-    }
     const { targets } = await cleanCheck({
-      n: flag('items', 1_000_000),
-      rounds: flag('rounds', 5),
+      n: intFlag(argv, 'items', 1_000_000),
+      rounds: intFlag(argv, 'rounds', 5),
       log: console.log,
     })
     for (const t of targets) console.log(`  ${t.pass ? 'met   ' : 'MISSED'}  ${t.text}: ${t.value}`)

@@ -103,3 +103,17 @@ export function bareChain(src, fns, sync) {
 export function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
+
+/**
+ * The value of `--name N` in a script's arguments, a positive integer, or `fallback` when absent;
+ * exits with code 2 and a message naming the flag when it is not a positive integer.
+ */
+export function intFlag(args, name, fallback) {
+  const i = args.indexOf(`--${name}`)
+  const v = i < 0 ? fallback : Number(args[i + 1])
+  if (!Number.isInteger(v) || v < 1) {
+    console.error(`--${name} must be a positive integer, got ${args[i + 1]}`)
+    process.exit(2)
+  }
+  return v
+}

@@ -16,20 +16,11 @@
  * @module
  */
 import { pathToFileURL } from 'node:url'
-import { bareChain, consume, ResolvedIterator, range } from './common.js'
+import { bareChain, consume, intFlag, ResolvedIterator, range } from './common.js'
 
 const args = process.argv.slice(2)
-function flag(name, fallback) {
-  const i = args.indexOf(`--${name}`)
-  const v = i < 0 ? fallback : Number(args[i + 1])
-  if (!Number.isInteger(v) || v < 1) {
-    console.error(`--${name} must be a positive integer, got ${args[i + 1]}`)
-    process.exit(2)
-  }
-  return v
-}
-const n = flag('items', 1_000_000)
-const rounds = flag('rounds', 7)
+const n = intFlag(args, 'items', 1_000_000)
+const rounds = intFlag(args, 'rounds', 7)
 
 const dist = new URL('../dist/', import.meta.url)
 const sl = await import(new URL('index.js', dist).href)
