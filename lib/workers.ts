@@ -7,7 +7,7 @@
  * returns one, and the try/catch sits around the loop, not inside it.
  * @module
  */
-import { CHECK_EVERY, closeQuietly, dueForTurn, isThenable, nextTurn } from './_utils.js'
+import { CHECK_EVERY, closeQuietly, dueForTurn, isThenable, nextTurn, noop } from './_utils.js'
 import type { Group, StageContext } from './group.js'
 import { skip } from './policies.js'
 import { type Channel, DONE, EMPTY, type Inlet, type OrderedChannel, SKIP, Waiter } from './queue.js'
@@ -40,7 +40,6 @@ function timed(g: Group, fn: MapFn, x: unknown, ctx: StageContext): unknown {
 function dropQuietly(p: unknown): void {
   ;(p as PromiseLike<unknown>).then(undefined, noop)
 }
-function noop(): void {}
 
 /**
  * A map stage's worker, outputs in completion order.
