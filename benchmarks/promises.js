@@ -80,6 +80,16 @@ export function promiseCases(sl) {
       job: (n) => consume(sl.pipe(range(n), st(), st(), st())),
     })
   }
+  const one = sl.stage(freshInc())
+  const m2 = sl.mapStage(inc, { workers: 2 })
+  cases.push({
+    label: 'stage() then mapStage() x2 sync, workers 2, toArray()',
+    job: async (n) => tallyArray(await sl.pipe(range(n), one, m2, m2).toArray()),
+  })
+  cases.push({
+    label: 'stage() alone, toArray()',
+    job: async (n) => tallyArray(await sl.pipe(range(n), one).toArray()),
+  })
   cases.push({ label: 'for await over a sync iterable (no stages)', job: (n) => consume(sl.pipe(range(n))) })
   return cases
 }

@@ -3,6 +3,7 @@
  * @module
  */
 import { closeQuietly, isAsyncIterable, isIterable, isThenable } from './_utils.js'
+import { send } from './fusion.js'
 import type { Group, StageContext } from './group.js'
 import {
   checkFunction,
@@ -14,8 +15,8 @@ import {
   resolveStageOptions,
   type StageOptions,
 } from './options.js'
-import { skip } from './policies.js'
 import { Channel, DONE, EMPTY, Waiter } from './queue.js'
+import { skip } from './skip.js'
 import { type MapStageOptions, mapStage, Stage } from './stage.js'
 import { dueForTurn, nextTurn } from './workers.js'
 
@@ -80,7 +81,6 @@ export function batch<T>(size: number, options?: BatchOptions): Stage<T, T[]> {
 
 async function batchLoop(g: Group, worker: number, size: number, maxWait: number): Promise<void> {
   const input = g.input
-  const out = g.output as Channel<unknown>
   const w = new Waiter()
   let buf: unknown[] = []
   let firstAt = 0
@@ -88,7 +88,8 @@ async function batchLoop(g: Group, worker: number, size: number, maxWait: number
     const b = buf
     buf = []
     g.emitted++
-    if (!out.offer(b)) await out.put(w, b)
+    const room = send(g, w, b)
+    if (room !== undefined) await room
     return !g.halted
   }
   try {
@@ -221,7 +222,6 @@ async function flatMapLoop(
   fn: (item: unknown, ctx: StageContext) => unknown,
 ): Promise<void> {
   const input = g.input
-  const out = g.output as Channel<unknown>
   const ctx = g.context(worker)
   const w = new Waiter()
   let x: unknown
@@ -249,8 +249,9 @@ async function flatMapLoop(
       if (Array.isArray(many)) {
         for (const y of many) {
           g.emitted++
-          if (!out.offer(y)) {
-            await out.put(w, y)
+          const room = send(g, w, y)
+          if (room !== undefined) {
+            await room
             if (g.halted) break outer
           }
         }
@@ -266,8 +267,9 @@ async function flatMapLoop(
           }
           if (r.done) break
           g.emitted++
-          if (!out.offer(r.value)) {
-            await out.put(w, r.value)
+          const room = send(g, w, r.value)
+          if (room !== undefined) {
+            await room
             if (g.halted) break outer
           }
         }

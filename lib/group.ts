@@ -77,7 +77,7 @@ export class Group {
   timeSum = 0
   readonly ctl = new AbortController()
   /**
-   * Stage fusion (workers.ts): the next stage's group, when that stage is a plain map stage whose
+   * Stage fusion (fusion.ts): the next stage's group, when that stage is a plain map stage whose
    * function this group's workers may call for an idle worker of it; set by the run before launch,
    * cleared once a call returns a promise.
    */

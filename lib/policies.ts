@@ -8,22 +8,13 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { CHECK_EVERY, dueForTurn, isThenable, nextTurn } from './_utils.js'
 import { TimeoutError } from './errors.js'
+import { send } from './fusion.js'
 import type { Group, StageContext } from './group.js'
 import { checkFunction, checkInteger, checkMs, got } from './options.js'
-import { type Channel, DONE, EMPTY, type OrderedChannel, SKIP, Waiter } from './queue.js'
+import { DONE, EMPTY, type OrderedChannel, SKIP, Waiter } from './queue.js'
+import { skip } from './skip.js'
 
-/**
- * Return this from a map function to drop the item: nothing is passed on for it, and the stage's
- * stats count it as skipped (paipa's SkipEntry, pipeframe's `keep_going = False`).
- *
- * @example
- * ```ts
- * import { mapStage, pipe, skip } from 'stageline'
- * const evens = mapStage((n: number) => (n % 2 === 0 ? n : skip))
- * await pipe([1, 2, 3, 4], evens).toArray() // [2, 4]
- * ```
- */
-export const skip: unique symbol = Symbol('stageline.skip-item')
+export { skip }
 
 /**
  * What a map function receives: the stage context, plus the worker's state and the attempt number.
@@ -379,9 +370,9 @@ export async function policyLoop(g: Group, worker: number, p: Policies, ordered:
       g.emitted++
       if (ordered) (g.output as OrderedChannel<unknown>).fill(seq, y)
       else {
-        const out = g.output as Channel<unknown>
-        if (!out.offer(y)) {
-          await out.put(w, y)
+        const room = send(g, w, y)
+        if (room !== undefined) {
+          await room
           if (g.halted) break
         }
       }

@@ -35,7 +35,7 @@ export class Waiter {
   wake: () => void = noop
   /**
    * A map worker's context, read by an upstream worker that calls this worker's function for it
-   * while it is parked (stage fusion, see workers.ts); undefined for every other party.
+   * while it is parked (stage fusion, see fusion.ts); undefined for every other party.
    */
   ctx: unknown = undefined
   /**

@@ -85,8 +85,8 @@ export class Run implements RunHooks {
       inlet = out
     }
     this.output = inlet
-    // stage fusion: a worker of an unordered map stage may call the next stage's function itself
-    // when that stage is a plain map stage with an idle worker (workers.ts, mapLoop)
+    // stage fusion: a worker of an unordered stage may call the next stage's function itself
+    // when that stage is a plain map stage with an idle worker (fusion.ts)
     for (let i = 1; i < runners.length; i++) {
       const fn = runners[i]!.fusable
       const prev = this.groups[i - 1]!
@@ -120,7 +120,7 @@ export class Run implements RunHooks {
   private launch(runners: StageRunner[]): void {
     // every group exists before any starts, so a failure during launch reaches them all. Last
     // stage first: each stage's workers are parked on their empty input before the stage before
-    // starts, so stage fusion (workers.ts) applies from the first item, instead of a backlog
+    // starts, so stage fusion (fusion.ts) applies from the first item, instead of a backlog
     // queueing up in front of stages that did not exist yet and keeping their workers busy
     for (let i = runners.length - 1; i >= 0 && this.state === RUNNING; i--)
       runners[i]!.launch(this.groups[i]!)

@@ -38,7 +38,7 @@ export interface StageRunner {
   /**
    * Set on plain map stages (no policies, completion order, run by `mapLoop`): their function,
    * which a worker of the stage before may call itself for one of this stage's idle workers
-   * (stage fusion, see workers.ts).
+   * (stage fusion, see fusion.ts).
    */
   readonly fusable?: MapFn
 }

@@ -7,59 +7,24 @@
  * returns one, and the try/catch sits around the loop, not inside it.
  * @module
  */
-import { CHECK_EVERY, closeQuietly, dueForTurn, isThenable, nextTurn, noop } from './_utils.js'
+import { CHECK_EVERY, closeQuietly, dueForTurn, isThenable, nextTurn } from './_utils.js'
+import { dropQuietly, type MapFn, send, timed } from './fusion.js'
 import type { Group, StageContext } from './group.js'
-import { skip } from './policies.js'
-import { type Channel, DONE, EMPTY, type Inlet, type OrderedChannel, SKIP, Waiter } from './queue.js'
+import { DONE, EMPTY, type Inlet, type OrderedChannel, SKIP, Waiter } from './queue.js'
+import { skip } from './skip.js'
 
-export type MapFn = (item: unknown, ctx: StageContext) => unknown
+export type { MapFn }
 export type GenFn = (input: AsyncIterable<unknown>, ctx: StageContext) => unknown
 
 export { dueForTurn, isThenable, nextTurn }
 
 /**
- * Calls `fn` on a sampled item and records how long it took (for an async result, until it
- * settles). Kept out of the loops: with the clock reads inline, the loops ran about 10% slower
- * on cheap synchronous functions.
- */
-function timed(g: Group, fn: MapFn, x: unknown, ctx: StageContext): unknown {
-  const t0 = performance.now()
-  g.sampling(t0)
-  const y = fn(x, ctx)
-  if (!isThenable(y)) {
-    g.record(performance.now() - t0)
-    return y
-  }
-  return Promise.resolve(y).then((v) => {
-    g.record(performance.now() - t0)
-    return v
-  })
-}
-
-/** Attaches a no-op rejection handler: for a result nobody will read (the run has stopped). */
-function dropQuietly(p: unknown): void {
-  ;(p as PromiseLike<unknown>).then(undefined, noop)
-}
-
-/**
- * A map stage's worker, outputs in completion order.
- *
- * Stage fusion: when the next stage is a plain map stage (`g.next`) and one of its workers is idle
- * (parked on an empty input), this worker calls that stage's function itself, for that idle worker
- * and with its context, instead of queueing the item for it, and goes on down the chain while the
- * stages after are fusable and idle too. Nothing a user can observe changes: the call is counted
- * in the next stage's stats and, if it throws, fails the run as that stage's worker with that item;
- * a synchronous call cannot overlap another call of that stage (one thread); a call that returns a
- * promise is handed, with its item, to the idle worker, which awaits it as its own item, so a stage
- * never has more calls in flight than workers; and items are never fused past queued ones (a
- * worker is idle only while its input is empty), so a one-worker stage keeps its input's order.
- * What it saves is a queue hand-off per stage: about a third of the per-item cost of cheap
- * synchronous steps (docs/benchmarks.md). The first call that returns a promise ends the fusion of
- * that stage for the run (`next` is cleared): async functions gain nothing from it.
+ * A map stage's worker, outputs in completion order. Its results go on through `send()`, which may
+ * fuse them into the next stage (fusion.ts); a result of its own function may likewise come from a
+ * worker of the stage before, handed over in `w.adopted` while this worker was idle.
  */
 export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void> {
   const input = g.input
-  const gOut = g.output as Channel<unknown>
   const ctx = g.context(worker)
   const w = new Waiter()
   w.ctx = ctx
@@ -111,16 +76,9 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
         continue
       }
       g.emitted++
-      let out = gOut
-      if (g.next !== undefined) {
-        const at = fuseDown(g, y)
-        if (at === undefined) continue // handed over, skipped, or failed
-        y = fused
-        fused = undefined
-        out = at.output as Channel<unknown>
-      }
-      if (!out.offer(y)) {
-        await out.put(w, y)
+      const room = send(g, w, y)
+      if (room !== undefined) {
+        await room
         if (g.halted) break
       }
     }
@@ -131,79 +89,6 @@ export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void
   }
   if (holding) g.busy--
   g.exit()
-}
-
-/** What `fuseDown` leaves to put into the output of the group it returns. */
-let fused: unknown
-
-/**
- * Stage fusion, from a worker of `g` holding `y`, its result: while the next stage is fusable and
- * has an idle worker, calls its function for that worker. Returns the group whose output the last
- * result (left in `fused`) goes to: `g` itself when nothing could be fused. Returns undefined when
- * the item is done with: handed over with a pending result, skipped, or its call threw (the run
- * then fails as that stage, so the caller's next read ends its loop).
- */
-function fuseDown(g: Group, y: unknown): Group | undefined {
-  let at = g
-  let nx = g.next
-  while (nx !== undefined) {
-    const ch = at.output as Channel<unknown>
-    const t = ch.idleTaker()
-    if (t === undefined || nx.halted) break
-    const f = nx.fuseFn!
-    const tctx = t.ctx as StageContext
-    let z: unknown
-    try {
-      z = (++nx.taken & nx.sampleMask) !== 0 ? f(y, tctx) : timed(nx, f, y, tctx)
-    } catch (err) {
-      nx.failFused(err, tctx.worker, y)
-      return undefined
-    }
-    if (isThenable(z)) {
-      // an async function: stop fusing it (handing each promise over gains nothing, and in A/B
-      // the changed timing cost async stages 10%); this call's result still goes to `t`
-      at.next = undefined
-      handOver(ch, nx, t, y, z, tctx)
-      return undefined
-    }
-    if (z === skip) {
-      nx.skipped++
-      return undefined
-    }
-    nx.emitted++
-    y = z
-    at = nx
-    nx = nx.next
-  }
-  fused = y
-  return at
-}
-
-/**
- * Gives the pending result `p` of a fused call on `item` to `t`, the idle worker of `nx` it was
- * made for, which awaits it as its own item. If the run stopped during the call, nobody will read it.
- */
-function handOver(
-  ch: Channel<unknown>,
-  nx: Group,
-  t: Waiter,
-  item: unknown,
-  p: unknown,
-  tctx: StageContext,
-): void {
-  if (nx.halted) {
-    dropQuietly(p)
-    return
-  }
-  if (ch.idleTaker() !== t) {
-    // cannot happen: nothing but a halt takes a parked worker off its queue during a synchronous
-    // call. Were it to, failing loudly beats running more calls than workers or losing the item.
-    dropQuietly(p)
-    nx.failFused(new Error('stageline internal error: a fused call lost its idle worker'), tctx.worker, item)
-    return
-  }
-  t.adopted = p
-  ch.offer(item)
 }
 
 /** A map stage's worker, outputs in input order through the group's reorder window. */
@@ -363,7 +248,6 @@ export class InputView implements AsyncIterableIterator<unknown> {
 
 /** A generator stage's worker: runs the function once over the shared input, pushing what it yields. */
 export async function genLoop(g: Group, worker: number, fn: GenFn): Promise<void> {
-  const out = g.output as Channel<unknown>
   const w = new Waiter()
   let it: Iterator<unknown> | AsyncIterator<unknown> | undefined
   let n = 0
@@ -391,9 +275,10 @@ export async function genLoop(g: Group, worker: number, fn: GenFn): Promise<void
         break
       }
       g.emitted++
-      if (!out.offer(r.value)) {
+      const room = send(g, w, r.value)
+      if (room !== undefined) {
         g.busy--
-        await out.put(w, r.value)
+        await room
         g.busy++
         if (g.halted) break
       }

@@ -5,7 +5,7 @@
  * the idle worker had taken the item from its queue. Asserted through counters, not the clock.
  */
 import { describe, expect, test } from 'vitest'
-import { mapStage, pipe, type RunStats, skip, TaskException } from '../lib/index.js'
+import { batch, flatMap, mapStage, pipe, type RunStats, skip, stage, TaskException } from '../lib/index.js'
 import {
   abortListeners,
   numbers,
@@ -74,6 +74,52 @@ describe('stage fusion', () => {
     expect(seen).toBe(5000)
     expect(fused[0]).toBe(5000)
     expect(fused[1]).toBe(5000)
+  })
+
+  test('a generator stage fuses the plain map stage after it: errors still name that stage and item', async () => {
+    // that the call is fused is measured in spec/hotpath.spec.ts (no park per item: no promise)
+    const gen = stage(async function* (xs: AsyncIterable<number>) {
+      for await (const x of xs) yield x
+    })
+    const double = mapStage((x: number) => x * 2, { name: 'double', workers: 2 })
+    expect(await pipe(numbers(1000), gen, double).toArray()).toEqual(numbers(1000).map((x) => x * 2))
+    const failing = mapStage(
+      (x: number) => {
+        if (x === 500) throw new Error('bad 500')
+        return x
+      },
+      { name: 'after' },
+    )
+    const err = (await rejectionOf(pipe(numbers(1000), gen, failing).toArray())) as TaskException
+    expect([err.stage, err.item]).toEqual(['after', 500])
+  })
+
+  test('flatMap, batch and policy stages send into a fused plain map stage with the same guarantees', async () => {
+    const failAt = (bad: unknown) =>
+      mapStage(
+        (x: unknown) => {
+          if (JSON.stringify(x) === JSON.stringify(bad)) throw new Error('bad')
+          return x
+        },
+        { name: 'after', workers: 2 },
+      )
+    const words = flatMap((line: string) => line.split(' '))
+    const lines = ['a b', 'c d e', 'f']
+    expect(sorted((await pipe(lines, words, failAt('none')).toArray()).map((w) => w.charCodeAt(0)))).toEqual(
+      [...'abcdef'].map((c) => c.charCodeAt(0)),
+    )
+    let err = (await rejectionOf(pipe(lines, words, failAt('d')).toArray())) as TaskException
+    expect([err.stage, err.item]).toEqual(['after', 'd'])
+
+    const pairs = batch<number>(2)
+    expect((await pipe(numbers(5), pairs, failAt('none')).toArray()).flat().sort()).toEqual(numbers(5))
+    err = (await rejectionOf(pipe(numbers(5), pairs, failAt([2, 3])).toArray())) as TaskException
+    expect([err.stage, err.item]).toEqual(['after', [2, 3]])
+
+    const retried = mapStage(async (x: number) => x, { retries: 1, name: 'retried' })
+    expect(sorted(await pipe(numbers(300), retried, failAt('none')).toArray())).toEqual(numbers(300))
+    err = (await rejectionOf(pipe(numbers(300), retried, failAt(150)).toArray())) as TaskException
+    expect([err.stage, err.item]).toEqual(['after', 150])
   })
 
   test('stages that are not plain map stages are never fused', async () => {

@@ -47,3 +47,9 @@ test('a generator stage adds at most two promises per item to the generator it r
   expect((await perItem('stage() x3, workers 1, for await')) - bare).toBeLessThanOrEqual(6.05)
   expect((await perItem('stage() x3, workers 4, for await')) - bare).toBeLessThan(7.5)
 })
+
+test('synchronous map stages after a generator stage add no promise per item (fused into its worker)', async () => {
+  const alone = await perItem('stage() alone, toArray()')
+  // without fusion, the first map stage's worker parks and is woken for every item: +2 per item
+  expect((await perItem('stage() then mapStage() x2 sync, workers 2, toArray()')) - alone).toBeLessThan(0.1)
+})
