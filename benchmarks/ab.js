@@ -1,8 +1,8 @@
 /**
- * `node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen] [--workers N] [--items N] [--rounds N]`
+ * `node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen|genmap] [--workers N] [--items N] [--rounds N]`
  *
  * A/B of two builds of stageline on one overhead workload (3 steps of x + 1, `for await`
- * consumer), alternating A and B round by round in one process so that drift in the machine's
+ * consumer; `genmap`: a generator step, then 2 sync map steps), alternating A and B round by round in one process so that drift in the machine's
  * speed hits both alike. Prints the median of the per-round ratios (B's speed over A's) and the
  * spread between the 20th and 80th percentile. Use it before and after an engine change:
  *
@@ -16,7 +16,7 @@ import { consume, range } from './common.js'
 
 function usage(problem) {
   console.error(
-    `${problem}\nusage: node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen] [--workers N] [--items N] [--rounds N]`,
+    `${problem}\nusage: node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen|genmap] [--workers N] [--items N] [--rounds N]`,
   )
   process.exit(2)
 }
@@ -29,7 +29,8 @@ function flag(name, fallback) {
   return i < 0 ? fallback : args[i + 1]
 }
 const kind = flag('kind', 'sync')
-if (!['sync', 'async', 'gen'].includes(kind)) usage(`--kind must be sync, async or gen, got ${kind}`)
+if (!['sync', 'async', 'gen', 'genmap'].includes(kind))
+  usage(`--kind must be sync, async, gen or genmap, got ${kind}`)
 const nums = {
   workers: Number(flag('workers', 1)),
   items: Number(flag('items', 300_000)),
@@ -43,17 +44,21 @@ const AsyncGeneratorFunction = Object.getPrototypeOf(async function* () {}).cons
 /** One run of the workload on build `sl`; each build gets its own copies of the functions. */
 function job(sl) {
   const { workers, items } = nums
-  const step =
+  const gen = () =>
+    sl.stage(new AsyncGeneratorFunction('src', 'for await (const x of src) yield x + 1'), { workers })
+  const map = (sync) =>
+    sl.mapStage(sync ? new Function('x', 'return x + 1') : new Function('return async (x) => x + 1')(), {
+      workers,
+    })
+  // genmap: one generator stage, then two sync map stages (fused into the generator's worker)
+  const steps =
     kind === 'gen'
-      ? sl.stage(new AsyncGeneratorFunction('src', 'for await (const x of src) yield x + 1'), { workers })
-      : sl.mapStage(
-          kind === 'sync' ? new Function('x', 'return x + 1') : new Function('return async (x) => x + 1')(),
-          {
-            workers,
-          },
-        )
+      ? [gen(), gen(), gen()]
+      : kind === 'genmap'
+        ? [gen(), map(true), map(true)]
+        : [map(kind === 'sync'), map(kind === 'sync'), map(kind === 'sync')]
   return async () => {
-    const r = await consume(sl.pipe(range(items), step, step, step))
+    const r = await consume(sl.pipe(range(items), ...steps))
     if (r.count !== items) throw new Error(`expected ${items} items, got ${r.count}`)
   }
 }
