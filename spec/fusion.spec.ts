@@ -252,6 +252,43 @@ describe('stage fusion', () => {
     for (const s of last!.stages) expect(s.busy).toBe(0)
   })
 
+  test('a fused call that stops the run and returns a rejecting promise: the run stops, nothing is left unhandled', async () => {
+    const ctl = new AbortController()
+    let calls = 0
+    const b = mapStage(
+      (x: number) => {
+        calls++
+        if (x < 100) return x
+        ctl.abort(new Error('stopped from inside'))
+        // the run halted during this very call: the promise goes to nobody and must not go unhandled
+        return Promise.reject(new Error('late'))
+      },
+      { name: 'B' },
+    )
+    const err = await rejectionOf(
+      pipe(
+        numbers(1000),
+        mapStage((x: number) => x),
+        b,
+      ).toArray({ signal: ctl.signal }),
+    )
+    expect((err as Error).message).toBe('stopped from inside')
+    expect(calls).toBe(101)
+  })
+
+  test('a promise handed over to an idle worker after which the run stops goes unread, not unhandled', async () => {
+    const ctl = new AbortController()
+    // item 100's call (fused, B's worker idle) returns a rejecting promise, handed to B's worker;
+    // before that worker runs, A's next call stops the run
+    const a = mapStage((x: number) => {
+      if (x === 101) ctl.abort(new Error('stopped by A'))
+      return x
+    })
+    const b = mapStage((x: number) => (x === 100 ? Promise.reject(new Error('late')) : x), { name: 'B' })
+    const err = await rejectionOf(pipe(numbers(1000), a, b).toArray({ signal: ctl.signal }))
+    expect((err as Error).message).toBe('stopped by A')
+  })
+
   test('a consumer that stops while fused calls are pending leaves no rejection and no listener behind', async () => {
     let signal: AbortSignal | undefined
     let started = 0
