@@ -126,7 +126,7 @@ export class Group {
   }
 
   /** Starts `workers` copies of `loop`. A loop must end by calling `exit()` or `fail()` exactly once. */
-  spawn(loop: (g: Group, worker: number) => Promise<void>): void {
+  spawn(loop: (g: Group, worker: number) => unknown): void {
     for (let i = 0; i < this.workers; i++) {
       this.live++
       void loop(this, i)

@@ -52,11 +52,39 @@ let grabbed: () => void = noop
 function grab(resolve: () => void): void {
   grabbed = resolve
 }
-/** Parks `w`: returns a promise that `w.wake()` resolves. */
+/**
+ * Parks `w`: returns a promise that `w.wake()` resolves. A party that parks first wakes the parties
+ * that were handed items lazily (see {@link Channel.offerLazy}): it is about to stop running, so
+ * nothing it could still add to their batch is coming.
+ */
 export function park(w: Waiter): Promise<void> {
+  if (late.length > 0) wakeLate()
   const p = new Promise<void>(grab)
   w.wake = grabbed
   return p
+}
+
+/**
+ * Takers handed an item by `offerLazy()` and not woken yet, across every channel of every run.
+ * Waking a parked taker the moment it is handed an item makes two stages take turns item by item
+ * (the woken taker runs as soon as the producer awaits, finds its input empty again and parks
+ * again): a park and a wake per item and stage. Woken later, when the producer parks or at the
+ * next turn of the event loop, the taker finds a run of items waiting and takes them without
+ * parking.
+ */
+const late: Waiter[] = []
+let lateTurn = false
+
+/** Wakes every taker handed an item lazily. */
+export function wakeLate(): void {
+  // a woken party runs only once this returns (wake() resolves a promise), so `late` is stable
+  for (let i = 0; i < late.length; i++) late[i]!.wake()
+  late.length = 0
+}
+
+function onLateTurn(): void {
+  lateTurn = false
+  wakeLate()
 }
 
 /** A FIFO ring buffer that grows by doubling. */
@@ -204,6 +232,32 @@ export class Channel<T> implements Inlet<T>, Outlet<T> {
       w.seq = this.taken++
       w.item = x
       w.wake()
+      return true
+    }
+    if (this.buf.length < this.capacity || this.aborted) {
+      if (!this.aborted) this.buf.push(x)
+      return true
+    }
+    return false
+  }
+
+  /**
+   * As `offer()`, but a parked taker handed `x` is woken later: when any party next parks, or at
+   * the next turn of the event loop, whichever comes first. For a worker sending its result on:
+   * it usually has more to send, and the taker then takes a run of items instead of parking
+   * after each. The turn bounds the delay when the worker goes on to wait for something else
+   * (its own function's I/O): a taker never waits past the current burst of microtasks.
+   */
+  offerLazy(x: T): boolean {
+    if (this.takers.length > 0) {
+      const w = this.takers.shift()
+      w.seq = this.taken++
+      w.item = x
+      late.push(w)
+      if (!lateTurn) {
+        lateTurn = true
+        setImmediate(onLateTurn)
+      }
       return true
     }
     if (this.buf.length < this.capacity || this.aborted) {

@@ -44,7 +44,9 @@ test('async map stages cost the promises of the function and of awaiting it, and
 
 test('a generator stage adds at most two promises per item to the generator it runs', async () => {
   const bare = await perItem('bare async-generator chain, generators')
-  expect((await perItem('stage() x3, workers 1, for await')) - bare).toBeLessThanOrEqual(6.05)
+  // one worker a stage: the worker's then() on the generator and the read of its input; its input
+  // parks once per run of items, not per item (lazy hand-over: 6.0 when a taker was woken at once)
+  expect((await perItem('stage() x3, workers 1, for await')) - bare).toBeLessThan(5.5)
   expect((await perItem('stage() x3, workers 4, for await')) - bare).toBeLessThan(7.5)
 })
 

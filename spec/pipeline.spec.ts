@@ -207,6 +207,57 @@ describe('ordered output', () => {
   })
 })
 
+describe('hand-over between stages', () => {
+  // A worker's results are handed to a parked worker of the next stage lazily (lib/queue.ts,
+  // offerLazy): the taker is woken when some party parks, or at the next turn of the event loop.
+  // These stages wait, after sending an item, for the next stage to have it: were the wake put off
+  // until the sender parks, they would wait forever.
+  test('a generator stage that waits for the next stage to take what it yielded does not hang', async () => {
+    const seen = [defer(), defer(), defer()]
+    const produce = stage(async function* (input: AsyncIterable<number>) {
+      for await (const n of input) {
+        yield n
+        await seen[n]!.promise // resolved by the next stage, once it has item n
+      }
+    })
+    const record = mapStage((n: number) => {
+      seen[n]!.resolve()
+      return n * 10
+    })
+    expect(await pipe([0, 1, 2], produce, record).toArray()).toEqual([0, 10, 20])
+  }, 5000)
+
+  test('an async map stage that waits for the next stage to take its previous result does not hang', async () => {
+    const seen = [defer(), defer(), defer()]
+    const first = mapStage(async (n: number) => {
+      if (n > 0) await seen[n - 1]!.promise
+      return n
+    })
+    const second = stage(async function* (input: AsyncIterable<number>) {
+      for await (const n of input) {
+        seen[n]!.resolve()
+        yield n
+      }
+    })
+    expect(await pipe([0, 1, 2], first, second).toArray()).toEqual([0, 1, 2])
+  }, 5000)
+
+  test('a generator stage whose next item waits on a timer still delivers the one before at once', async () => {
+    const later = defer()
+    const delivered: number[] = []
+    const slow = stage(async function* () {
+      yield 1
+      await later.promise // e.g. a fetch: released only once the consumer saw item 1
+      yield 2
+    })
+    for await (const n of pipe([0], slow).results()) {
+      delivered.push(n)
+      if (n === 1) setTimeout(() => later.resolve(), 1)
+    }
+    expect(delivered).toEqual([1, 2])
+  }, 5000)
+})
+
 describe('bounded memory', () => {
   test('with a consumer that does not read, a stage takes exactly qsize + workers items', async () => {
     const { source, spy } = spiedSyncSource(1000)

@@ -86,6 +86,46 @@ describe('Channel', () => {
     expect([a.seq, b.seq]).toEqual([0, 1])
   })
 
+  test('offerLazy() hands the item to a parked taker but wakes it only when another party parks', async () => {
+    const ch = new Channel<string>(4)
+    const taker = new Waiter()
+    let got: unknown = 'nothing yet'
+    const p = take<string>(ch, taker).then((x) => {
+      got = x
+    })
+    expect(ch.offerLazy('a')).toBe(true)
+    expect(ch.offerLazy('b')).toBe(true) // the taker holds 'a' already: 'b' is buffered
+    expect(ch.length).toBe(1)
+    await ticks(20)
+    expect(got).toBe('nothing yet') // handed over, not woken: it would take 'b' without parking
+    const other = new Channel<number>(1)
+    void other.wait(new Waiter()) // any party parking wakes the lazily handed takers first
+    await p
+    expect(got).toBe('a')
+    expect(ch.poll(taker)).toBe('b')
+  })
+
+  test('offerLazy() wakes its taker by the next turn of the event loop when nobody parks', async () => {
+    const ch = new Channel<number>(4)
+    let got: unknown = 'nothing yet'
+    const p = take<number>(ch).then((x) => {
+      got = x
+    })
+    expect(ch.offerLazy(7)).toBe(true)
+    await ticks(20)
+    expect(got).toBe('nothing yet')
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    await p
+    expect(got).toBe(7)
+  })
+
+  test('offerLazy() buffers when no taker is parked and says false when full, as offer() does', () => {
+    const ch = new Channel<number>(2)
+    expect([ch.offerLazy(1), ch.offerLazy(2), ch.offerLazy(3)]).toEqual([true, true, false])
+    const w = new Waiter()
+    expect([ch.poll(w), ch.poll(w), ch.poll(w)]).toEqual([1, 2, EMPTY])
+  })
+
   test('capacity 0 is a hand-off: a producer parks until a taker takes its item', async () => {
     const ch = new Channel<number>(0)
     const producer = new Waiter()
