@@ -15,7 +15,7 @@ import {
   resolveStageOptions,
   type StageOptions,
 } from './options.js'
-import { Channel, DONE, EMPTY, Waiter } from './queue.js'
+import { Channel, DONE, EMPTY, senderWaiter, Waiter } from './queue.js'
 import { skip } from './skip.js'
 import { type MapStageOptions, mapStage, Stage } from './stage.js'
 import { dueForTurn, nextTurn } from './workers.js'
@@ -81,7 +81,7 @@ export function batch<T>(size: number, options?: BatchOptions): Stage<T, T[]> {
 
 async function batchLoop(g: Group, worker: number, size: number, maxWait: number): Promise<void> {
   const input = g.input
-  const w = new Waiter()
+  const w = senderWaiter()
   let buf: unknown[] = []
   let firstAt = 0
   const flush = async (): Promise<boolean> => {
@@ -223,7 +223,7 @@ async function flatMapLoop(
 ): Promise<void> {
   const input = g.input
   const ctx = g.context(worker)
-  const w = new Waiter()
+  const w = senderWaiter()
   let x: unknown
   let holding = false
   let it: Iterator<unknown> | AsyncIterator<unknown> | undefined

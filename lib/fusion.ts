@@ -60,7 +60,7 @@ export function send(g: Group, w: Waiter, y: unknown): Promise<void> | undefined
     fused = undefined
     out = at.output as Channel<unknown>
   }
-  return out.offerLazy(y) ? undefined : out.put(w, y)
+  return out.offerLazy(y, w) ? undefined : out.put(w, y)
 }
 
 /** What `fuseDown` leaves to put into the output of the group it returns. */

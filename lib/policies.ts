@@ -11,7 +11,7 @@ import { TimeoutError } from './errors.js'
 import { send } from './fusion.js'
 import type { Group, StageContext } from './group.js'
 import { checkFunction, checkInteger, checkMs, got } from './options.js'
-import { DONE, EMPTY, type OrderedChannel, SKIP, Waiter } from './queue.js'
+import { DONE, EMPTY, type OrderedChannel, SKIP, senderWaiter } from './queue.js'
 import { skip } from './skip.js'
 
 export { skip }
@@ -313,7 +313,7 @@ const HALTED: unique symbol = Symbol('stageline.halted')
 export async function policyLoop(g: Group, worker: number, p: Policies, ordered: boolean): Promise<void> {
   const input = g.input
   const ctx = new WorkerContext(g.ctl.signal, worker, g.name)
-  const w = new Waiter()
+  const w = senderWaiter()
   let failure: { err: unknown; item: unknown } | undefined
   if (p.init !== undefined) {
     try {

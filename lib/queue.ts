@@ -39,6 +39,12 @@ export class Waiter {
    */
   ctx: unknown = undefined
   /**
+   * The takers this party handed items to lazily and has not woken yet (a worker that sends with
+   * `offerLazy()`); undefined for parties that only take. A generator stage's worker shares one
+   * between its sending side and its input's reads, which is where it parks.
+   */
+  handed: Handed | undefined = undefined
+  /**
    * Handed over with `item` while parked in `wait()`: the pending result of a call an upstream
    * worker made on this worker's behalf, which this worker now awaits as its own.
    */
@@ -53,38 +59,64 @@ function grab(resolve: () => void): void {
   grabbed = resolve
 }
 /**
- * Parks `w`: returns a promise that `w.wake()` resolves. A party that parks first wakes the parties
- * that were handed items lazily (see {@link Channel.offerLazy}): it is about to stop running, so
- * nothing it could still add to their batch is coming.
+ * Parks `w`: returns a promise that `w.wake()` resolves. A worker that parks first wakes the takers
+ * it handed items to lazily (see {@link Channel.offerLazy}): it is about to stop producing, so
+ * nothing more is coming to their batch from it.
  */
 export function park(w: Waiter): Promise<void> {
-  if (late.length > 0) wakeLate()
+  const h = w.handed
+  if (h !== undefined && h.takers.length > 0) wakeHanded(h)
   const p = new Promise<void>(grab)
   w.wake = grabbed
   return p
 }
 
 /**
- * Takers handed an item by `offerLazy()` and not woken yet, across every channel of every run.
- * Waking a parked taker the moment it is handed an item makes two stages take turns item by item
- * (the woken taker runs as soon as the producer awaits, finds its input empty again and parks
- * again): a park and a wake per item and stage. Woken later, when the producer parks or at the
- * next turn of the event loop, the taker finds a run of items waiting and takes them without
- * parking.
+ * The takers one worker handed items to with `offerLazy()` and has not woken yet.
+ *
+ * Waking a parked taker the moment it is handed an item makes two stages take turns item by item:
+ * the woken taker runs as soon as the producer awaits anything, finds its input empty again and
+ * parks again, a park and a wake per item and stage. Woken when the worker that handed it the item
+ * parks, or at the next turn of the event loop, the taker finds a run of items waiting and takes
+ * them without parking. Per worker, not per channel or global: with several workers a stage, one
+ * of them parking says nothing about the others, which are still adding to the batch.
  */
-const late: Waiter[] = []
-let lateTurn = false
-
-/** Wakes every taker handed an item lazily. */
-export function wakeLate(): void {
-  // a woken party runs only once this returns (wake() resolves a promise), so `late` is stable
-  for (let i = 0; i < late.length; i++) late[i]!.wake()
-  late.length = 0
+export class Handed {
+  readonly takers: Waiter[] = []
+  /** In `booked`, to be woken at the next turn of the event loop. */
+  booked = false
 }
 
-function onLateTurn(): void {
-  lateTurn = false
-  wakeLate()
+/** A waiter for a worker that sends its results on with `offerLazy()`. */
+export function senderWaiter(): Waiter {
+  const w = new Waiter()
+  w.handed = new Handed()
+  return w
+}
+
+/** Hand-overs with takers left to wake at the next turn (each at most once). */
+const booked: Handed[] = []
+let turnBooked = false
+
+/** Wakes the takers of `h`. A woken party runs only once this returns (wake() resolves a promise). */
+export function wakeHanded(h: Handed): void {
+  const t = h.takers
+  for (let i = 0; i < t.length; i++) t[i]!.wake()
+  t.length = 0
+}
+
+/**
+ * The bound on the delay: whatever the worker does after handing an item over (its own function
+ * may wait on I/O for a long time), its takers are woken once the current run of microtasks ends.
+ */
+function onTurn(): void {
+  turnBooked = false
+  for (let i = 0; i < booked.length; i++) {
+    const h = booked[i]!
+    h.booked = false
+    wakeHanded(h)
+  }
+  booked.length = 0
 }
 
 /** A FIFO ring buffer that grows by doubling. */
@@ -242,21 +274,29 @@ export class Channel<T> implements Inlet<T>, Outlet<T> {
   }
 
   /**
-   * As `offer()`, but a parked taker handed `x` is woken later: when any party next parks, or at
-   * the next turn of the event loop, whichever comes first. For a worker sending its result on:
-   * it usually has more to send, and the taker then takes a run of items instead of parking
-   * after each. The turn bounds the delay when the worker goes on to wait for something else
-   * (its own function's I/O): a taker never waits past the current burst of microtasks.
+   * As `offer()`, but a parked taker handed `x` is woken later (see {@link Handed}): when `by`, the
+   * sending worker, next parks, or at the next turn of the event loop, whichever comes first. For
+   * a worker sending its result on: it usually has more to send, and the taker then takes a run of
+   * items instead of parking after each. A sender without `handed` wakes the taker at once.
    */
-  offerLazy(x: T): boolean {
+  offerLazy(x: T, by: Waiter): boolean {
     if (this.takers.length > 0) {
       const w = this.takers.shift()
       w.seq = this.taken++
       w.item = x
-      late.push(w)
-      if (!lateTurn) {
-        lateTurn = true
-        setImmediate(onLateTurn)
+      const h = by.handed
+      if (h === undefined) {
+        w.wake()
+        return true
+      }
+      h.takers.push(w)
+      if (!h.booked) {
+        h.booked = true
+        booked.push(h)
+        if (!turnBooked) {
+          turnBooked = true
+          setImmediate(onTurn)
+        }
       }
       return true
     }

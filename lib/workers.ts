@@ -10,7 +10,7 @@
 import { CHECK_EVERY, closeQuietly, dueForTurn, isThenable, nextTurn } from './_utils.js'
 import { dropQuietly, type MapFn, send, timed } from './fusion.js'
 import type { Group, StageContext } from './group.js'
-import { DONE, EMPTY, type Inlet, type OrderedChannel, SKIP, Waiter } from './queue.js'
+import { DONE, EMPTY, Handed, type Inlet, type OrderedChannel, SKIP, senderWaiter, Waiter } from './queue.js'
 import { skip } from './skip.js'
 
 export type { MapFn }
@@ -26,7 +26,7 @@ export { dueForTurn, isThenable, nextTurn }
 export async function mapLoop(g: Group, worker: number, fn: MapFn): Promise<void> {
   const input = g.input
   const ctx = g.context(worker)
-  const w = new Waiter()
+  const w = senderWaiter()
   w.ctx = ctx
   let x: unknown
   let holding = false
@@ -159,7 +159,8 @@ const END: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, d
  * an async generator, so that an item already waiting costs one resolved promise.
  */
 export class InputView implements AsyncIterableIterator<unknown> {
-  private readonly w = new Waiter()
+  /** Parks in the input; shares its worker's `handed`, so that parking wakes what the worker sent. */
+  readonly w = new Waiter()
   /** `w` is parked in the inlet's `wait()`. */
   private parked = false
   private finished = false
@@ -286,6 +287,7 @@ class GenWorker {
     private readonly worker: number,
   ) {
     this.view = new InputView(g, g.input)
+    this.w.handed = this.view.w.handed = new Handed()
   }
 
   start(fn: GenFn): void {

@@ -39,15 +39,17 @@ test('async map stages cost the promises of the function and of awaiting it, and
   // the function's promise and the await of it: 2 per stage; the consumer: 2
   expect(stages).toBeLessThan(8.5)
   expect(stages).toBeLessThan(bare / 2)
-  expect(await perItem('mapStage() x3 async, workers 4, toArray()')).toBeLessThan(9.5)
+  // 8.4-9.1 when every hand-over woke its taker at once
+  expect(await perItem('mapStage() x3 async, workers 4, toArray()')).toBeLessThan(7)
 })
 
 test('a generator stage adds at most two promises per item to the generator it runs', async () => {
   const bare = await perItem('bare async-generator chain, generators')
-  // one worker a stage: the worker's then() on the generator and the read of its input; its input
-  // parks once per run of items, not per item (lazy hand-over: 6.0 when a taker was woken at once)
+  // the worker's then() on the generator and the read of its input; the input parks once per run
+  // of items, not per item (lazy hand-over, lib/queue.ts: 6.0 with 1 worker and 7.3 with 4 when a
+  // taker was woken at once, or when any party's park woke every taker)
   expect((await perItem('stage() x3, workers 1, for await')) - bare).toBeLessThan(5.5)
-  expect((await perItem('stage() x3, workers 4, for await')) - bare).toBeLessThan(7.5)
+  expect((await perItem('stage() x3, workers 4, for await')) - bare).toBeLessThan(5.5)
 })
 
 test('synchronous map stages after a generator stage add no promise per item (fused into its worker)', async () => {

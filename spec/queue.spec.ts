@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest'
-import { Channel, DONE, EMPTY, Fifo, OrderedChannel, park, SKIP, Waiter } from '../lib/queue.js'
+import { Channel, DONE, EMPTY, Fifo, OrderedChannel, park, SKIP, senderWaiter, Waiter } from '../lib/queue.js'
 import { flush, numbers, Peak, recordUnhandledRejections, sorted, ticks } from './helpers/instruments.js'
 
 recordUnhandledRejections()
@@ -86,32 +86,34 @@ describe('Channel', () => {
     expect([a.seq, b.seq]).toEqual([0, 1])
   })
 
-  test('offerLazy() hands the item to a parked taker but wakes it only when another party parks', async () => {
+  test('offerLazy() hands the item to a parked taker but wakes it only when the sender parks', async () => {
     const ch = new Channel<string>(4)
-    const taker = new Waiter()
+    const sender = senderWaiter()
     let got: unknown = 'nothing yet'
-    const p = take<string>(ch, taker).then((x) => {
+    const p = take<string>(ch).then((x) => {
       got = x
     })
-    expect(ch.offerLazy('a')).toBe(true)
-    expect(ch.offerLazy('b')).toBe(true) // the taker holds 'a' already: 'b' is buffered
+    expect(ch.offerLazy('a', sender)).toBe(true)
+    expect(ch.offerLazy('b', sender)).toBe(true) // the taker holds 'a' already: 'b' is buffered
     expect(ch.length).toBe(1)
     await ticks(20)
-    expect(got).toBe('nothing yet') // handed over, not woken: it would take 'b' without parking
-    const other = new Channel<number>(1)
-    void other.wait(new Waiter()) // any party parking wakes the lazily handed takers first
+    expect(got).toBe('nothing yet') // handed over, not woken: it will take 'b' without parking
+    void new Channel<number>(1).wait(new Waiter()) // another party parking changes nothing
+    await ticks(20)
+    expect(got).toBe('nothing yet')
+    void new Channel<number>(1).wait(sender) // the sender parking wakes what it handed over
     await p
     expect(got).toBe('a')
-    expect(ch.poll(taker)).toBe('b')
+    expect(ch.poll(new Waiter())).toBe('b')
   })
 
-  test('offerLazy() wakes its taker by the next turn of the event loop when nobody parks', async () => {
+  test('offerLazy() wakes its taker by the next turn of the event loop when the sender does not park', async () => {
     const ch = new Channel<number>(4)
     let got: unknown = 'nothing yet'
     const p = take<number>(ch).then((x) => {
       got = x
     })
-    expect(ch.offerLazy(7)).toBe(true)
+    expect(ch.offerLazy(7, senderWaiter())).toBe(true)
     await ticks(20)
     expect(got).toBe('nothing yet')
     await new Promise<void>((resolve) => setImmediate(resolve))
@@ -119,9 +121,21 @@ describe('Channel', () => {
     expect(got).toBe(7)
   })
 
+  test('offerLazy() from a party that only takes wakes the taker at once', async () => {
+    const ch = new Channel<number>(4)
+    const p = take<number>(ch)
+    expect(ch.offerLazy(3, new Waiter())).toBe(true)
+    expect(await p).toBe(3)
+  })
+
   test('offerLazy() buffers when no taker is parked and says false when full, as offer() does', () => {
     const ch = new Channel<number>(2)
-    expect([ch.offerLazy(1), ch.offerLazy(2), ch.offerLazy(3)]).toEqual([true, true, false])
+    const sender = senderWaiter()
+    expect([ch.offerLazy(1, sender), ch.offerLazy(2, sender), ch.offerLazy(3, sender)]).toEqual([
+      true,
+      true,
+      false,
+    ])
     const w = new Waiter()
     expect([ch.poll(w), ch.poll(w), ch.poll(w)]).toEqual([1, 2, EMPTY])
   })
