@@ -8,6 +8,9 @@
  * fields, never as the promise's value (resolving a promise with a thenable item would adopt it).
  * @module
  */
+// the turn that bounds a lazy hand-over must come even where a test has faked the global timers
+// (vi.useFakeTimers(), sinon): they replace globalThis.setImmediate, not node:timers' export
+import { setImmediate as realSetImmediate } from 'node:timers'
 
 /** `poll()` found nothing right now. A private symbol: `undefined` is a value users may send. */
 export const EMPTY: unique symbol = Symbol('stageline.empty')
@@ -99,7 +102,7 @@ const booked: Handed[] = []
 let turnBooked = false
 
 /** Wakes the takers of `h`. A woken party runs only once this returns (wake() resolves a promise). */
-export function wakeHanded(h: Handed): void {
+function wakeHanded(h: Handed): void {
   const t = h.takers
   for (let i = 0; i < t.length; i++) t[i]!.wake()
   t.length = 0
@@ -295,7 +298,7 @@ export class Channel<T> implements Inlet<T>, Outlet<T> {
         booked.push(h)
         if (!turnBooked) {
           turnBooked = true
-          setImmediate(onTurn)
+          realSetImmediate(onTurn)
         }
       }
       return true

@@ -3,6 +3,8 @@
  * workload produces the right count and sum (and keeps input order where it promises to), and the
  * harness refuses to post a number for a run whose result is wrong. No timing is asserted.
  */
+import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { describe, expect, test } from 'vitest'
 import { renderChart } from '../benchmarks/chart.js'
 import { CLEAN_CASES, cleanCheck, measureClean } from '../benchmarks/clean.js'
@@ -287,5 +289,26 @@ describe('cpu workload (benchmarks/cpu.js)', async () => {
         for (const n of sizes) expect(checkResult(w, impl, n, await impl.run(n))).toBeUndefined()
       },
     )
+  })
+})
+
+describe('park counter (benchmarks/parks.js)', () => {
+  test('counts parks of the built library: with lazy hand-over, three 1-worker generator stages park on few items', () => {
+    // the script patches a copy of dist/ (npm test builds it before the specs run)
+    expect(existsSync('dist/queue.js'), 'dist/ is missing: run `npm run build`').toBe(true)
+    const run = spawnSync(
+      process.execPath,
+      ['benchmarks/parks.js', 'dist', '--items', '3000', '--runs', '1'],
+      {
+        encoding: 'utf8',
+      },
+    )
+    expect(run.stderr).toBe('')
+    expect(run.status).toBe(0)
+    const m = /^dist: workers 1, parks per item (\d+\.\d+)\n$/.exec(run.stdout)
+    expect(m, run.stdout).not.toBeNull()
+    // woken at once, each stage parked once per item (1.0, the build before lazy hand-over); now a
+    // taker is woken when its sender parks, and finds a run of items: 0.033 at this size
+    expect(Number(m![1])).toBeLessThan(0.2)
   })
 })

@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream'
 import { pipe as itPipe } from 'it-pipe'
-import { describe, expect, test } from 'vitest'
+import { describe, expect, test, vi } from 'vitest'
 import { mapStage, Pipeline, pipe, stage } from '../lib/index.js'
 import {
   defer,
@@ -255,6 +255,29 @@ describe('hand-over between stages', () => {
       if (n === 1) setTimeout(() => later.resolve(), 1)
     }
     expect(delivered).toEqual([1, 2])
+  }, 5000)
+})
+
+describe('fake timers', () => {
+  test('a pipeline of generator and async stages completes while the test fakes the timers', async () => {
+    // a lazy hand-over is bounded by a turn of the event loop (lib/queue.ts): taken from the real
+    // setImmediate, so that vi.useFakeTimers() cannot freeze a run that uses no timer of its own
+    vi.useFakeTimers()
+    try {
+      const inc = stage(async function* (input: AsyncIterable<number>) {
+        for await (const n of input) yield n + 1
+      })
+      const double = mapStage(async (n: number) => n * 2)
+      expect(await pipe([1, 2, 3], inc, double, inc).toArray()).toEqual([5, 7, 9])
+      // long enough that workers yield to the event loop for fairness (node:timers/promises)
+      const sync = mapStage((n: number) => n + 1, { workers: 2 })
+      const spread = mapStage(async (n: number) => n + 1, { workers: 3 })
+      let sum = 0
+      for await (const n of pipe(numbers(50_000), inc, sync, spread, inc).results()) sum += n
+      expect(sum).toBe((50_000 * 49_999) / 2 + 4 * 50_000)
+    } finally {
+      vi.useRealTimers()
+    }
   }, 5000)
 })
 
