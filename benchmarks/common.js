@@ -117,3 +117,11 @@ export function intFlag(args, name, fallback) {
   }
   return v
 }
+
+/** The median of a list of numbers (the mean of the middle two for an even length; NaN for none). */
+export function median(xs) {
+  if (xs.length === 0) return Number.NaN
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
+}

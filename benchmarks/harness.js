@@ -15,17 +15,13 @@
  *   so their ratio compares like with like.
  * @module
  */
+import { median } from './common.js'
 import { checkResult } from './workloads.js'
+
+export { median }
 
 /** A run that has not settled after this long counts as failed (a hung pipeline must not hang the suite). */
 export const RUN_TIMEOUT_MS = 180_000
-
-export function median(xs) {
-  if (xs.length === 0) return Number.NaN
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
-}
 
 /** Runs `impl` once on `n` items: `{ ms, result, error }`, the clock around the job only. */
 export async function timeOnce(workload, impl, n, timeoutMs = RUN_TIMEOUT_MS) {

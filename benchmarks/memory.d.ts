@@ -24,4 +24,5 @@ export declare function measureMemory(options: {
   log?: (line: string) => void
   only?: (name: string) => boolean
   maxSeconds?: number
+  repeats?: number
 }): Promise<MemoryRow[]>

@@ -1,10 +1,11 @@
-import type { MemoryRow, Row, TargetVerdict } from './types.js'
+import type { MemoryPoint, MemoryRow, Row, TargetVerdict } from './types.js'
 
 export declare function evaluateTargets(rows: Row[], memoryRows: MemoryRow[]): TargetVerdict[]
 export declare function fmtRatio(x: number | null | undefined): string
 export declare function fmtRate(x: number | null | undefined): string
 export declare function fmtCount(n: number): string
 export declare function fmtMB(x: number | null | undefined): string
+export declare function fmtPeak(p: MemoryPoint): string
 export declare function throughputTable(rows: Row[]): string
 export declare function memoryTable(rows: MemoryRow[]): string
 export declare function markdown(result: {

@@ -40,7 +40,7 @@ export function evaluateTargets(rows, memoryRows) {
         workload: 'memory',
         text: `memory: stageline peak RSS at ${fmtCount(last.n)} items no more than p-map's`,
         value: ok
-          ? `${fmtMB(last.maxRssMB)} vs p-map ${fmtMB(pmLast.maxRssMB)}`
+          ? `${fmtPeak(last)} vs p-map ${fmtPeak(pmLast)}`
           : (sl.error ?? pm.error ?? pm.skipped ?? sl.skipped ?? 'not measured'),
         pass: ok && last.maxRssMB <= pmLast.maxRssMB,
       })
@@ -65,6 +65,15 @@ export function fmtCount(n) {
   if (n >= 1e6 && n % 1e5 === 0) return `${n / 1e6}M`
   if (n >= 1e3 && n % 100 === 0) return `${n / 1e3}k`
   return String(n)
+}
+
+/** A memory point's peak: the median, with the range and count of runs when there were several. */
+export function fmtPeak(p) {
+  const runs = p.rssRuns
+  if (p.maxRssMB === null || runs === undefined || runs.length < 2) return fmtMB(p.maxRssMB)
+  const lo = Math.min(...runs)
+  const hi = Math.max(...runs)
+  return `${fmtMB(p.maxRssMB)} (${lo.toFixed(0)}..${hi.toFixed(0)}, median of ${runs.length})`
 }
 
 export function fmtMB(x) {
@@ -126,7 +135,7 @@ export function memoryTable(rows) {
     const at = (n, i) => {
       const p = r.role === 'control' ? r.points[i] : r.points.find((q) => q.n === n)
       if (p === undefined) return '-'
-      return r.role === 'control' ? `${fmtMB(p.maxRssMB)} (${fmtCount(p.n)})` : fmtMB(p.maxRssMB)
+      return r.role === 'control' ? `${fmtMB(p.maxRssMB)} (${fmtCount(p.n)})` : fmtPeak(p)
     }
     const last = r.points[r.points.length - 1]
     return [
@@ -193,7 +202,7 @@ export function markdown(result) {
       const cells = sizes.map((n, i) => {
         const p = r.role === 'control' ? r.points[i] : r.points.find((q) => q.n === n)
         if (p === undefined) return '-'
-        return r.role === 'control' ? `${fmtMB(p.maxRssMB)} (${fmtCount(p.n)} items)` : fmtMB(p.maxRssMB)
+        return r.role === 'control' ? `${fmtMB(p.maxRssMB)} (${fmtCount(p.n)} items)` : fmtPeak(p)
       })
       const last = r.points[r.points.length - 1]
       const name = r.role === 'stageline' ? `**${r.label}**` : r.label

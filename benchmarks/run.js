@@ -46,6 +46,8 @@ const only = args.only?.split(',').filter((s) => s !== '')
 const wanted = (id) => only === undefined || only.some((o) => id.startsWith(o))
 const sizes = quick ? SIZES.quick : SIZES.full
 const memorySizes = quick ? [5_000, 20_000] : [1_000_000, 10_000_000]
+/** Children per size for the implementations the memory targets compare (stageline, p-map): one peak moves 1-3 MB between runs. */
+const MEMORY_REPEATS = 3
 
 const log = (line) => console.log(line)
 const started = performance.now()
@@ -159,7 +161,13 @@ if (['overhead-async', 'overhead-sync', 'generator'].some((id) => wanted(id))) {
 let memory = []
 if (wanted('memory')) {
   log(`\n== memory: ${memorySizes.join(' and ')} items of 1 KB, 2 steps, consumer yielding every 100 items`)
-  memory = await measureMemory({ sizes: memorySizes, parallel: 2, log, maxSeconds: quick ? 60 : 150 })
+  memory = await measureMemory({
+    sizes: memorySizes,
+    parallel: 2,
+    log,
+    maxSeconds: quick ? 60 : 150,
+    repeats: quick ? 1 : MEMORY_REPEATS,
+  })
   log(memoryTable(memory))
 }
 

@@ -67,8 +67,11 @@ export interface Row {
 
 export interface MemoryPoint {
   n: number
+  /** The median over `rssRuns` when the implementation ran more than once at this size. */
   maxRssMB: number | null
   itemsPerSec: number | null
+  /** Every run's peak RSS, when there was more than one (measureMemory's `repeats`). */
+  rssRuns?: number[]
 }
 
 export interface MemoryRow {

@@ -9,8 +9,8 @@ import { describe, expect, test } from 'vitest'
 import { renderChart } from '../benchmarks/chart.js'
 import { CLEAN_CASES, cleanCheck, measureClean } from '../benchmarks/clean.js'
 import { measureWorkload, median, timeOnce } from '../benchmarks/harness.js'
-import { MEMORY_IMPLS, memoryExpect, runChild } from '../benchmarks/memory.js'
-import { evaluateTargets, toJson } from '../benchmarks/report.js'
+import { MEMORY_IMPLS, measureMemory, memoryExpect, runChild } from '../benchmarks/memory.js'
+import { evaluateTargets, fmtPeak, toJson } from '../benchmarks/report.js'
 import type { BenchResult, Impl, MemoryRow, Row, Workload } from '../benchmarks/types.js'
 import { checkResult, defineWorkloads, SIZES } from '../benchmarks/workloads.js'
 import * as sl from '../lib/index.js'
@@ -91,6 +91,34 @@ describe('memory workload', () => {
   test('a child process given an unknown implementation reports an error', async () => {
     const r = await runChild('no-such-library', 10)
     expect(r.error).toMatch(/usage: node memory-child\.js/)
+  })
+  test('the implementations the targets compare run `repeats` times a size; their peak is the median', async () => {
+    const names = ['stageline', 'p-map', 'bare']
+    const lines: string[] = []
+    const rows = await measureMemory({
+      sizes: [300, 600],
+      parallel: 2,
+      only: (name) => names.includes(name),
+      repeats: 3,
+      log: (line) => lines.push(line),
+    })
+    expect(rows.map((r) => r.impl)).toEqual(['stageline', 'bare', 'p-map']) // in MEMORY_IMPLS' order
+    // stageline and p-map are `required` (the targets need them): 3 children a size; bare: 1
+    expect(lines).toHaveLength(2 * (3 + 3 + 1))
+    for (const r of rows) {
+      expect(r.error).toBeNull()
+      expect(r.points.map((p) => p.n)).toEqual([300, 600])
+      for (const p of r.points) {
+        if (r.impl === 'bare') expect(p.rssRuns).toBeUndefined()
+        else {
+          expect(p.rssRuns).toHaveLength(3)
+          expect(p.maxRssMB).toBe(median(p.rssRuns!))
+        }
+      }
+    }
+    await expect(measureMemory({ sizes: [300], repeats: 0 })).rejects.toThrow(
+      /repeats must be a positive integer, got 0/,
+    )
   })
 })
 
@@ -248,6 +276,14 @@ describe('report and chart', () => {
     expect(verdicts.map((v) => v.pass)).toEqual([true, false, true, true])
     const worse = evaluateTargets([], [memory('stageline', [80, 95]), memory('p-map', [84, 85])])
     expect(worse.map((v) => v.pass)).toEqual([false, false])
+  })
+
+  test('a peak measured several times shows its median, range and number of runs', () => {
+    expect(fmtPeak({ n: 1, maxRssMB: 93.2, itemsPerSec: 1, rssRuns: [95.1, 92.4, 93.2] })).toBe(
+      '93 MB (92..95, median of 3)',
+    )
+    expect(fmtPeak({ n: 1, maxRssMB: 93.2, itemsPerSec: 1 })).toBe('93 MB')
+    expect(fmtPeak({ n: 1, maxRssMB: null, itemsPerSec: null })).toBe('-')
   })
 
   test('the chart is an SVG with a bar per measured cell and escaped labels', () => {
