@@ -1,7 +1,8 @@
 /**
  * Property tests over random pipelines: random stages (sync map, async map, a map that is sync for
  * some items and async for others, generator, a generator that stops reading early), workers,
- * qsize, ordered, random sources (arrays, sync and async generators) with microtask jitter, random
+ * qsize, ordered, random sources (arrays, sync and async generators) with microtask jitter (and
+ * stages that sometimes wait a turn of the event loop), random
  * failure points and random early breaks.
  */
 import fc from 'fast-check'
@@ -27,6 +28,11 @@ interface StagePlan {
   qsize: number
   ordered: boolean
   jitter: number
+  /**
+   * The longest waits (4 ticks) become a turn of the event loop instead: the sender then waits
+   * past the point where lazily handed items are woken (lib/queue.ts, Handed) with no park.
+   */
+  turns: boolean
   /** Honours ctx.signal the way fetch() does: rejects with its reason once it aborts. */
   honours: boolean
   /** For 'take': how many items the function reads before it returns. */
@@ -53,6 +59,7 @@ const stagePlan: fc.Arbitrary<StagePlan> = fc
     qsize: fc.oneof(fc.integer({ min: 0, max: 5 }), fc.constant(Number.POSITIVE_INFINITY)),
     ordered: fc.boolean(),
     jitter: fc.integer({ min: 0, max: 1000 }),
+    turns: fc.boolean(),
     honours: fc.boolean(),
     limit: fc.integer({ min: 0, max: 60 }),
   })
@@ -89,6 +96,12 @@ const planArb: fc.Arbitrary<Plan> = fc
 /** 0-4 microtask ticks, a pure function of the seed and the item. */
 function jitterOf(seed: number, x: number): number {
   return (Math.imul(seed + 1, 2654435761) ^ Math.imul(x + 7, 40503)) >>> 29 > 3 ? 0 : (seed + x) % 5
+}
+
+/** A stage's wait before item `x`: `jitterOf` ticks, or a turn of the event loop (see `turns`). */
+function pause(s: StagePlan, x: number): Promise<void> {
+  const n = jitterOf(s.jitter, x)
+  return s.turns && n === 4 ? flush(1) : ticks(n)
 }
 
 const stopReason = new Error('the caller aborted')
@@ -151,7 +164,7 @@ async function check(plan: Plan): Promise<void> {
       case 'async':
         return mapStage(async (x: number, ctx: StageContext) => {
           calls++
-          await ticks(jitterOf(s.jitter, x))
+          await pause(s, x)
           if (s.honours) ctx.signal.throwIfAborted()
           if (fails(i, x, ctx.signal)) throw new Planted(i)
           return x
@@ -161,12 +174,11 @@ async function check(plan: Plan): Promise<void> {
         // promise of a fused call is handed over to the idle worker it was made for
         return mapStage((x: number, ctx: StageContext) => {
           calls++
-          const wait = jitterOf(s.jitter, x)
-          if (wait === 0 || x % 2 === 0) {
+          if (jitterOf(s.jitter, x) === 0 || x % 2 === 0) {
             if (fails(i, x, ctx.signal)) throw new Planted(i)
             return x
           }
-          return ticks(wait).then(() => {
+          return pause(s, x).then(() => {
             if (s.honours) ctx.signal.throwIfAborted()
             if (fails(i, x, ctx.signal)) throw new Planted(i)
             return x
@@ -176,7 +188,7 @@ async function check(plan: Plan): Promise<void> {
         return stage(async function* (xs: AsyncIterable<number>, ctx: StageContext) {
           for await (const x of xs) {
             calls++
-            await ticks(jitterOf(s.jitter, x))
+            await pause(s, x)
             if (s.honours) ctx.signal.throwIfAborted()
             if (fails(i, x, ctx.signal)) throw new Planted(i)
             yield x
@@ -188,7 +200,7 @@ async function check(plan: Plan): Promise<void> {
           if (s.limit === 0) return
           for await (const x of xs) {
             calls++
-            await ticks(jitterOf(s.jitter, x))
+            await pause(s, x)
             if (s.honours) ctx.signal.throwIfAborted()
             if (fails(i, x, ctx.signal)) throw new Planted(i)
             yield x
