@@ -13,23 +13,14 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { intFlag } from './common.js'
 
 const args = process.argv.slice(2)
-function flag(name, fallback) {
-  const i = args.indexOf(`--${name}`)
-  if (i < 0) return fallback
-  const v = Number(args[i + 1])
-  if (!Number.isInteger(v) || v < 1) {
-    console.error(`--${name} must be a positive integer, got ${args[i + 1]}`)
-    process.exit(2)
-  }
-  return v
-}
 const dirs = args.filter((a, i) => !a.startsWith('--') && (i === 0 || !args[i - 1].startsWith('--')))
 if (dirs.length === 0) dirs.push('dist')
-const workers = flag('workers', 1)
-const runs = flag('runs', 3)
-const items = flag('items', 100_000)
+const workers = intFlag(args, 'workers', 1)
+const runs = intFlag(args, 'runs', 3)
+const items = intFlag(args, 'items', 100_000)
 
 const PARK = 'export function park(w) {'
 const tmp = mkdtempSync(join(tmpdir(), 'stageline-parks-'))
