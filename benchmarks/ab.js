@@ -12,7 +12,7 @@
  */
 import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { consume, range } from './common.js'
+import { consume, intFlag, range } from './common.js'
 
 function usage(problem) {
   console.error(
@@ -24,20 +24,15 @@ function usage(problem) {
 const args = process.argv.slice(2)
 const dirs = args.filter((a, i) => !a.startsWith('--') && (i === 0 || !args[i - 1].startsWith('--')))
 if (dirs.length !== 2) usage(`expected two build directories, got ${dirs.length}`)
-function flag(name, fallback) {
-  const i = args.indexOf(`--${name}`)
-  return i < 0 ? fallback : args[i + 1]
-}
-const kind = flag('kind', 'sync')
+const kindAt = args.indexOf('--kind')
+const kind = kindAt < 0 ? 'sync' : args[kindAt + 1]
 if (!['sync', 'async', 'gen', 'genmap'].includes(kind))
   usage(`--kind must be sync, async, gen or genmap, got ${kind}`)
 const nums = {
-  workers: Number(flag('workers', 1)),
-  items: Number(flag('items', 300_000)),
-  rounds: Number(flag('rounds', 15)),
+  workers: intFlag(args, 'workers', 1),
+  items: intFlag(args, 'items', 300_000),
+  rounds: intFlag(args, 'rounds', 15),
 }
-for (const [k, v] of Object.entries(nums))
-  if (!Number.isInteger(v) || v < 1) usage(`--${k} must be a positive integer`)
 
 const AsyncGeneratorFunction = Object.getPrototypeOf(async function* () {}).constructor
 

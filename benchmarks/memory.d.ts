@@ -25,4 +25,6 @@ export declare function measureMemory(options: {
   only?: (name: string) => boolean
   maxSeconds?: number
   repeats?: number
+  /** Starts one child; `runChild` by default. */
+  run?: (name: string, n: number) => Promise<ChildResult>
 }): Promise<MemoryRow[]>

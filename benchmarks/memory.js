@@ -210,6 +210,7 @@ export function runChild(name, n, timeoutMs = 600_000) {
  * children of their own, and their peak is the median: one child's peak RSS moves by 1-3 MB from
  * run to run, as much as the margin the target "no more than p-map's" is decided by. A point then
  * carries every run's peak in `rssRuns`. A run that fails fails the point: none is left out.
+ * `run` starts one child (`runChild` unless a test gives its own).
  */
 export async function measureMemory({
   sizes,
@@ -218,6 +219,7 @@ export async function measureMemory({
   only = () => true,
   maxSeconds = Number.POSITIVE_INFINITY,
   repeats = 1,
+  run = runChild,
 }) {
   if (!Number.isInteger(repeats) || repeats < 1) {
     throw new RangeError(`measureMemory: repeats must be a positive integer, got ${repeats}`)
@@ -252,7 +254,7 @@ export async function measureMemory({
             continue
           }
         }
-        const r = await runChild(job.impl.name, job.n)
+        const r = await run(job.impl.name, job.n)
         const want = memoryExpect(job.n)
         if (r.error === undefined && (r.count !== want.count || r.sum !== want.sum)) {
           r.error = `count ${r.count} sum ${r.sum}, expected count ${want.count} sum ${want.sum}`

@@ -120,6 +120,45 @@ describe('memory workload', () => {
       /repeats must be a positive integer, got 0/,
     )
   })
+
+  test('one failed run of a repeated point fails the point instead of being left out of the median', async () => {
+    const calls: string[] = []
+    // children faked: stageline's second run at 600 items fails, every other run reports 50 + n / 100 MB
+    const run = async (name: string, n: number) => {
+      calls.push(`${name} ${n}`)
+      const seen = calls.filter((c) => c === `${name} ${n}`).length
+      if (name === 'stageline' && n === 600 && seen === 2) return { error: 'child failed: out of memory' }
+      return { impl: name, n, ...memoryExpect(n), maxRssMB: 50 + n / 100, ms: 10 }
+    }
+    const rows = await measureMemory({
+      sizes: [300, 600],
+      only: (name) => name === 'stageline',
+      repeats: 3,
+      run,
+    })
+    expect(calls.filter((c) => c === 'stageline 600')).toHaveLength(3)
+    const [row] = rows
+    expect(row!.error).toBe('child failed: out of memory')
+    expect(row!.points).toEqual([
+      { n: 300, maxRssMB: 53, itemsPerSec: 30_000, rssRuns: [53, 53, 53] },
+      { n: 600, maxRssMB: null, itemsPerSec: null },
+    ])
+    expect(row!.growthMB).toBeNull()
+  })
+
+  test('a run whose count or sum is wrong is an error, not a point', async () => {
+    const run = async (name: string, n: number) => ({
+      impl: name,
+      n,
+      count: n - 1,
+      sum: 0,
+      maxRssMB: 50,
+      ms: 10,
+    })
+    const [row] = await measureMemory({ sizes: [300], only: (name) => name === 'bare', run })
+    expect(row!.error).toBe(`count 299 sum 0, expected count 300 sum ${memoryExpect(300).sum}`)
+    expect(row!.points).toEqual([{ n: 300, maxRssMB: null, itemsPerSec: null }])
+  })
 })
 
 // a workload made up for the harness: counts 0..n-1 (sum n(n-1)/2), with implementations that are right or wrong
