@@ -1,6 +1,8 @@
 /**
- * `node benchmarks/floors.js [--items N] [--rounds N]`: where the time of the overhead-sync
+ * `node benchmarks/floors.js [--items N] [--rounds N] [--jobs]`: where the time of the overhead-sync
  * workload goes, in nanoseconds per item, measured in one process (run `npm run build` first).
+ * With `--jobs`, nothing is timed: each case runs once and prints the promise jobs it runs per item
+ * (promises.js `countsPerItem`), the microtask-queue work no loop tuning removes.
  *
  * - the bare async-generator chain (the workload's baseline);
  * - `for await` over already resolved promises: what handing items to a `for await` loop costs
@@ -21,6 +23,7 @@
  */
 import { pathToFileURL } from 'node:url'
 import { bareChain, consume, intFlag, ResolvedIterator, range } from './common.js'
+import { countsPerItem } from './promises.js'
 
 const args = process.argv.slice(2)
 const n = intFlag(args, 'items', 1_000_000)
@@ -206,7 +209,13 @@ const cases = [
   ],
 ]
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href && args.includes('--jobs')) {
+  console.log(`promise jobs per item, ${n.toLocaleString('en-US')} items, counted with an async hook`)
+  for (const [label, run] of cases) {
+    const { jobs } = await countsPerItem(run, n)
+    console.log(`${jobs.toFixed(2).padStart(6)}  ${label}`)
+  }
+} else if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const times = cases.map(() => [])
   for (let r = 0; r < rounds; r++) {
     for (const [i, [label, run]] of cases.entries()) {

@@ -26,15 +26,25 @@ function freshInc() {
 }
 
 let created = 0
+let jobs = 0
 const hook = createHook({
   init(_id, type) {
     if (type === 'PROMISE') created++
   },
+  // called before each promise reaction job: one trip through the microtask queue
+  before() {
+    jobs++
+  },
 })
 
-/** Runs `job` (which returns `{ count }`) with the hook on; returns promises created per item. */
-export async function promisesPerItem(job, n) {
+/**
+ * Runs `job` (which returns `{ count }`) with the hook on; returns, per item, the promises created
+ * and the promise jobs run (each `await` resumed, each `then()` callback called: the microtask
+ * queue's work).
+ */
+export async function countsPerItem(job, n) {
   created = 0
+  jobs = 0
   hook.enable()
   let result
   try {
@@ -43,7 +53,12 @@ export async function promisesPerItem(job, n) {
     hook.disable()
   }
   if (result.count !== n) throw new Error(`expected ${n} items, got ${result.count}`)
-  return created / n
+  return { promises: created / n, jobs: jobs / n }
+}
+
+/** Runs `job` (which returns `{ count }`) with the hook on; returns promises created per item. */
+export async function promisesPerItem(job, n) {
+  return (await countsPerItem(job, n)).promises
 }
 
 /** The cases of the overhead workloads, as `{ label, job(n) }`, over the stageline module `sl`. */
@@ -104,9 +119,10 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     process.exit(2)
   }
   const sl = await import('../dist/index.js')
-  console.log(`promises created per item, ${n.toLocaleString('en-US')} items (run \`npm run build\` first)`)
+  console.log(`per item, ${n.toLocaleString('en-US')} items (run \`npm run build\` first)`)
+  console.log('promises     jobs  case')
   for (const c of promiseCases(sl)) {
-    const perItem = await promisesPerItem(() => c.job(n), n)
-    console.log(`${perItem.toFixed(2).padStart(7)}  ${c.label}`)
+    const { promises, jobs } = await countsPerItem(() => c.job(n), n)
+    console.log(`${promises.toFixed(2).padStart(8)} ${jobs.toFixed(2).padStart(8)}  ${c.label}`)
   }
 }

@@ -387,3 +387,34 @@ describe('park counter (benchmarks/parks.js)', () => {
     expect(Number(m![1])).toBeLessThan(0.2)
   })
 })
+
+describe('promise jobs per item (benchmarks/floors.js --jobs)', () => {
+  test('three stage()s run no more promise jobs than the least design with a queue between generator steps', () => {
+    expect(existsSync('dist/queue.js'), 'dist/ is missing: run `npm run build`').toBe(true)
+    const run = spawnSync(process.execPath, ['benchmarks/floors.js', '--jobs', '--items', '5000'], {
+      encoding: 'utf8',
+    })
+    expect(run.stderr).toBe('')
+    expect(run.status).toBe(0)
+    const jobs = new Map<string, number>()
+    for (const line of run.stdout.split('\n').slice(1)) {
+      const m = /^\s*(\d+\.\d+)\s+(.+)$/.exec(line)
+      if (m) jobs.set(m[2]!, Number(m[1]))
+    }
+    const of = (label: string) => {
+      const v = jobs.get(label)
+      expect(v, `no line "${label}" in:\n${run.stdout}`).toBeDefined()
+      return v!
+    }
+    // the bare chain: each generator's `for await` and its `yield`, the source's async-from-sync
+    // wrapper and the consumer; a queue between two steps adds the pump's then() on each step
+    expect(of('bare chain of 3 generator steps')).toBe(8)
+    const minimal = of('minimal queue + pump per generator step (no stats, errors or stop)')
+    expect(minimal).toBeCloseTo(10, 1)
+    expect(of('stageline, 3 stage()s, one generator step each')).toBeLessThan(minimal + 0.1)
+    // synchronous stages run the consumer's one job per item, and a few parks
+    expect(of('stageline, 3 sync stages, for await')).toBeLessThan(
+      of('for await over resolved promises (floor)') + 0.1,
+    )
+  })
+})
