@@ -1,6 +1,11 @@
 import type { MemoryPoint, MemoryRow, Row, TargetVerdict } from './types.js'
 
 export declare function evaluateTargets(rows: Row[], memoryRows: MemoryRow[]): TargetVerdict[]
+/** In-process verdicts on workloads measured alone without error (clean.js results) become `info`. */
+export declare function deferToClean(
+  inProcess: TargetVerdict[],
+  cleanResults: { workload: string; error?: string }[],
+): TargetVerdict[]
 export declare function fmtRatio(x: number | null | undefined): string
 export declare function fmtRate(x: number | null | undefined): string
 export declare function fmtCount(n: number): string

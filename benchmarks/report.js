@@ -49,6 +49,27 @@ export function evaluateTargets(rows, memoryRows) {
   return out
 }
 
+/**
+ * The verdicts measured in the benchmark process on a workload that was also measured alone in a
+ * child process (benchmarks/clean.js) become `info`: with every peer's library loaded, the bare
+ * chain slows by 1.06x to 1.9x from run to run with no change to either side (docs/benchmarks.md,
+ * "The baseline moves with what is loaded"), so a target judged there flips between met and
+ * missed. The row measured alone decides; a clean row that failed decides nothing, and the
+ * in-process verdict stands.
+ */
+export function deferToClean(inProcess, cleanResults) {
+  const decided = new Set(cleanResults.filter((r) => r.error === undefined).map((r) => r.workload))
+  return inProcess.map((t) =>
+    decided.has(t.workload)
+      ? {
+          ...t,
+          text: `${t.text} (in the benchmark process: decided by the row alone in its process)`,
+          info: true,
+        }
+      : t,
+  )
+}
+
 export function fmtRatio(x) {
   if (x === null || x === undefined || Number.isNaN(x)) return '-'
   return x >= 10 ? `${x.toFixed(1)}x` : x >= 0.1 ? `${x.toFixed(2)}x` : `${x.toFixed(3)}x`

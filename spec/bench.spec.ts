@@ -10,7 +10,7 @@ import { renderChart } from '../benchmarks/chart.js'
 import { CLEAN_CASES, cleanCheck, measureClean } from '../benchmarks/clean.js'
 import { measureWorkload, median, timeOnce } from '../benchmarks/harness.js'
 import { MEMORY_IMPLS, measureMemory, memoryExpect, runChild } from '../benchmarks/memory.js'
-import { evaluateTargets, fmtPeak, toJson } from '../benchmarks/report.js'
+import { deferToClean, evaluateTargets, fmtPeak, toJson } from '../benchmarks/report.js'
 import type { BenchResult, Impl, MemoryRow, Row, Workload } from '../benchmarks/types.js'
 import { checkResult, defineWorkloads, SIZES } from '../benchmarks/workloads.js'
 import * as sl from '../lib/index.js'
@@ -315,6 +315,27 @@ describe('report and chart', () => {
     expect(verdicts.map((v) => v.pass)).toEqual([true, false, true, true])
     const worse = evaluateTargets([], [memory('stageline', [80, 95]), memory('p-map', [84, 85])])
     expect(worse.map((v) => v.pass)).toEqual([false, false])
+  })
+
+  test('an in-process verdict on a workload measured alone is for information; the row alone decides', () => {
+    const inProcess = evaluateTargets(
+      [
+        row('bare', 'baseline', 1),
+        row('stageline', 'stageline', 1.2, 'x/w1'),
+        row('stageline', 'stageline', 0.8, 'x/w4'),
+      ],
+      [],
+    )
+    const deferred = deferToClean(inProcess, [
+      { workload: 'x/w1' },
+      { workload: 'x/w4', error: 'exit code 1' },
+    ])
+    // x/w1 was measured alone: its in-process row says so and decides nothing
+    expect(deferred[0]).toMatchObject({ workload: 'x/w1', pass: true, info: true })
+    expect(deferred[0]!.text).toMatch(/decided by the row alone in its process/)
+    // x/w4's clean child failed: the in-process verdict stands, missed
+    expect(deferred[1]).toEqual(inProcess[1])
+    expect(deferred[1]!.info).toBeUndefined()
   })
 
   test('a peak measured several times shows its median, range and number of runs', () => {
