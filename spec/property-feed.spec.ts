@@ -129,7 +129,8 @@ async function check(plan: Plan): Promise<void> {
   const stopReason = new RunStopped('aborted by the test')
   const run = pipe(input, ...stages).start({
     collectInput: plan.collectInput,
-    onResult: async (x: number) => {
+    onResult: async (item) => {
+      const x = item as number // a spread of stages types the output as unknown
       delivered.push(x)
       if (delivered.length === plan.after && ended === undefined) {
         if (plan.ending === 'stop') {
