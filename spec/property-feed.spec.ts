@@ -19,7 +19,7 @@ import {
   stage,
   TaskException,
 } from '../lib/index.js'
-import { flush, recordUnhandledRejections, ticks } from './helpers/instruments.js'
+import { flush, recordUnhandledRejections, settlesWithin, ticks } from './helpers/instruments.js'
 
 const guard = recordUnhandledRejections()
 
@@ -87,15 +87,6 @@ const planArb: fc.Arbitrary<Plan> = fc
   .map((p) => ({ ...p, modes: p.modes.slice(0, p.producers.length) }))
 
 class Planted extends Error {}
-
-/** Fails the test on a hang, naming the plan (fast-check then shrinks it). */
-function deadline<T>(p: Promise<T>, plan: Plan, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const hang = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not settle: ${JSON.stringify(plan)}`)), 10_000)
-  })
-  return Promise.race([p, hang]).finally(() => clearTimeout(timer))
-}
 
 async function check(plan: Plan): Promise<void> {
   const input = feed<number>({ capacity: plan.capacity })
@@ -197,16 +188,16 @@ async function check(plan: Plan): Promise<void> {
       refused.push(err)
     }
   }
-  await deadline(Promise.all(plan.producers.map((_, p) => produce(p))), plan, 'the pushes')
+  await settlesWithin(Promise.all(plan.producers.map((_, p) => produce(p))), 'the pushes', plan)
   if (plan.ending === 'end' || plan.ending === 'fail' || ended === undefined) input.end()
 
   let outcome: unknown
   try {
-    await deadline(run.done, plan, 'run.done')
+    await settlesWithin(run.done, 'run.done', plan)
   } catch (err) {
     outcome = err
   }
-  if (ended !== undefined) await deadline(ended, plan, 'stop() or abort()')
+  if (ended !== undefined) await settlesWithin(ended, 'stop() or abort()', plan)
   await flush(2)
   expect(guard.events).toEqual([])
   expect(run.alive).toBe(false)

@@ -18,7 +18,7 @@ import {
   skip,
   TaskException,
 } from '../lib/index.js'
-import { flush, recordUnhandledRejections, ticks } from './helpers/instruments.js'
+import { flush, recordUnhandledRejections, settlesWithin, ticks } from './helpers/instruments.js'
 
 const guard = recordUnhandledRejections()
 
@@ -125,15 +125,6 @@ function modelStep(s: StepPlan, x: number): number[] {
 /** True where a step keeps its input's order. */
 function keepsOrder(s: StepPlan): boolean {
   return s.kind === 'batch' || s.workers === 1 || s.ordered
-}
-
-/** Fails the test on a hang, naming the plan (fast-check then shrinks it). */
-function deadline<T>(p: Promise<T>, plan: Plan): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const hang = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`the run did not terminate: ${JSON.stringify(plan)}`)), 10_000)
-  })
-  return Promise.race([p, hang]).finally(() => clearTimeout(timer))
 }
 
 async function check(plan: Plan): Promise<void> {
@@ -285,7 +276,7 @@ async function check(plan: Plan): Promise<void> {
   let broke = false
   let error: unknown
   try {
-    await deadline(
+    await settlesWithin(
       (async () => {
         if (plan.consumer === 'toArray') {
           out.push(...((await pipe(input, ...stages).toArray()) as number[]))
@@ -299,6 +290,7 @@ async function check(plan: Plan): Promise<void> {
           out.push(x as number)
         }
       })(),
+      'the run',
       plan,
     )
   } catch (err) {

@@ -13,6 +13,7 @@ import {
   flush,
   recordUnhandledRejections,
   type SourceSpy,
+  settlesWithin,
   spiedAsyncSource,
   spiedSyncSource,
   ticks,
@@ -112,15 +113,6 @@ class Planted extends Error {
   }
 }
 
-/** Fails the enclosing test on a hang, naming the plan (fast-check then shrinks it). */
-function deadline<T>(p: Promise<T>, plan: Plan): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const hang = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`the run did not terminate: ${JSON.stringify(plan)}`)), 10_000)
-  })
-  return Promise.race([p, hang]).finally(() => clearTimeout(timer))
-}
-
 async function check(plan: Plan): Promise<void> {
   const { n } = plan
   const input = Array.from({ length: n }, (_, i) => i)
@@ -216,12 +208,12 @@ async function check(plan: Plan): Promise<void> {
   let error: unknown
   try {
     if (plan.consumer === 'toArray') {
-      out.push(...((await deadline(pipeline.toArray(), plan)) as number[]))
+      out.push(...((await settlesWithin(pipeline.toArray(), 'the run', plan)) as number[]))
     } else if (plan.consumer === 'execute') {
-      const last = await deadline(pipeline.execute(), plan)
+      const last = await settlesWithin(pipeline.execute(), 'the run', plan)
       if (last !== undefined) out.push(last as number)
     } else {
-      await deadline(
+      await settlesWithin(
         (async () => {
           const controller = new AbortController()
           const results = pipeline.results({ signal: controller.signal })
@@ -244,6 +236,7 @@ async function check(plan: Plan): Promise<void> {
             expect(abortListeners(controller.signal)).toBe(0)
           }
         })(),
+        'the run',
         plan,
       )
     }

@@ -71,6 +71,18 @@ export async function flush(n = 2): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise<void>((resolve) => setImmediate(resolve))
 }
 
+/**
+ * `p`, or a rejection naming `what` and the property plan if it has not settled within `ms`: a
+ * property test fails on a hang instead of timing out, and fast-check shrinks the plan.
+ */
+export function settlesWithin<T>(p: Promise<T>, what: string, plan: unknown, ms = 10_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const hang = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle: ${JSON.stringify(plan)}`)), ms)
+  })
+  return Promise.race([p, hang]).finally(() => clearTimeout(timer))
+}
+
 /** What a spied source saw. */
 export interface SourceSpy {
   /** Iterators made (`[Symbol.iterator]()` / `[Symbol.asyncIterator]()` calls). */
