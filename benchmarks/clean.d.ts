@@ -4,6 +4,8 @@ export interface CleanCase {
   min: number
 }
 export declare const CLEAN_CASES: CleanCase[]
+/** The young-generation sizes each case runs with, in MB a semi-space; null is V8's default. */
+export declare const YOUNG_SETTINGS: (number | null)[]
 export type CleanResult =
   | {
       workload: string
@@ -12,9 +14,11 @@ export type CleanResult =
       ratioMax: number
       bareNs: number
       stagelineNs: number
+      /** The young generation the child ran with (null: V8's default); absent from measureClean(). */
+      youngMB?: number | null
       error?: undefined
     }
-  | { workload: string; error: string }
+  | { workload: string; youngMB: number | null; error: string }
 export declare function measureClean(
   sl: typeof import('../lib/index.js'),
   c: { kind: CleanCase['kind']; workers: number; n: number; rounds: number },

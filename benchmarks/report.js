@@ -199,13 +199,16 @@ export function markdown(result) {
   }
   if ((result.clean ?? []).length > 0) {
     lines.push('### overhead targets, stageline alone in its process (benchmarks/clean.js)', '')
-    lines.push('| workload | bare chain, ns/item | stageline, ns/item | ratio to the bare chain (min..max) |')
-    lines.push('| --- | ---: | ---: | ---: |')
+    lines.push(
+      '| workload | young generation | bare chain, ns/item | stageline, ns/item | ratio to the bare chain (min..max) |',
+    )
+    lines.push('| --- | --- | ---: | ---: | ---: |')
     for (const r of result.clean) {
+      const young = r.youngMB == null ? "V8's default" : `${r.youngMB} MB`
       lines.push(
         r.error === undefined
-          ? `| ${r.workload} | ${r.bareNs.toFixed(0)} | ${r.stagelineNs.toFixed(0)} | ${fmtRatio(r.ratio)} (${fmtRatio(r.ratioMin)}..${fmtRatio(r.ratioMax)}) |`
-          : `| ${r.workload} | | | failed: ${r.error} |`,
+          ? `| ${r.workload} | ${young} | ${r.bareNs.toFixed(0)} | ${r.stagelineNs.toFixed(0)} | ${fmtRatio(r.ratio)} (${fmtRatio(r.ratioMin)}..${fmtRatio(r.ratioMax)}) |`
+          : `| ${r.workload} | ${young} | | | failed: ${r.error} |`,
       )
     }
     lines.push('')

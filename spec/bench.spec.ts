@@ -7,12 +7,13 @@ import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { describe, expect, test } from 'vitest'
 import { renderChart } from '../benchmarks/chart.js'
-import { CLEAN_CASES, cleanCheck, measureClean } from '../benchmarks/clean.js'
+import { CLEAN_CASES, cleanCheck, measureClean, YOUNG_SETTINGS } from '../benchmarks/clean.js'
 import { measureWorkload, median, timeOnce } from '../benchmarks/harness.js'
 import { MEMORY_IMPLS, measureMemory, memoryExpect, runChild } from '../benchmarks/memory.js'
 import { deferToClean, evaluateTargets, fmtPeak, toJson } from '../benchmarks/report.js'
 import type { BenchResult, Impl, MemoryRow, Row, Workload } from '../benchmarks/types.js'
 import { checkResult, defineWorkloads, SIZES } from '../benchmarks/workloads.js'
+import { runYoungCase, YOUNG_CASES } from '../benchmarks/young.js'
 import * as sl from '../lib/index.js'
 
 const workloads = defineWorkloads(sl, SIZES.tiny)
@@ -62,10 +63,16 @@ describe('overhead targets in a clean process (benchmarks/clean.js)', () => {
   test('each case runs in a child process of its own and is judged against its target', async () => {
     // the children load the built package (dist/), which `npm test` builds before the specs
     const { results, targets } = await cleanCheck({ n: 200, rounds: 1 })
-    expect(results.map((r) => r.error)).toEqual(CLEAN_CASES.map(() => undefined))
+    // every case with V8's default young generation, then with one fixed at 16 MB
+    expect(results.map((r) => r.error)).toEqual([...CLEAN_CASES, ...CLEAN_CASES].map(() => undefined))
+    expect(results.map((r) => r.youngMB)).toEqual(YOUNG_SETTINGS.flatMap((y) => CLEAN_CASES.map(() => y)))
     expect(targets.map((t) => t.workload)).toEqual(results.map((r) => r.workload))
-    for (const t of targets)
-      expect(t.text).toMatch(/alone in its process: stageline >= [\d.]+x the bare chain/)
+    targets.forEach((t, i) => {
+      const young = i < CLEAN_CASES.length ? '' : ', young generation 16 MB'
+      expect(t.text).toMatch(
+        new RegExp(`alone in its process${young}: stageline >= [\\d.]+x the bare chain$`),
+      )
+    })
   })
 })
 
@@ -437,5 +444,22 @@ describe('promise jobs per item (benchmarks/floors.js --jobs)', () => {
     expect(of('stageline, 3 sync stages, for await')).toBeLessThan(
       of('for await over resolved promises (floor)') + 0.1,
     )
+  })
+})
+
+describe('young generation (benchmarks/young.js)', () => {
+  test('a child runs the chain and stageline; the 16 MB setting starts the new space at 16 MB, above the default', async () => {
+    const fixed = YOUNG_CASES.find((c) => c.label === 'semi-space fixed at 16 MB')!
+    const r = await runYoungCase(fixed, 2000, 1)
+    expect(r.error).toBeUndefined()
+    // V8 reports the committed new space: 16 MB from the start with the flag, 4 MB here without
+    expect(r.newSpaceMB).toBeGreaterThanOrEqual(16)
+    const plain = await runYoungCase(YOUNG_CASES[0]!, 2000, 1)
+    expect(plain.newSpaceMB).toBeLessThan(r.newSpaceMB)
+    expect(r.bareNs).toBeGreaterThan(0)
+    expect(r.stagelineNs).toBeGreaterThan(0)
+    const held = await runYoungCase(YOUNG_CASES.find((c) => c.setup === 'hold:60000')!, 2000, 1)
+    expect(held.error).toBeUndefined()
+    expect(held.held).toBe(60_000)
   })
 })
