@@ -63,7 +63,7 @@ export function deferToClean(inProcess, cleanResults) {
     decided.has(t.workload)
       ? {
           ...t,
-          text: `${t.text} (in the benchmark process: decided by the row alone in its process)`,
+          text: `${t.text} (in the benchmark process: decided by the rows alone in their process)`,
           info: true,
         }
       : t,

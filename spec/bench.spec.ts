@@ -339,7 +339,7 @@ describe('report and chart', () => {
     ])
     // x/w1 was measured alone: its in-process row says so and decides nothing
     expect(deferred[0]).toMatchObject({ workload: 'x/w1', pass: true, info: true })
-    expect(deferred[0]!.text).toMatch(/decided by the row alone in its process/)
+    expect(deferred[0]!.text).toMatch(/decided by the rows alone in their process/)
     // x/w4's clean child failed: the in-process verdict stands, missed
     expect(deferred[1]).toEqual(inProcess[1])
     expect(deferred[1]!.info).toBeUndefined()
