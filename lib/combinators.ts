@@ -12,6 +12,7 @@ import {
   checkObject,
   DEFAULT_QSIZE,
   got,
+  MAX_CAPACITY,
   resolveStageOptions,
   type StageOptions,
 } from './options.js'
@@ -33,7 +34,7 @@ import { dueForTurn, nextTurn } from './workers.js'
 export interface BatchOptions {
   /**
    * Milliseconds a partial batch may wait, from its first item, before it is passed on anyway.
-   * `0` passes on whatever is ready without waiting.
+   * `0` passes on whatever is ready without waiting. Up to {@link MAX_TIMER_MS}, or `Infinity`.
    * @default Infinity (a batch goes on only when full, or at the end of the input)
    */
   maxWait?: number
@@ -55,13 +56,12 @@ export interface BatchOptions {
  * ```
  */
 export function batch<T>(size: number, options?: BatchOptions): Stage<T, T[]> {
-  checkInteger('batch()', 'size', size, 1, false)
+  checkInteger('batch()', 'size', size, 1, false, MAX_CAPACITY)
   let maxWait = Number.POSITIVE_INFINITY
   if (options !== undefined) {
     checkObject('batch()', 'options', options)
-    if (options.maxWait !== undefined && options.maxWait !== Number.POSITIVE_INFINITY) {
-      maxWait = checkMs('batch()', 'maxWait', options.maxWait)
-    }
+    if (options.maxWait !== undefined)
+      maxWait = checkMs('batch()', 'maxWait', options.maxWait, { infinity: true })
   }
   const { maxWait: _ignored, ...common } = options ?? {}
   const resolved = resolveStageOptions(

@@ -6,21 +6,61 @@
 
 /**
  * Renders a thrown value for a message: an Error as `Name: message`, anything else as `String(value)`.
+ * It never throws: a value whose `name`, `message` or string conversion throws when read (a hostile
+ * getter, a revoked Proxy) is described by its constructor's name, or as a value that could not
+ * be described.
  *
  * @example
  * ```ts
  * import { describeCause } from 'stageline'
  * console.log(describeCause(new RangeError('too big'))) // RangeError: too big
  * console.log(describeCause(404)) // 404
+ * const hostile = new Error('x')
+ * Object.defineProperty(hostile, 'message', { get() { throw new Error('no') } })
+ * console.log(describeCause(hostile)) // Error (describing it threw)
  * ```
  */
 export function describeCause(cause: unknown): string {
-  if (cause instanceof Error) return `${cause.name}: ${cause.message}`
+  let isError: boolean
+  try {
+    isError = cause instanceof Error
+  } catch {
+    return undescribable(cause) // a Proxy whose prototype lookup throws
+  }
+  if (isError) {
+    try {
+      const e = cause as Error
+      return `${String(e.name)}: ${String(e.message)}`
+    } catch {
+      return undescribable(cause)
+    }
+  }
   try {
     return String(cause)
   } catch {
-    return Object.prototype.toString.call(cause)
+    // an object whose toString() throws: its tag, `[object Object]`
   }
+  try {
+    return Object.prototype.toString.call(cause)
+  } catch {
+    return undescribable(cause)
+  }
+}
+
+/** What describeCause says of a value it could not read: its constructor's name where that can be read. */
+function undescribable(cause: unknown): string {
+  try {
+    const proto: unknown = Object.getPrototypeOf(cause)
+    const C =
+      proto === null || proto === undefined
+        ? undefined
+        : Object.getOwnPropertyDescriptor(proto, 'constructor')?.value
+    const name = typeof C === 'function' ? Object.getOwnPropertyDescriptor(C, 'name')?.value : undefined
+    if (typeof name === 'string' && name !== '') return `${name} (describing it threw)`
+  } catch {
+    // a Proxy whose traps throw: nothing about it can be read
+  }
+  return 'a value that could not be described'
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 
 import { isAsyncIterable, isIterable } from './_utils.js'
-import { checkInteger, checkMs, checkObject, got } from './options.js'
+import { checkInteger, checkMs, checkObject, got, MAX_CAPACITY } from './options.js'
 import { Channel, DONE, type Done, EMPTY, type Empty, type Inlet, Waiter } from './queue.js'
 
 /**
@@ -42,7 +42,8 @@ export interface FeedOptions {
   capacity?: number
   /**
    * End the feed by itself when nothing has been pushed for this many milliseconds (pipeframe's
-   * stream timeout). The clock starts when a run starts reading the feed.
+   * stream timeout). The clock starts when a run starts reading the feed. Up to
+   * {@link MAX_TIMER_MS}, or `Infinity` for none.
    * @default no idle timeout
    */
   idleTimeout?: number
@@ -100,8 +101,11 @@ export class Feed<T> implements AsyncIterable<T> {
         }
       }
       if (options.capacity !== undefined)
-        capacity = checkInteger('feed()', 'capacity', options.capacity, 0, true)
-      if (options.idleTimeout !== undefined) idle = checkMs('feed()', 'idleTimeout', options.idleTimeout)
+        capacity = checkInteger('feed()', 'capacity', options.capacity, 0, true, MAX_CAPACITY)
+      if (options.idleTimeout !== undefined) {
+        idle = checkMs('feed()', 'idleTimeout', options.idleTimeout, { infinity: true })
+        if (idle === Number.POSITIVE_INFINITY) idle = undefined
+      }
     }
     this.ch = new Channel<T>(capacity)
     this.idleTimeout = idle

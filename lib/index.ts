@@ -7,7 +7,15 @@ export { type BatchOptions, batch, filter, flatMap, merge } from './combinators.
 export { describeCause, RunStopped, TaskException, TimeoutError } from './errors.js'
 export { DEFAULT_FEED_CAPACITY, Feed, FeedClosedError, type FeedOptions, feed } from './feed.js'
 export type { StageContext } from './group.js'
-export { DEFAULT_QSIZE, type ResolvedStageOptions, SETTLE_GRACE_MS, type StageOptions } from './options.js'
+export {
+  DEFAULT_QSIZE,
+  MAX_CAPACITY,
+  MAX_TIMER_MS,
+  MAX_WORKERS,
+  type ResolvedStageOptions,
+  SETTLE_GRACE_MS,
+  type StageOptions,
+} from './options.js'
 export { Pipeline, pipe, type RunOptions } from './pipeline.js'
 export {
   type Limiter,

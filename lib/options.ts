@@ -57,14 +57,14 @@ export const SETTLE_GRACE_MS = 100
  */
 export interface StageOptions {
   /**
-   * How many workers run the stage function concurrently.
+   * How many workers run the stage function concurrently, from 1 to {@link MAX_WORKERS} (10,000).
    * @default 1
    */
   workers?: number
   /**
    * Capacity of the stage's output queue: how many finished items may wait for the next stage.
    * `0` means hand-off (a worker waits until the next stage takes its item); `Infinity` means
-   * unbounded (memory then grows with a slow consumer).
+   * unbounded (memory then grows with a slow consumer). At most {@link MAX_CAPACITY} when finite.
    * @default 64
    */
   qsize?: number
@@ -103,39 +103,105 @@ export function got(value: unknown): string {
   return `${show(value)} (${typeName(value)})`
 }
 
-/** Validates an integer option `>= min`, optionally allowing `Infinity`. */
+/**
+ * The longest wait a Node.js timer can hold: 2^31 - 1 ms, about 24.8 days. Node fires a longer
+ * timer after 1 ms instead (with a TimeoutOverflowWarning), so every millisecond option refuses
+ * more than this; options where "never" makes sense take `Infinity`.
+ *
+ * @example
+ * ```ts
+ * import { MAX_TIMER_MS, mapStage } from 'stageline'
+ * mapStage(async (n: number) => n, { timeout: MAX_TIMER_MS }) // the longest finite timeout
+ * mapStage(async (n: number) => n, { timeout: Number.POSITIVE_INFINITY }) // none at all
+ * ```
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * The most workers a stage may have (and the most `concurrency` of a Redis worker). Each worker is
+ * started up front, so a count past this is almost certainly a mistake, refused before anything runs.
+ *
+ * @example
+ * ```ts
+ * import { MAX_WORKERS, mapStage } from 'stageline'
+ * const wide = mapStage(async (url: string) => url.length, { workers: 1_000 })
+ * console.log(wide.options.workers <= MAX_WORKERS) // true
+ * ```
+ */
+export const MAX_WORKERS = 10_000
+
+/**
+ * The largest finite capacity of a queue, a feed or a batch (`qsize`, `capacity`, `batch()`'s
+ * size): past it, use `Infinity` where unbounded is allowed.
+ *
+ * @example
+ * ```ts
+ * import { feed, MAX_CAPACITY } from 'stageline'
+ * const big = feed<number>({ capacity: MAX_CAPACITY }) // the most a finite feed holds
+ * const unbounded = feed<number>({ capacity: Number.POSITIVE_INFINITY })
+ * big.end()
+ * unbounded.end()
+ * ```
+ */
+export const MAX_CAPACITY = 2 ** 31 - 1
+
+function range(min: number, max: number | undefined, allowInfinity: boolean): string {
+  const top = max === undefined ? `from ${min} and up` : `from ${min} to ${max}`
+  return `an integer ${top}${allowInfinity ? ' or `Infinity`' : ''}`
+}
+
+/** Validates an integer option from `min` to `max` (no upper bound when undefined), optionally allowing `Infinity`. */
 export function checkInteger(
   where: string,
   option: string,
   value: unknown,
   min: number,
   allowInfinity: boolean,
+  max?: number,
 ): number {
   if (typeof value !== 'number' || Number.isNaN(value)) {
     throw new TypeError(
-      `${where}: expected \`${option}\` to be an integer from ${min} and up${allowInfinity ? ' or `Infinity`' : ''}, got ${got(value)}`,
+      `${where}: expected \`${option}\` to be ${range(min, max, allowInfinity)}, got ${got(value)}`,
     )
   }
   if (value === Number.POSITIVE_INFINITY && allowInfinity) return value
-  if (!Number.isInteger(value) || value < min) {
+  if (!Number.isInteger(value) || value < min || (max !== undefined && value > max)) {
     throw new RangeError(
-      `${where}: expected \`${option}\` to be an integer from ${min} and up${allowInfinity ? ' or `Infinity`' : ''}, got ${got(value)}`,
+      `${where}: expected \`${option}\` to be ${range(min, max, allowInfinity)}, got ${got(value)}`,
     )
   }
   return value
 }
 
-/** Validates a non-negative finite number of milliseconds. */
-export function checkMs(where: string, option: string, value: unknown): number {
+/** What `checkMs` allows besides a finite number of milliseconds from 0 to MAX_TIMER_MS. */
+export interface MsRule {
+  /** `Infinity` is accepted (the option can mean "never"). */
+  infinity?: boolean
+  /** The least value allowed (0 when unset). */
+  min?: number
+  /** 0 is refused (the least value is above 0). */
+  above0?: boolean
+}
+
+/**
+ * Validates a number of milliseconds: from 0 (or `rule.min`) to MAX_TIMER_MS, and `Infinity`
+ * where the rule allows it. The message names the option, the range and what was given.
+ */
+export function checkMs(where: string, option: string, value: unknown, rule: MsRule = {}): number {
+  const min = rule.min ?? 0
+  const low = rule.above0 === true ? `above ${min} and at most` : `from ${min} to`
+  const allowed = `a number of milliseconds ${low} ${MAX_TIMER_MS} (about 24.8 days, the longest a timer can wait)${rule.infinity === true ? ' or `Infinity`' : ''}`
   if (typeof value !== 'number' || Number.isNaN(value)) {
-    throw new TypeError(
-      `${where}: expected \`${option}\` to be a number of milliseconds >= 0, got ${got(value)}`,
-    )
+    throw new TypeError(`${where}: expected \`${option}\` to be ${allowed}, got ${got(value)}`)
   }
-  if (value < 0 || !Number.isFinite(value)) {
-    throw new RangeError(
-      `${where}: expected \`${option}\` to be a finite number of milliseconds >= 0, got ${got(value)}`,
-    )
+  if (value === Number.POSITIVE_INFINITY && rule.infinity === true) return value
+  if (
+    !Number.isFinite(value) ||
+    value < min ||
+    (rule.above0 === true && value <= min) ||
+    value > MAX_TIMER_MS
+  ) {
+    throw new RangeError(`${where}: expected \`${option}\` to be ${allowed}, got ${got(value)}`)
   }
   return value
 }
@@ -198,8 +264,8 @@ export function resolveStageOptions(
     }
   }
   const out = { ...base }
-  if (o.workers !== undefined) out.workers = checkInteger(where, 'workers', o.workers, 1, false)
-  if (o.qsize !== undefined) out.qsize = checkInteger(where, 'qsize', o.qsize, 0, true)
+  if (o.workers !== undefined) out.workers = checkInteger(where, 'workers', o.workers, 1, false, MAX_WORKERS)
+  if (o.qsize !== undefined) out.qsize = checkInteger(where, 'qsize', o.qsize, 0, true, MAX_CAPACITY)
   if (o.ordered !== undefined) out.ordered = checkBoolean(where, 'ordered', o.ordered)
   if (o.name !== undefined) {
     if (typeof o.name !== 'string' || o.name === '') {

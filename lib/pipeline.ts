@@ -5,7 +5,7 @@
  */
 import { Run as BackgroundRun, type StartOptions } from './background.js'
 import { RunStopped } from './errors.js'
-import { checkBoolean, checkFunction, checkInteger, got } from './options.js'
+import { checkBoolean, checkFunction, checkInteger, got, MAX_TIMER_MS } from './options.js'
 import { DONE, EMPTY, Waiter } from './queue.js'
 import { Run, type RunPlan } from './run.js'
 import { isAsyncIterable, isIterable, type Source, type SourceItem } from './source.js'
@@ -95,7 +95,7 @@ function checkRunOptions(
   }
   if (o.onProgress !== undefined) checkFunction(where, 'onProgress', o.onProgress)
   if (o.progressInterval !== undefined) {
-    checkInteger(where, 'progressInterval', o.progressInterval, 1, false)
+    checkInteger(where, 'progressInterval', o.progressInterval, 1, false, MAX_TIMER_MS)
   }
   if (o.collectInput !== undefined) checkBoolean(where, 'collectInput', o.collectInput)
   const signal = (options as RunOptions).signal

@@ -10,7 +10,7 @@ import { CHECK_EVERY, dueForTurn, isThenable, nextTurn } from './_utils.js'
 import { TimeoutError } from './errors.js'
 import { send } from './fusion.js'
 import type { Group, StageContext } from './group.js'
-import { checkFunction, checkInteger, checkMs, got } from './options.js'
+import { checkFunction, checkInteger, checkMs, got, MAX_TIMER_MS } from './options.js'
 import { DONE, EMPTY, type OrderedChannel, SKIP, senderWaiter } from './queue.js'
 import { skip } from './skip.js'
 
@@ -78,13 +78,15 @@ export interface PolicyOptions<I = any, S = any> {
   retries?: number
   /**
    * Milliseconds to wait before a retry, or a function of the retry number (1 for the first retry)
-   * and the error, for backoff: `(n) => 100 * 2 ** n`.
+   * and the error, for backoff: `(n) => 100 * 2 ** n`. From 0 to {@link MAX_TIMER_MS}; a function
+   * that returns anything else, or throws, fails the run (naming what it returned).
    * @default 0
    */
   retryDelay?: number | ((retry: number, error: unknown) => number)
   /**
    * Milliseconds one try of an item may take. When it expires the item's `ctx.signal` aborts with a
-   * TimeoutError and the try fails with it (a late result is dropped).
+   * TimeoutError and the try fails with it (a late result is dropped). Up to
+   * {@link MAX_TIMER_MS}, or `Infinity` for none.
    * @default no timeout
    */
   timeout?: number
@@ -131,11 +133,7 @@ export function checkPolicies(where: string, o: Record<string, unknown>): void {
   if (o.retries !== undefined) checkInteger(where, 'retries', o.retries, 0, false)
   if (o.retryDelay !== undefined && typeof o.retryDelay !== 'function')
     checkMs(where, 'retryDelay', o.retryDelay)
-  if (o.timeout !== undefined) {
-    checkMs(where, 'timeout', o.timeout)
-    if ((o.timeout as number) === 0)
-      throw new RangeError(`${where}: expected \`timeout\` to be above 0 ms, got 0`)
-  }
+  if (o.timeout !== undefined) checkMs(where, 'timeout', o.timeout, { above0: true, infinity: true })
   if (o.errors !== undefined && o.errors !== 'fail' && o.errors !== 'skip') {
     throw new TypeError(`${where}: expected \`errors\` to be 'fail' or 'skip', got ${got(o.errors)}`)
   }
@@ -164,6 +162,9 @@ export function hasPolicies(o: Record<string, unknown>): boolean {
   return false
 }
 
+/** The slowest rate a RateLimit can space calls at: one per MAX_TIMER_MS. */
+const MIN_PER_SECOND = 1000 / MAX_TIMER_MS
+
 /**
  * A rate limit that several stages can share: at most `perSecond` calls start per second, spaced
  * evenly, with up to `burst` calls at once after a quiet spell.
@@ -183,9 +184,9 @@ export class RateLimit {
   private next = 0
 
   constructor(perSecond: number, options?: { burst?: number }) {
-    if (typeof perSecond !== 'number' || !(perSecond > 0) || !Number.isFinite(perSecond)) {
+    if (typeof perSecond !== 'number' || !(perSecond >= MIN_PER_SECOND) || !Number.isFinite(perSecond)) {
       throw new RangeError(
-        `rateLimit(): expected \`perSecond\` to be a finite number above 0, got ${got(perSecond)}`,
+        `rateLimit(): expected \`perSecond\` to be a finite number from ${MIN_PER_SECOND} (one call per ${MAX_TIMER_MS} ms, the longest a timer can wait) and up, got ${got(perSecond)}`,
       )
     }
     this.interval = 1000 / perSecond
@@ -452,7 +453,8 @@ export function resolvePolicies(fnOrStep: unknown, o: Record<string, unknown>): 
     call,
     retries: (o.retries as number | undefined) ?? 0,
     retryDelay: (o.retryDelay as Policies['retryDelay'] | undefined) ?? 0,
-    timeout: o.timeout as number | undefined,
+    // Infinity is no timeout: no timer is set
+    timeout: o.timeout === Number.POSITIVE_INFINITY ? undefined : (o.timeout as number | undefined),
     onError: o.errors === 'skip' ? (o.onError as Policies['onError']) : undefined,
     init,
     dispose,

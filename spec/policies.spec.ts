@@ -400,7 +400,7 @@ describe('policy options are checked when the stage is built', () => {
     [{ retries: -1 }, RangeError, /`retries`.*-1/],
     [{ retries: 1.5 }, RangeError, /`retries`/],
     [{ retryDelay: -3 }, RangeError, /`retryDelay`/],
-    [{ timeout: 0 }, RangeError, /`timeout` to be above 0/],
+    [{ timeout: 0 }, RangeError, /`timeout` to be a number of milliseconds above 0 and at most 2147483647/],
     [{ timeout: 'soon' }, TypeError, /`timeout`/],
     [{ errors: 'ignore' }, TypeError, /`errors` to be 'fail' or 'skip', got "ignore"/],
     [{ errors: 'skip' }, TypeError, /needs an `onError/],

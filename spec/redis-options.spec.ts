@@ -44,7 +44,7 @@ describe('redisStage() options', () => {
     [
       { maxWait: -1 },
       RangeError,
-      'expected `maxWait` to be a finite number of milliseconds >= 0, got -1 (number)',
+      'expected `maxWait` to be a number of milliseconds from 0 to 2147483647 (about 24.8 days, the longest a timer can wait), got -1 (number)',
     ],
     [
       { visibilityTimeout: 10 },
@@ -79,7 +79,7 @@ describe('redisStage() options', () => {
     [
       { qsize: -1 },
       RangeError,
-      'expected `qsize` to be an integer from 0 and up or `Infinity`, got -1 (number)',
+      'expected `qsize` to be an integer from 0 to 2147483647 or `Infinity`, got -1 (number)',
     ],
   ])('refuses %o with a %s naming the option and the value', (options, type, message) => {
     const make = (): unknown => redisStage('s', options as object)

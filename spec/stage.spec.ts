@@ -111,14 +111,19 @@ describe('building stages', () => {
 
 describe('bad stage options', () => {
   const cases: [string, unknown, typeof TypeError | typeof RangeError, RegExp][] = [
-    ['workers', 0, RangeError, /`workers` to be an integer from 1 and up, got 0 \(number\)/],
-    ['workers', 1.5, RangeError, /`workers` to be an integer from 1 and up, got 1\.5 \(number\)/],
-    ['workers', '4', TypeError, /`workers` to be an integer from 1 and up, got "4" \(string\)/],
-    ['workers', Number.NaN, TypeError, /`workers` to be an integer from 1 and up, got NaN \(number\)/],
+    ['workers', 0, RangeError, /`workers` to be an integer from 1 to 10000, got 0 \(number\)/],
+    ['workers', 1.5, RangeError, /`workers` to be an integer from 1 to 10000, got 1\.5 \(number\)/],
+    ['workers', '4', TypeError, /`workers` to be an integer from 1 to 10000, got "4" \(string\)/],
+    ['workers', Number.NaN, TypeError, /`workers` to be an integer from 1 to 10000, got NaN \(number\)/],
     ['workers', -2, RangeError, /`workers`.*got -2 \(number\)/],
     ['workers', Number.POSITIVE_INFINITY, RangeError, /`workers`.*got Infinity \(number\)/],
     ['workers', null, TypeError, /`workers`.*got null \(null\)/],
-    ['qsize', -1, RangeError, /`qsize` to be an integer from 0 and up or `Infinity`, got -1 \(number\)/],
+    [
+      'qsize',
+      -1,
+      RangeError,
+      /`qsize` to be an integer from 0 to 2147483647 or `Infinity`, got -1 \(number\)/,
+    ],
     ['qsize', 2.5, RangeError, /`qsize`.*got 2\.5 \(number\)/],
     ['qsize', '8', TypeError, /`qsize`.*got "8" \(string\)/],
     ['qsize', Number.NaN, TypeError, /`qsize`.*got NaN \(number\)/],

@@ -537,7 +537,7 @@ describe('the progress hook', () => {
       mapStage((n: number) => n),
     )
     await expect(p.execute({ progressInterval: 0, onProgress: () => {} })).rejects.toThrow(
-      /`progressInterval` to be an integer from 1 and up, got 0/,
+      /`progressInterval` to be an integer from 1 to 2147483647, got 0/,
     )
     await expect(p.execute({ onProgress: 'yes' as any })).rejects.toThrow(/`onProgress` to be a function/)
     expect(() => p.start({ progressInterval: 1.5, onProgress: () => {} })).toThrow(RangeError)

@@ -523,11 +523,11 @@ describe('cancellation and cleanup', () => {
 describe('options', () => {
   test('refuses bad options, naming the option, the value and what is allowed', () => {
     expect(() => threadStage(WORK, { threads: 0 })).toThrow(
-      new RangeError('threadStage(): expected `threads` to be an integer from 1 and up, got 0 (number)'),
+      new RangeError('threadStage(): expected `threads` to be an integer from 1 to 1024, got 0 (number)'),
     )
     expect(() => threadStage(WORK, { threads: '2' as any })).toThrow(TypeError)
     expect(() => threadStage(WORK, { batch: 1.5 })).toThrow(
-      new RangeError('threadStage(): expected `batch` to be an integer from 1 and up, got 1.5 (number)'),
+      new RangeError('threadStage(): expected `batch` to be an integer from 1 to 1000000, got 1.5 (number)'),
     )
     expect(() => threadStage(WORK, { export: '' })).toThrow(
       new TypeError(

@@ -5,7 +5,7 @@
  * @module
  */
 import { createLogUpdate } from 'log-update'
-import { checkInteger, checkObject, got } from '../options.js'
+import { checkInteger, checkObject, got, MAX_TIMER_MS } from '../options.js'
 import type { RunStats, StageStats } from '../stats.js'
 import {
   bar,
@@ -267,7 +267,7 @@ function checkOptions(options: unknown): void {
     throw new TypeError(`progressReporter(): expected \`live\` to be true or false, got ${got(o.live)}`)
   }
   if (o.plainInterval !== undefined)
-    checkInteger('progressReporter()', 'plainInterval', o.plainInterval, 0, false)
+    checkInteger('progressReporter()', 'plainInterval', o.plainInterval, 0, false, MAX_TIMER_MS)
   if (o.total !== undefined) checkInteger('progressReporter()', 'total', o.total, 0, false)
   if (o.label !== undefined && typeof o.label !== 'string') {
     throw new TypeError(`progressReporter(): expected \`label\` to be a string, got ${got(o.label)}`)

@@ -29,6 +29,10 @@ import { IN_FLIGHT_PER_THREAD, type ThreadPolicies, ThreadRun } from './pool.js'
  * tiny items; there, on 500,000 tiny items, 1024 moved 1.3x as many items per second as 256.
  */
 export const DEFAULT_BATCH = 1024
+/** The most threads a thread stage may start. */
+export const MAX_THREADS = 1024
+/** The largest `batch` of a thread stage. */
+export const MAX_BATCH = 1_000_000
 
 /**
  * What the function in a thread receives besides its item (and what the module's `init` and
@@ -320,8 +324,8 @@ function checkThreadOptions(o: ResolvedThreadStageOptions & { [DERIVED]?: number
     )
   }
   checkUnsupported(o as unknown as Record<string, unknown>)
-  checkInteger(WHERE, 'threads', o.threads, 1, false)
-  checkInteger(WHERE, 'batch', o.batch, 1, false)
+  checkInteger(WHERE, 'threads', o.threads, 1, false, MAX_THREADS)
+  checkInteger(WHERE, 'batch', o.batch, 1, false, MAX_BATCH)
   if (typeof o.export !== 'string' || o.export === '') {
     throw new TypeError(
       `${WHERE}: expected \`export\` to be the non-empty name of an export, got ${got(o.export)}`,
@@ -356,7 +360,7 @@ function policiesOf(o: ResolvedThreadStageOptions): ThreadPolicies | undefined {
   return {
     retries: o.retries ?? 0,
     retryDelay: o.retryDelay ?? 0,
-    timeout: o.timeout,
+    timeout: o.timeout === Number.POSITIVE_INFINITY ? undefined : o.timeout,
     onError: o.errors === 'skip' ? o.onError : undefined,
     rate: o.rate,
   }
