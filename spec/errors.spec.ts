@@ -1,6 +1,7 @@
-import { describe, expect, test } from 'vitest'
+import { describe, expect, test, vi } from 'vitest'
 import {
   describeCause,
+  flatMap,
   mapStage,
   pipe,
   SETTLE_GRACE_MS,
@@ -14,6 +15,7 @@ import {
   numbers,
   recordUnhandledRejections,
   rejectionOf,
+  settlesWithin,
   spiedAsyncSource,
   spiedSyncSource,
   ticks,
@@ -487,4 +489,206 @@ describe('fail fast', () => {
     expect(err).toBeInstanceOf(TaskException)
     expect(got.every((n) => n < 5)).toBe(true)
   })
+})
+
+/** Thrown values that throw when a message is made of them. */
+function hostileThrows(): [string, () => unknown, RegExp][] {
+  const getterThrows = (key: 'message' | 'name' | 'stack'): Error => {
+    const e = new Error('hidden')
+    Object.defineProperty(e, key, {
+      get() {
+        throw new Error(`no ${key} for you`)
+      },
+    })
+    return e
+  }
+  class Shy extends Error {
+    override get name(): string {
+      throw new Error('no name')
+    }
+  }
+  return [
+    [
+      'an Error whose message getter throws',
+      () => getterThrows('message'),
+      /raised Error \(describing it threw\)$/,
+    ],
+    [
+      'an Error whose name getter throws',
+      () => getterThrows('name'),
+      /raised Error \(describing it threw\)$/,
+    ],
+    ['an Error whose stack getter throws', () => getterThrows('stack'), /raised Error: hidden$/],
+    ['an Error subclass whose name getter throws', () => new Shy('m'), /raised Shy \(describing it threw\)$/],
+    [
+      'a Proxy whose prototype lookup throws',
+      () =>
+        new Proxy(
+          {},
+          {
+            getPrototypeOf() {
+              throw new Error('no prototype')
+            },
+          },
+        ),
+      /raised a value that could not be described$/,
+    ],
+    [
+      'a revoked Proxy',
+      () => {
+        const { proxy, revoke } = Proxy.revocable(new Error('gone'), {})
+        revoke()
+        return proxy
+      },
+      /raised a value that could not be described$/,
+    ],
+    ['an object without a prototype', () => Object.create(null), /raised \[object Object\]$/],
+  ]
+}
+
+describe('a thrown value that cannot be described', () => {
+  const cases = hostileThrows()
+
+  test.each(cases)(
+    '%s, thrown by a sync source after its first item, rejects toArray()',
+    async (_, make, shown) => {
+      const thrown = make()
+      const src = function* (): Generator<number> {
+        yield 1
+        throw thrown
+      }
+      const err = await taskException(
+        settlesWithin(
+          pipe(
+            src(),
+            mapStage((x: number) => x),
+          ).toArray(),
+          'toArray()',
+          _,
+          5_000,
+        ),
+      )
+      expect(err.stage).toBe('source')
+      expect(err.cause).toBe(thrown)
+      expect(err.message).toMatch(shown)
+    },
+  )
+
+  test.each(cases)('%s, thrown by an async source, rejects execute()', async (_, make, shown) => {
+    const thrown = make()
+    async function* src(): AsyncGenerator<number> {
+      yield 1
+      throw thrown
+    }
+    const err = await taskException(settlesWithin(pipe(src()).execute(), 'execute()', _, 5_000))
+    expect(err.stage).toBe('source')
+    expect(err.message).toMatch(shown)
+  })
+
+  test.each(cases)(
+    '%s, thrown by each kind of stage, rejects the run with it as cause',
+    async (_, make, shown) => {
+      const kinds = [
+        mapStage(function syncMap(n: number): number {
+          if (n === 3) throw make()
+          return n
+        }),
+        mapStage(
+          async function asyncMap(n: number): Promise<number> {
+            if (n === 3) throw make()
+            return n
+          },
+          { workers: 3, ordered: true },
+        ),
+        mapStage(
+          function withPolicies(n: number): number {
+            if (n === 3) throw make()
+            return n
+          },
+          { retries: 1 },
+        ),
+        stage(async function* generator(xs: AsyncIterable<number>) {
+          for await (const n of xs) {
+            if (n === 3) throw make()
+            yield n
+          }
+        }),
+        flatMap(function many(n: number): number[] {
+          if (n === 3) throw make()
+          return [n]
+        }),
+      ]
+      for (const kind of kinds) {
+        const err = await taskException(
+          settlesWithin(pipe(numbers(10), kind).toArray(), 'toArray()', kind.name, 5_000),
+        )
+        expect(err.stage).toBe(kind.name)
+        expect(err.message).toMatch(shown)
+      }
+    },
+  )
+
+  test.each(cases)(
+    '%s, thrown by a stage of a started run, rejects done and clears the keep-alive',
+    async (_, make, shown) => {
+      vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] })
+      try {
+        const run = pipe(
+          numbers(5),
+          mapStage(async (n: number) => {
+            if (n === 2) throw make()
+            return n
+          }),
+        ).start()
+        const err = await taskException(settlesWithin(run.done, 'run.done', _, 5_000))
+        expect(err.message).toMatch(shown)
+        expect(vi.getTimerCount()).toBe(0)
+        expect(run.alive).toBe(false)
+      } finally {
+        vi.useRealTimers()
+      }
+    },
+  )
+
+  test.each(cases)(
+    '%s, thrown by onResult or onProgress, fails the run as that callback',
+    async (_, make, shown) => {
+      const byResult = await taskException(
+        settlesWithin(
+          pipe(numbers(3)).start({
+            onResult: () => {
+              throw make()
+            },
+          }).done,
+          'done',
+          _,
+          5_000,
+        ),
+      )
+      expect(byResult.stage).toBe('onResult')
+      expect(byResult.message).toMatch(shown)
+      const gate = defer()
+      const byProgress = await taskException(
+        settlesWithin(
+          pipe(
+            numbers(3),
+            mapStage(async (n: number) => {
+              await gate.promise
+              return n
+            }),
+          ).toArray({
+            progressInterval: 1,
+            onProgress: () => {
+              throw make()
+            },
+          }),
+          'toArray()',
+          _,
+          5_000,
+        ),
+      )
+      expect(byProgress.stage).toBe('onProgress')
+      expect(byProgress.message).toMatch(shown)
+    },
+  )
 })
