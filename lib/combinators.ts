@@ -2,7 +2,14 @@
  * Ready-made stages and sources: batch(), filter(), flatMap(), merge().
  * @module
  */
-import { closeQuietly, isAsyncIterable, isIterable, isThenable } from './_utils.js'
+import {
+  closeQuietly,
+  isAsyncIterable,
+  isIterable,
+  isThenable,
+  iteratorResult,
+  openIterator,
+} from './_utils.js'
 import { send } from './fusion.js'
 import type { Group, StageContext } from './group.js'
 import {
@@ -256,16 +263,14 @@ async function flatMapLoop(
           }
         }
       } else if (isAsyncIterable(many) || isIterable(many)) {
-        it = isAsyncIterable(many)
-          ? many[Symbol.asyncIterator]()
-          : (many as Iterable<unknown>)[Symbol.iterator]()
+        it = openIterator(many as Iterable<unknown>, "flatMap()'s function's result: its").it
         for (;;) {
           let r = it.next()
           if (isThenable(r)) {
             r = await r
             if (g.halted) break outer
           }
-          if (r.done) break
+          if (iteratorResult(r).done) break
           g.emitted++
           const room = send(g, w, r.value)
           if (room !== undefined) {
@@ -363,10 +368,10 @@ class MergeIterator<T> implements AsyncIterator<T> {
     this.started = true
     this.live = this.sources.length
     if (this.live === 0) this.ch.close()
-    for (const s of this.sources) {
-      const it = isAsyncIterable(s) ? s[Symbol.asyncIterator]() : (s as Iterable<T>)[Symbol.iterator]()
-      this.its.push(it)
-      void this.pump(it)
+    for (let i = 0; i < this.sources.length; i++) {
+      const { it } = openIterator(this.sources[i]!, `merge()'s source ${i + 1}: its`)
+      this.its.push(it as Iterator<T> | AsyncIterator<T>)
+      void this.pump(it as Iterator<T> | AsyncIterator<T>)
     }
   }
 
@@ -384,7 +389,7 @@ class MergeIterator<T> implements AsyncIterator<T> {
         let r = it.next()
         if (isThenable(r)) r = await r
         if (this.stopped) return
-        if (r.done) break
+        if (iteratorResult(r).done) break
         if (!this.ch.offer(r.value)) {
           await this.ch.put(w, r.value)
           if (this.stopped) return

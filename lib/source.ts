@@ -3,7 +3,15 @@
  * from the source only when a worker of the first stage asks for one.
  * @module
  */
-import { closeQuietly, isAsyncIterable, isIterable, isThenable, noop } from './_utils.js'
+import {
+  closeQuietly,
+  isAsyncIterable,
+  isIterable,
+  isThenable,
+  iteratorResult,
+  noop,
+  openIterator,
+} from './_utils.js'
 import { Feed, isFeed } from './feed.js'
 import { DONE, type Done, EMPTY, type Empty, Fifo, type Inlet, park, type Waiter } from './queue.js'
 
@@ -69,7 +77,7 @@ export class SyncSource<T> implements Inlet<T> {
     if (this.ended) return DONE
     let value: T
     try {
-      const r = this.it.next()
+      const r = iteratorResult(this.it.next())
       if (r.done) {
         this.ended = true
         return DONE
@@ -180,7 +188,7 @@ export class AsyncSource<T> implements Inlet<T> {
     this.reading = true
     try {
       while (this.takers.length > 0 && !this.ended) {
-        const r = await this.it.next()
+        const r = iteratorResult(await this.it.next())
         if (this.ended) return
         if (r.done) {
           this.ended = true
@@ -264,9 +272,10 @@ export function openSource<T>(source: Source<T>, onError: (err: unknown) => void
 const arrayIterator = Array.prototype[Symbol.iterator]
 
 function openIterable<T>(s: Iterable<T> | AsyncIterable<T>, onError: (err: unknown) => void): Inlet<T> {
-  if (isAsyncIterable(s)) return new AsyncSource(s[Symbol.asyncIterator]() as AsyncIterator<T>, onError)
   // a plain array is read by index: the same items as its iterator, without an
   // iterator-result object per item
   if (Array.isArray(s) && s[Symbol.iterator] === arrayIterator) return new ArraySource(s as T[])
-  return new SyncSource((s as Iterable<T>)[Symbol.iterator]() as Iterator<T>, onError)
+  const { it, async } = openIterator(s, "the source's")
+  if (async) return new AsyncSource(it as AsyncIterator<T>, onError)
+  return new SyncSource(it as Iterator<T>, onError)
 }

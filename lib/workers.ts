@@ -7,7 +7,15 @@
  * returns one, and the try/catch sits around the loop, not inside it.
  * @module
  */
-import { CHECK_EVERY, closeQuietly, dueForTurn, isThenable, nextTurn } from './_utils.js'
+import {
+  CHECK_EVERY,
+  closeQuietly,
+  dueForTurn,
+  isThenable,
+  iteratorResult,
+  nextTurn,
+  openIterator,
+} from './_utils.js'
 import { dropQuietly, type MapFn, send, timed } from './fusion.js'
 import type { Group, StageContext } from './group.js'
 import { DONE, EMPTY, Handed, type Inlet, type OrderedChannel, SKIP, senderWaiter, Waiter } from './queue.js'
@@ -295,10 +303,12 @@ class GenWorker {
     g.busy++ // until the worker ends, except while it waits for input or for room downstream
     try {
       const produced = fn(this.view, g.context(this.worker)) as any
-      if (produced != null && typeof produced[Symbol.asyncIterator] === 'function') {
-        this.it = produced[Symbol.asyncIterator]()
-      } else if (produced != null && typeof produced[Symbol.iterator] === 'function') {
-        this.it = produced[Symbol.iterator]()
+      if (
+        produced != null &&
+        (typeof produced[Symbol.asyncIterator] === 'function' ||
+          typeof produced[Symbol.iterator] === 'function')
+      ) {
+        this.it = openIterator(produced, "the stage function's result: its").it
       } else {
         throw new TypeError(
           `a stage() function must return an AsyncIterable or Iterable (write it as an async function*), got ${produced === null ? 'null' : typeof produced}`,
@@ -331,6 +341,7 @@ class GenWorker {
   /** Sends one result on; false when the worker must stop pumping (it waits, or it ended). */
   private handle(r: IteratorResult<unknown>): boolean {
     const g = this.g
+    iteratorResult(r)
     if (r.done) {
       this.it = undefined
       this.end(undefined, false)

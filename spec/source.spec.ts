@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest'
-import { mapStage, pipe, stage, TaskException } from '../lib/index.js'
+import { flatMap, mapStage, merge, pipe, stage, TaskException } from '../lib/index.js'
 import { DONE, EMPTY, Waiter } from '../lib/queue.js'
 import { AsyncSource, SyncSource } from '../lib/source.js'
 import {
@@ -295,5 +295,133 @@ describe('sources in pipelines', () => {
     )
     expect(err).toBeInstanceOf(TaskException)
     expect((err as TaskException).stage).toBe('source')
+  })
+})
+
+describe('sources that break the iterator protocol', () => {
+  /** A sync iterable whose next() returns `result` after `good` proper items. */
+  function syncReturning(result: unknown, good = 1): Iterable<number> {
+    return {
+      [Symbol.iterator]() {
+        let i = 0
+        return { next: () => (i < good ? { value: i++, done: false } : result) } as Iterator<number>
+      },
+    }
+  }
+  function asyncReturning(result: unknown, good = 1): AsyncIterable<number> {
+    return {
+      [Symbol.asyncIterator]() {
+        let i = 0
+        return {
+          next: async () => (i < good ? { value: i++, done: false } : result),
+        } as AsyncIterator<number>
+      },
+    }
+  }
+
+  test.each([5, 'x', null, undefined, true, 7n])(
+    'a sync next() returning %s fails the run as the source with the TypeError for...of throws',
+    async (result) => {
+      const delivered: number[] = []
+      const err = await rejectionOf(
+        pipe(
+          syncReturning(result),
+          mapStage((n: number) => n),
+        ).start({ onResult: (n) => delivered.push(n) }).done,
+      )
+      expect(err).toBeInstanceOf(TaskException)
+      expect((err as TaskException).stage).toBe('source')
+      expect((err as TaskException).cause).toBeInstanceOf(TypeError)
+      expect(((err as TaskException).cause as Error).message).toMatch(/^Iterator result .* is not an object$/)
+      // for...of throws the same, and a pipeline reads a source the way for...of does
+      expect(() => {
+        for (const _ of syncReturning(result));
+      }).toThrow(/is not an object/)
+      expect(delivered.length).toBeLessThanOrEqual(1)
+    },
+  )
+
+  test.each([7, 'x', null, undefined])(
+    'an async next() resolving to %s fails the run as the source instead of streaming undefined',
+    async (result) => {
+      const err = await rejectionOf(pipe(asyncReturning(result)).toArray())
+      expect(err).toBeInstanceOf(TaskException)
+      expect((err as TaskException).stage).toBe('source')
+      expect(((err as TaskException).cause as Error).message).toMatch(/^Iterator result .* is not an object$/)
+    },
+  )
+
+  test('a next() returning a number synchronously from an async iterator fails the same way', async () => {
+    const src = { [Symbol.asyncIterator]: () => ({ next: () => 7 }) } as unknown as AsyncIterable<number>
+    const err = await rejectionOf(pipe(src).toArray())
+    expect(((err as TaskException).cause as Error).message).toBe('Iterator result 7 is not an object')
+  })
+
+  test.each([
+    ['[Symbol.asyncIterator]()', 5, { [Symbol.asyncIterator]: (): unknown => 5 }],
+    ['[Symbol.asyncIterator]()', '{}', { [Symbol.asyncIterator]: () => ({}) }],
+    ['[Symbol.iterator]()', 'null', { [Symbol.iterator]: () => null }],
+    ['[Symbol.iterator]()', '{ next: 1 }', { [Symbol.iterator]: () => ({ next: 1 }) }],
+  ])(
+    'a source whose %s returns %s fails when the run starts, saying what is wrong',
+    async (method, _, src) => {
+      const p = pipe(src as unknown as Iterable<number>)
+      const err = await rejectionOf(p.toArray())
+      expect(err).toBeInstanceOf(TaskException)
+      expect((err as TaskException).stage).toBe('source')
+      const cause = (err as TaskException).cause as Error
+      expect(cause).toBeInstanceOf(TypeError)
+      expect(cause.message).toContain(`the source's ${method} returned`)
+      expect(cause.message).toContain('not an iterator (an object with a next() method)')
+    },
+  )
+
+  test('a stage() function whose iterator returns a non-object result fails that stage', async () => {
+    const bad = stage<number, number>(function bad() {
+      return syncReturning(5, 2)
+    })
+    const err = await rejectionOf(pipe([1, 2, 3], bad).toArray())
+    expect((err as TaskException).stage).toBe('bad')
+    expect(((err as TaskException).cause as Error).message).toBe('Iterator result 5 is not an object')
+    const badAsync = stage<number, number>(function badAsync() {
+      return asyncReturning(null)
+    })
+    const err2 = await rejectionOf(pipe([1, 2, 3], badAsync).toArray())
+    expect(((err2 as TaskException).cause as Error).message).toBe('Iterator result null is not an object')
+    const noNext = stage<number, number>(function noNext() {
+      return { [Symbol.asyncIterator]: () => ({}) } as AsyncIterable<number>
+    })
+    const err3 = await rejectionOf(pipe([1], noNext).toArray())
+    expect(((err3 as TaskException).cause as Error).message).toContain(
+      "the stage function's result: its [Symbol.asyncIterator]() returned [object Object] (object), not an iterator",
+    )
+  })
+
+  test('a flatMap() whose iterable returns a non-object result fails that stage', async () => {
+    const err = await rejectionOf(
+      pipe(
+        [1],
+        flatMap(function many() {
+          return syncReturning(5)
+        }),
+      ).toArray(),
+    )
+    expect((err as TaskException).stage).toBe('many')
+    expect(((err as TaskException).cause as Error).message).toBe('Iterator result 5 is not an object')
+    const err2 = await rejectionOf(
+      pipe(
+        [1],
+        flatMap(function manyAsync() {
+          return asyncReturning(8)
+        }),
+      ).toArray(),
+    )
+    expect(((err2 as TaskException).cause as Error).message).toBe('Iterator result 8 is not an object')
+  })
+
+  test('merge() of a source that returns a non-object result rejects like for await', async () => {
+    const err = await rejectionOf(pipe(merge([1, 2], syncReturning(5))).toArray())
+    expect((err as TaskException).stage).toBe('source')
+    expect(((err as TaskException).cause as Error).message).toBe('Iterator result 5 is not an object')
   })
 })
