@@ -30,10 +30,12 @@ import { DONE, type Done, EMPTY, type Empty, Fifo, type Inlet, park, type Waiter
  * ```
  */
 export type Source<T> =
-  | Iterable<T>
+  | Iterable<T | PromiseLike<T>>
   | AsyncIterable<T>
   | Feed<T>
-  | ((bucket: Feed<T>) => Iterable<T> | AsyncIterable<T> | PromiseLike<unknown> | undefined | void)
+  | ((
+      bucket: Feed<T>,
+    ) => Iterable<T | PromiseLike<T>> | AsyncIterable<T> | PromiseLike<unknown> | undefined | void)
 
 /**
  * The item type of a source.
@@ -58,87 +60,219 @@ export type SourceItem<S> =
       : S extends AsyncIterable<infer T>
         ? T
         : S extends Iterable<infer T>
-          ? T
+          ? Awaited<T>
           : never
 
 export { closeQuietly, isAsyncIterable, isIterable } from './_utils.js'
 
-/** A sync iterator read synchronously, one `next()` per item a worker asks for. */
-export class SyncSource<T> implements Inlet<T> {
-  private n = 0
-  private ended = false
+/** SyncInlet's states. Plain items are read only in READING, the one state the fast path checks for. */
+const READING = 0
+/** A thenable item is being awaited: nothing more is read until it settles. */
+const AWAITING = 1
+/** An awaited item settled, and no waiting worker has taken its value yet. */
+const HELD = 2
+const ENDED = 3
 
-  constructor(
-    private readonly it: Iterator<T>,
-    private readonly onError: (err: unknown) => void,
-  ) {}
+/**
+ * A sync source read synchronously, one item per `poll()`, as `for await` reads it: an item that is
+ * a promise (or any thenable) is awaited before it is handed over, and the next item is read only
+ * once it has settled; a rejection fails the run as the source. Plain items never wait.
+ *
+ * The reading is the subclass's: an iterator (SyncSource) or an array by index (ArraySource). Each
+ * writes its own `poll()` fast path (one state check, one read, one thenable check), and this class
+ * does the rest, off that path.
+ */
+abstract class SyncInlet<T> implements Inlet<T> {
+  protected n = 0
+  protected state = READING
+  /** The settled value of an awaited item, in HELD. */
+  private held: T | undefined = undefined
+  /** Workers waiting for an awaited item (made on the first one: plain sources never need it). */
+  private takers: Fifo<Waiter> | undefined
+  /** Made once, so that awaiting an item allocates no closure. */
+  private readonly onValue = (value: unknown): void => this.settled(value as T)
+  private readonly onReject = (err: unknown): void => {
+    if (this.state === ENDED) return
+    this.end()
+    this.close()
+    this.onError(err)
+  }
 
-  poll(w: Waiter): T | Empty | Done {
-    if (this.ended) return DONE
-    let value: T
-    try {
-      const r = iteratorResult(this.it.next())
-      if (r.done) {
-        this.ended = true
-        return DONE
-      }
-      value = r.value
-    } catch (err) {
-      this.ended = true
-      this.onError(err)
-      return DONE
-    }
+  constructor(private readonly onError: (err: unknown) => void) {}
+
+  abstract poll(w: Waiter): T | Empty | Done
+  /** Reads the next item, or says DONE; throws what the source throws. */
+  protected abstract read(): T | Done
+  /** Closes the underlying source, without waiting (a source that has nothing to close does nothing). */
+  protected abstract close(): void
+
+  /** poll() off the fast path: the source ended, or an item is awaited. */
+  protected pollSlow(w: Waiter): T | Empty | Done {
+    if (this.state === ENDED) return DONE
+    if (this.state === AWAITING) return EMPTY
+    const x = this.held as T
+    this.held = undefined
+    this.state = READING
     w.seq = this.n++
-    return value
+    return x
+  }
+
+  /** The read threw: the source has failed. */
+  protected failRead(err: unknown): Done {
+    this.state = ENDED
+    this.onError(err)
+    return DONE
+  }
+
+  /** Starts awaiting the thenable item `x`; the worker that read it parks (EMPTY). */
+  protected awaitItem(x: PromiseLike<unknown>): Empty {
+    this.state = AWAITING
+    // Promise.resolve() calls a thenable's then() once, in a job of its own, as `for await` does
+    Promise.resolve(x).then(this.onValue, this.onReject)
+    return EMPTY
   }
 
   wait(w: Waiter): Promise<void> {
-    w.item = DONE // poll never says EMPTY, so only a finished source is waited on
-    return Promise.resolve()
+    // only an awaited item is ever waited for: otherwise poll() said an item or DONE
+    if (this.state !== AWAITING) {
+      w.item = this.state === HELD ? this.pollSlow(w) : DONE
+      return Promise.resolve()
+    }
+    const takers = (this.takers ??= new Fifo<Waiter>(4))
+    takers.push(w)
+    return park(w)
   }
 
-  cancel(_w: Waiter): boolean {
-    return false
+  cancel(w: Waiter): boolean {
+    return this.takers?.remove(w) ?? false
   }
 
   abort(): void {
-    if (this.ended) return
-    this.ended = true
+    this.held = undefined
+    if (this.state === ENDED) return
+    this.end()
+    this.close()
+  }
+
+  /** An awaited item settled with `value`: hand it, and then the items after it, to the workers waiting. */
+  private settled(value: T): void {
+    if (this.state !== AWAITING) return // the run stopped meanwhile: the value is dropped
+    const takers = this.takers
+    let v = value
+    for (;;) {
+      const t = takers !== undefined && takers.length > 0 ? takers.shift() : undefined
+      if (t === undefined) {
+        this.held = v
+        this.state = HELD
+        return
+      }
+      t.seq = this.n++
+      t.item = v
+      t.wake()
+      this.state = READING
+      if (takers!.length === 0) return
+      let x: T | Done
+      try {
+        x = this.read()
+      } catch (err) {
+        this.end()
+        this.onError(err)
+        return
+      }
+      if (x === DONE) {
+        this.end()
+        return
+      }
+      if (isThenable(x)) {
+        this.awaitItem(x)
+        return
+      }
+      v = x
+    }
+  }
+
+  private end(): void {
+    this.state = ENDED
+    const takers = this.takers
+    if (takers === undefined) return
+    while (takers.length > 0) {
+      const w = takers.shift()
+      w.item = DONE
+      w.wake()
+    }
+  }
+}
+
+/** A sync iterator read synchronously, one `next()` per item a worker asks for. */
+export class SyncSource<T> extends SyncInlet<T> {
+  constructor(
+    private readonly it: Iterator<T>,
+    onError: (err: unknown) => void,
+  ) {
+    super(onError)
+  }
+
+  poll(w: Waiter): T | Empty | Done {
+    if (this.state !== READING) return this.pollSlow(w)
+    let r: IteratorResult<T>
+    try {
+      r = iteratorResult(this.it.next())
+      if (r.done) {
+        this.state = ENDED
+        return DONE
+      }
+    } catch (err) {
+      return this.failRead(err)
+    }
+    const x = r.value
+    if (isThenable(x)) return this.awaitItem(x)
+    w.seq = this.n++
+    return x
+  }
+
+  protected read(): T | Done {
+    const r = iteratorResult(this.it.next())
+    return r.done ? DONE : r.value
+  }
+
+  protected close(): void {
     closeQuietly(this.it)
   }
 }
 
 /** A plain array, read by index on demand (like its iterator, it sees the array's current length). */
-export class ArraySource<T> implements Inlet<T> {
+export class ArraySource<T> extends SyncInlet<T> {
   private i = 0
-  private ended = false
 
-  constructor(private readonly items: readonly T[]) {}
+  constructor(
+    private readonly items: readonly T[],
+    onError: (err: unknown) => void,
+  ) {
+    super(onError)
+  }
 
   poll(w: Waiter): T | Empty | Done {
-    if (this.ended) return DONE
+    if (this.state !== READING) return this.pollSlow(w)
     const i = this.i
     if (i >= this.items.length) {
-      this.ended = true
+      this.state = ENDED
       return DONE
     }
     this.i = i + 1
-    w.seq = i
+    const x = this.items[i] as T
+    if (isThenable(x)) return this.awaitItem(x)
+    w.seq = this.n++
+    return x
+  }
+
+  protected read(): T | Done {
+    const i = this.i
+    if (i >= this.items.length) return DONE
+    this.i = i + 1
     return this.items[i] as T
   }
 
-  wait(w: Waiter): Promise<void> {
-    w.item = DONE
-    return Promise.resolve()
-  }
-
-  cancel(_w: Waiter): boolean {
-    return false
-  }
-
-  abort(): void {
-    this.ended = true
-  }
+  protected close(): void {}
 }
 
 /**
@@ -250,7 +384,7 @@ export const emptyInlet: Inlet<never> = {
  */
 export function openSource<T>(source: Source<T>, onError: (err: unknown) => void): Inlet<T> {
   if (isFeed(source)) return (source as Feed<T>).open(onError)
-  if (typeof source !== 'function') return openIterable(source, onError)
+  if (typeof source !== 'function') return openIterable(source as Iterable<T> | AsyncIterable<T>, onError)
   const bucket = new Feed<T>()
   const s: unknown = (source as (bucket: Feed<T>) => unknown)(bucket)
   if (isAsyncIterable(s) || isIterable(s)) return openIterable(s as Iterable<T> | AsyncIterable<T>, onError)
@@ -274,7 +408,7 @@ const arrayIterator = Array.prototype[Symbol.iterator]
 function openIterable<T>(s: Iterable<T> | AsyncIterable<T>, onError: (err: unknown) => void): Inlet<T> {
   // a plain array is read by index: the same items as its iterator, without an
   // iterator-result object per item
-  if (Array.isArray(s) && s[Symbol.iterator] === arrayIterator) return new ArraySource(s as T[])
+  if (Array.isArray(s) && s[Symbol.iterator] === arrayIterator) return new ArraySource(s as T[], onError)
   const { it, async } = openIterator(s, "the source's")
   if (async) return new AsyncSource(it as AsyncIterator<T>, onError)
   return new SyncSource(it as Iterator<T>, onError)

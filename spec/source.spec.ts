@@ -425,3 +425,160 @@ describe('sources that break the iterator protocol', () => {
     expect(((err as TaskException).cause as Error).message).toBe('Iterator result 5 is not an object')
   })
 })
+
+/** A thenable that is not a promise. */
+function thenable<T>(value: T): PromiseLike<T> {
+  // biome-ignore lint/suspicious/noThenProperty: a thenable that is not a promise, on purpose
+  return { then: (ok: (v: T) => void) => ok(value) } as unknown as PromiseLike<T>
+}
+
+describe('a sync source of promises is read as for await reads it', () => {
+  test('promise items are awaited before the first stage sees them, in order', async () => {
+    const src: (Promise<[number, string]> | [number, string])[] = [
+      Promise.resolve([1, 'a']),
+      [2, 'b'],
+      Promise.resolve([3, 'c']),
+    ]
+    const seen: string[] = []
+    for await (const x of src) seen.push(String(x))
+    const out = await pipe(
+      src,
+      mapStage(([n, s]: [number, string]) => `${s}${n}`, { workers: 3, ordered: true }),
+    ).toArray()
+    expect(out).toEqual(['a1', 'b2', 'c3'])
+    expect(seen).toEqual(['1,a', '2,b', '3,c'])
+  })
+
+  test('a sync generator yielding promises and thenables, read by several workers: every value once, in order', async () => {
+    const gates = numbers(20).map(() => defer<number>())
+    function* src(): Generator<number | Promise<number> | PromiseLike<number>> {
+      for (let i = 0; i < 20; i++) {
+        if (i % 3 === 0) yield gates[i]!.promise
+        else if (i % 3 === 1) yield thenable(i)
+        else yield i
+      }
+    }
+    const p = pipe(
+      src(),
+      mapStage(async (n: number) => n * 10, { workers: 4, ordered: true }),
+    ).toArray()
+    for (let i = 0; i < 20; i += 3) {
+      await flush(1)
+      gates[i]!.resolve(i)
+    }
+    expect(await p).toEqual(numbers(20).map((n) => n * 10))
+  })
+
+  test('an array of promises waits for each in turn and reads no further ahead', async () => {
+    const first = defer<number>()
+    let reads = 0
+    const items = [first.promise, 1, 2]
+    const src = new SyncSource<number>(
+      (function* () {
+        for (const x of items) {
+          reads++
+          yield x as number
+        }
+      })(),
+      () => {},
+    )
+    const a = new Waiter()
+    const b = new Waiter()
+    expect(src.poll(a)).toBe(EMPTY)
+    expect(src.poll(b)).toBe(EMPTY)
+    expect(reads).toBe(1)
+    const pa = src.wait(a)
+    const pb = src.wait(b)
+    first.resolve(0)
+    await pa
+    await pb
+    expect([a.item, a.seq]).toEqual([0, 0])
+    expect([b.item, b.seq]).toEqual([1, 1])
+    expect(reads).toBe(2)
+    expect(src.poll(a)).toBe(2)
+    expect(src.poll(a)).toBe(DONE)
+  })
+
+  test('a value that arrives after its worker stopped waiting (cancel) goes to the next poll', async () => {
+    const d = defer<number>()
+    const src = new SyncSource<number>([d.promise as unknown as number, 5][Symbol.iterator](), () => {})
+    const w = new Waiter()
+    expect(src.poll(w)).toBe(EMPTY)
+    void src.wait(w)
+    expect(src.cancel(w)).toBe(true)
+    d.resolve(4)
+    await flush(1)
+    expect(src.poll(w)).toBe(4)
+    expect(w.seq).toBe(0)
+    expect(src.poll(w)).toBe(5)
+  })
+
+  test('a rejected promise item fails the run as the source, with its error, and closes the source', async () => {
+    const boom = new Error('no such row')
+    const { source, spy } = spiedSyncSource([1, 2, 3, 4])
+    const items = (function* () {
+      for (const x of source) yield x === 3 ? Promise.reject(boom) : x
+    })()
+    let finalized = false
+    const wrapped = (function* () {
+      try {
+        yield* items
+      } finally {
+        finalized = true
+      }
+    })()
+    const err = await rejectionOf(
+      pipe(
+        wrapped,
+        mapStage((n: number) => n),
+      ).toArray(),
+    )
+    expect(err).toBeInstanceOf(TaskException)
+    expect((err as TaskException).stage).toBe('source')
+    expect((err as TaskException).cause).toBe(boom)
+    expect(finalized).toBe(true)
+    expect(spy.reads).toBe(3)
+  })
+
+  test('a run stopped while a promise item is pending reads nothing more and drops the late value', async () => {
+    const d = defer<number>()
+    let reads = 0
+    const src = (function* () {
+      reads++
+      yield d.promise
+      reads++
+      yield 2
+    })()
+    const seen: number[] = []
+    const controller = new AbortController()
+    const p = pipe(
+      src,
+      mapStage((n: number) => seen.push(n)),
+    ).toArray({ signal: controller.signal })
+    await flush(1)
+    controller.abort(new Error('enough'))
+    await expect(p).rejects.toThrow('enough')
+    d.resolve(1)
+    await flush(2)
+    expect(seen).toEqual([])
+    expect(reads).toBe(1)
+  })
+
+  test('an async source yields its items as they are: for await does not await them either', async () => {
+    const inner = Promise.resolve(1)
+    const src = {
+      [Symbol.asyncIterator]() {
+        let done = false
+        return {
+          next: async () => {
+            if (done) return { value: undefined, done: true }
+            done = true
+            return { value: inner, done: false }
+          },
+        }
+      },
+    } as AsyncIterable<Promise<number>>
+    const out = await pipe(src).toArray()
+    expect(out[0]).toBe(inner)
+  })
+})

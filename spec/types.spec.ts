@@ -10,6 +10,7 @@ import {
   pipe,
   type RunOptions,
   type Source,
+  type SourceItem,
   type Stage,
   type StageContext,
   stage,
@@ -82,6 +83,24 @@ describe('stage types', () => {
 })
 
 describe('pipeline types', () => {
+  test('a sync source of promises gives its awaited items to the first stage, as for await does', async () => {
+    const src = [Promise.resolve(1), 2]
+    expectTypeOf<SourceItem<typeof src>>().toEqualTypeOf<number>()
+    expectTypeOf(pipe(src)).toEqualTypeOf<Pipeline<number>>()
+    const p = pipe(src, toStr)
+    expectTypeOf(p).toEqualTypeOf<Pipeline<string>>()
+    expect(await p.toArray()).toEqual(['1', '2'])
+    function* rows() {
+      yield Promise.resolve({ id: 1 })
+    }
+    expectTypeOf(pipe(rows())).toEqualTypeOf<Pipeline<{ id: number }>>()
+    // an async source's items are not awaited (nor by for await): a promise stays a promise
+    async function* promises() {
+      yield [Promise.resolve(1)]
+    }
+    expectTypeOf(pipe(promises())).toEqualTypeOf<Pipeline<Promise<number>[]>>()
+  })
+
   test('a source annotated as Source<T>, whatever form it takes, pipes alone or with stages', () => {
     const sources: Source<string>[] = [['a'], new Set(['b'])]
     for (const src of sources) {
