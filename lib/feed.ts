@@ -87,6 +87,9 @@ export class Feed<T> implements AsyncIterable<T> {
   private readonly idleTimeout: number | undefined
   private idleTimer: ReturnType<typeof setTimeout> | undefined
   private lastPush = 0
+  private readonly ctl = new AbortController()
+  /** How the run reading this feed closed it: 'ended' (its input was ended gracefully) or 'stopped'. */
+  private closedByRun: 'ended' | 'stopped' | undefined
 
   constructor(options?: FeedOptions) {
     let capacity = DEFAULT_FEED_CAPACITY
@@ -114,6 +117,33 @@ export class Feed<T> implements AsyncIterable<T> {
   /** True once `end()` was called, the idle timeout fired, or the run reading it stopped. */
   get closed(): boolean {
     return this.ended || this.stopped !== undefined
+  }
+
+  /**
+   * Aborts once the feed takes no more items: after `end()`, after the idle timeout, or when the
+   * run reading it stops (a `break`, a later stage that stopped reading, `stop()`, a failure). Its
+   * reason is the FeedClosedError a `push()` would now reject with. A producer can pass it on to
+   * what it waits on, or check it before it makes the next item.
+   *
+   * @example
+   * ```ts
+   * import { mapStage, pipe, stage } from 'stageline'
+   * const firstTwo = stage(async function* (xs: AsyncIterable<number>) {
+   *   let k = 0
+   *   for await (const x of xs) {
+   *     yield x
+   *     if (++k === 2) return
+   *   }
+   * })
+   * const out = await pipe(async (bucket) => {
+   *   // stops making items once the run stops reading, instead of pushing into a closed feed
+   *   for (let i = 0; !bucket.signal.aborted; i++) await bucket.push(i).catch(() => {})
+   * }, mapStage((n: number) => n * 10), firstTwo).toArray()
+   * console.log(out) // [ 0, 10 ]
+   * ```
+   */
+  get signal(): AbortSignal {
+    return this.ctl.signal
   }
 
   /** Items accepted and waiting to be read. */
@@ -168,6 +198,9 @@ export class Feed<T> implements AsyncIterable<T> {
     this.ended = true
     this.clearIdle()
     this.ch.close()
+    if (this.stopped === undefined) {
+      this.ctl.abort(new FeedClosedError('the feed was ended: it takes no more items'))
+    }
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
@@ -202,8 +235,30 @@ export class Feed<T> implements AsyncIterable<T> {
       poll: (w: Waiter): T | Empty | Done => this.ch.poll(w),
       wait: (w: Waiter) => this.ch.wait(w),
       cancel: (w: Waiter) => this.ch.cancel(w),
-      abort: () => this.stop('the run reading this feed has stopped (it failed, was aborted or broke off)'),
-      endInput: () => this.end(),
+      abort: () => {
+        this.closedByRun = 'stopped'
+        this.stop('the run reading this feed has stopped (it failed, was aborted or broke off)')
+      },
+      endInput: () => {
+        this.closedByRun ??= 'ended'
+        this.end()
+      },
+    }
+  }
+
+  /**
+   * @internal Whether the failure `err` of the function that fills this feed (a source function's
+   * bucket) comes from the run closing the feed on purpose, so that the run ignores it: anything,
+   * once the run stopped reading (nobody reads its items); its push() rejecting, once the run ended
+   * its input (stop()).
+   */
+  closedOnPurpose(err: unknown): boolean {
+    if (this.closedByRun === 'stopped') return true
+    if (this.closedByRun !== 'ended') return false
+    try {
+      return err instanceof FeedClosedError
+    } catch {
+      return false
     }
   }
 
@@ -212,6 +267,7 @@ export class Feed<T> implements AsyncIterable<T> {
     this.stopped = why
     this.clearIdle()
     this.ch.abort()
+    if (!this.ctl.signal.aborted) this.ctl.abort(new FeedClosedError(why))
   }
 
   private armIdle(): void {

@@ -5,7 +5,7 @@
  * running -> done | failed | stopped, and every transition is idempotent.
  * @module
  */
-import { RunStopped, TaskException } from './errors.js'
+import { describeCause, RunStopped, TaskException } from './errors.js'
 import { Group, type RunHooks } from './group.js'
 import { SETTLE_GRACE_MS } from './options.js'
 import { Channel, DONE, EMPTY, type Inlet, OrderedChannel, Waiter } from './queue.js'
@@ -63,7 +63,15 @@ export class Run implements RunHooks {
     }
     let sourceError: { err: unknown } | undefined
     try {
-      this.source = openSource(plan.source, (err) => this.fail(err, 'source', 0, undefined))
+      this.source = openSource(plan.source, (err) => {
+        // a source function can outlive its run (its bucket was ended, the output drained): its
+        // failure then fails nothing, but it is not dropped unseen either
+        if (this.state === FINISHED) {
+          process.emitWarning(
+            `stageline: the source function failed after its run had ended: ${describeCause(err)}`,
+          )
+        } else this.fail(err, 'source', 0, undefined)
+      })
     } catch (err) {
       sourceError = { err }
     }

@@ -391,7 +391,11 @@ export function openSource<T>(source: Source<T>, onError: (err: unknown) => void
   if (isThenable(s)) {
     ;(s as PromiseLike<unknown>).then(
       () => bucket.end(),
-      (err: unknown) => onError(err),
+      (err: unknown) => {
+        // a push() rejected because the run ended or stopped reading on purpose (an early end
+        // downstream, a break, stop()): the function's failure is that ending, not an error
+        if (!bucket.closedOnPurpose(err)) onError(err)
+      },
     )
   } else if (s === undefined) {
     bucket.end()

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest'
-import { FeedClosedError, feed, mapStage, pipe, stage, TaskException } from '../lib/index.js'
+import { type Feed, FeedClosedError, feed, mapStage, pipe, stage, TaskException } from '../lib/index.js'
 import {
   defer,
   flush,
@@ -258,6 +258,169 @@ describe('a function source with a bucket', () => {
     )
     expect(err).toBeInstanceOf(TaskException)
     expect((err as TaskException).cause).toBeInstanceOf(TypeError)
+  })
+})
+
+describe('a bucket source when the run ends on purpose', () => {
+  /** A source function that pushes 0..n-1 into its bucket, recording how its push() calls ended. */
+  function pusher(n: number, log: { pushed: number; rejected: unknown[]; returned: boolean }) {
+    return async (bucket: Feed<number>) => {
+      try {
+        for (let i = 0; i < n; i++) {
+          await bucket.push(i)
+          log.pushed++
+        }
+        log.returned = true
+      } catch (err) {
+        log.rejected.push(err)
+        throw err
+      }
+    }
+  }
+  const newLog = () => ({ pushed: 0, rejected: [] as unknown[], returned: false })
+  const firstThree = stage(async function* firstThree(xs: AsyncIterable<number>) {
+    let k = 0
+    for await (const x of xs) {
+      yield x
+      if (++k === 3) return
+    }
+  })
+
+  test('an early end downstream resolves the run as an async generator source does', async () => {
+    const log = newLog()
+    const out = await pipe(
+      pusher(1000, log),
+      mapStage((n: number) => n * 10),
+      firstThree,
+    ).toArray()
+    expect(out).toEqual([0, 10, 20])
+    async function* gen() {
+      for (let i = 0; i < 1000; i++) yield i
+    }
+    expect(
+      await pipe(
+        gen(),
+        mapStage((n: number) => n * 10),
+        firstThree,
+      ).toArray(),
+    ).toEqual(out)
+    // its push() rejected, so a loop that pushes forever ends too
+    expect(log.rejected).toHaveLength(1)
+    expect(log.rejected[0]).toBeInstanceOf(FeedClosedError)
+    expect(log.returned).toBe(false)
+  })
+
+  test('stop() on a started run resolves: the bucket ends, its next push() rejects, the run ignores it', async () => {
+    const log = newLog()
+    const gate = defer()
+    const seen: number[] = []
+    const run = pipe(
+      pusher(1_000_000, log),
+      mapStage(async (n: number) => {
+        if (n === 5) await gate.promise
+        return n
+      }),
+    ).start({ onResult: (n) => seen.push(n) })
+    while (log.pushed < 10) await flush(1)
+    const stopped = run.stop()
+    gate.resolve()
+    await stopped
+    await expect(run.done).resolves.toBeTypeOf('number')
+    expect(log.rejected).toHaveLength(1)
+    expect(log.rejected[0]).toBeInstanceOf(FeedClosedError)
+    // what the bucket accepted before the stop is still delivered
+    expect(sorted(seen)).toEqual(numbers(log.pushed))
+  })
+
+  test('a break out of results() ends the function with FeedClosedError and leaves no rejection', async () => {
+    const log = newLog()
+    for await (const n of pipe(
+      pusher(1000, log),
+      mapStage((n: number) => n),
+    ).results()) {
+      if (n === 2) break
+    }
+    await flush(3)
+    expect(log.rejected[0]).toBeInstanceOf(FeedClosedError)
+  })
+
+  test('bucket.signal aborts when the run stops reading, so the function can stop before it pushes', async () => {
+    let signal: AbortSignal | undefined
+    let made = 0
+    const out = await pipe(async (bucket: Feed<number>) => {
+      signal = bucket.signal
+      for (let i = 0; !bucket.signal.aborted; i++) {
+        made++
+        await bucket.push(i).catch(() => {})
+      }
+    }, firstThree).toArray()
+    expect(out).toEqual([0, 1, 2])
+    expect(signal?.aborted).toBe(true)
+    expect(signal?.reason).toBeInstanceOf(FeedClosedError)
+    // at most what the bucket held when the run stopped reading, plus the push that found it closed
+    expect(made).toBeLessThanOrEqual(3 + 64 + 2)
+  })
+
+  test('a source function that fails with its own error during a stop() still fails the run', async () => {
+    const gate = defer()
+    const run = pipe(
+      async (bucket: Feed<number>) => {
+        await bucket.push(1)
+        await new Promise<void>((resolve) => bucket.signal.addEventListener('abort', () => resolve()))
+        throw new Error('cursor lost')
+      },
+      mapStage(async (n: number) => {
+        await gate.promise
+        return n
+      }),
+    ).start()
+    await flush(2)
+    const stopped = rejectionOf(run.stop())
+    await flush(2)
+    gate.resolve()
+    const err = await stopped
+    expect(err).toBeInstanceOf(TaskException)
+    expect((err as TaskException).stage).toBe('source')
+    expect(((err as TaskException).cause as Error).message).toBe('cursor lost')
+  })
+
+  test('a source function that fails after its run has finished is reported as a process warning', async () => {
+    const warnings: string[] = []
+    const onWarning = (w: Error) => warnings.push(w.message)
+    process.on('warning', onWarning)
+    try {
+      const failed = defer()
+      const run = pipe(async (bucket: Feed<number>) => {
+        await bucket.push(1)
+        await new Promise<void>((resolve) => bucket.signal.addEventListener('abort', () => resolve()))
+        await failed.promise
+        throw new Error('cleanup broke')
+      }).start()
+      await flush(2)
+      await run.stop()
+      failed.resolve()
+      while (warnings.length === 0) await flush(1)
+      expect(warnings).toEqual([
+        'stageline: the source function failed after its run had ended: Error: cleanup broke',
+      ])
+    } finally {
+      process.off('warning', onWarning)
+    }
+  })
+
+  test('a feed says through its signal when it takes no more items: end(), idle timeout, or the run stopping', async () => {
+    const a = feed<number>()
+    expect(a.signal.aborted).toBe(false)
+    a.end()
+    expect(a.signal.aborted).toBe(true)
+    expect(a.signal.reason).toBeInstanceOf(FeedClosedError)
+    const b = feed<number>()
+    const controller = new AbortController()
+    const p = pipe(b).toArray({ signal: controller.signal })
+    controller.abort(new Error('gone'))
+    await expect(p).rejects.toThrow('gone')
+    expect(b.signal.aborted).toBe(true)
+    await expect(b.push(1)).rejects.toBeInstanceOf(FeedClosedError)
   })
 })
 
