@@ -172,7 +172,7 @@ export class Run<O> implements AsyncDisposable {
   }
 
   /** @internal reports progress (pipeline.start's onProgress) */
-  watch(onProgress: (stats: RunStats) => void, intervalMs: number): void {
+  watch(onProgress: (stats: RunStats) => unknown, intervalMs: number): void {
     watchProgress(this.exec, onProgress, intervalMs)
   }
 

@@ -31,9 +31,10 @@ export interface RunOptions {
   signal?: AbortSignal
   /**
    * Called with a stats snapshot every `progressInterval` ms while the run lives, and once when
-   * it ends; never per item. If it throws, the run fails with a TaskException (stage `"onProgress"`).
+   * it ends; never per item. If it throws, or returns a promise that rejects, the run fails with a
+   * TaskException (stage `"onProgress"`); a promise it returns is not awaited.
    */
-  onProgress?: (stats: RunStats) => void
+  onProgress?: (stats: RunStats) => unknown
   /**
    * Milliseconds between `onProgress` calls.
    * @default 1000

@@ -96,8 +96,11 @@ export interface PolicyOptions<I = any, S = any> {
    * @default 'fail'
    */
   errors?: 'fail' | 'skip'
-  /** Called with every item skipped by `errors: 'skip'`. Required with it. If it throws, the run fails. */
-  onError?: (error: unknown, item: I, ctx: MapContext<S>) => void
+  /**
+   * Called with every item skipped by `errors: 'skip'`. Required with it. If it returns a promise,
+   * the worker waits for it. If it throws or rejects, the run fails with its error.
+   */
+  onError?: (error: unknown, item: I, ctx: MapContext<S>) => unknown
   /**
    * Called once per worker before its first item; what it returns is `ctx.state` (a connection, a
    * client). Caveat: TypeScript infers `ctx.state`'s type from `init` only when `init`'s own
@@ -252,7 +255,7 @@ export interface Policies {
   retries: number
   retryDelay: number | ((retry: number, error: unknown) => number)
   timeout: number | undefined
-  onError: ((error: unknown, item: unknown, ctx: MapContext<unknown>) => void) | undefined
+  onError: ((error: unknown, item: unknown, ctx: MapContext<unknown>) => unknown) | undefined
   init: ((ctx: StageContext) => unknown) | undefined
   dispose: ((state: unknown, ctx: StageContext) => unknown) | undefined
   limit: Limiter | undefined
@@ -423,11 +426,15 @@ async function processItem(p: Policies, g: Group, x: unknown, ctx: WorkerContext
       if (p.onError !== undefined) {
         g.failed++
         try {
-          p.onError(err, x, ctx)
+          // an async onError is awaited: the item counts as skipped once it has seen it, and its
+          // rejection fails the run as a throw does (never a rejection left unhandled)
+          const r = p.onError(err, x, ctx) as unknown
+          if (isThenable(r)) await r
         } catch (cbErr) {
           ctx.lastError = cbErr
           return FAILED
         }
+        if (g.halted) return HALTED
         return SKIP
       }
       ctx.lastError = err

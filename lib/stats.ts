@@ -3,6 +3,7 @@
  * enough to take on an interval while the run goes on.
  * @module
  */
+import { isThenable } from './_utils.js'
 import { describeCause } from './errors.js'
 import type { Group } from './group.js'
 import { FAILED, FINISHED, RUNNING, type Run, STOPPED } from './run.js'
@@ -115,18 +116,24 @@ export function snapshot(run: Run): RunStats {
 }
 
 /** Reports snapshots of `run` to `onProgress`; a throwing callback fails the run. @internal */
-export function watchProgress(run: Run, onProgress: (stats: RunStats) => void, intervalMs: number): void {
+export function watchProgress(run: Run, onProgress: (stats: RunStats) => unknown, intervalMs: number): void {
   let threw = false
-  run.watch((r) => {
+  const failed = (err: unknown): void => {
     // a callback that threw is not called again: failing the run would otherwise call it at once
     // for the final snapshot, from inside its own failure, and warn about the same error twice
     if (threw) return
+    threw = true
+    if (run.state === RUNNING) run.fail(err, 'onProgress', 0, undefined)
+    else process.emitWarning(`stageline: onProgress threw after the run ended: ${describeCause(err)}`)
+  }
+  run.watch((r) => {
+    if (threw) return
     try {
-      onProgress(snapshot(r))
+      const p = onProgress(snapshot(r))
+      // not awaited (a slow callback does not hold the run up), but its rejection is not left unhandled
+      if (isThenable(p)) p.then(undefined, failed)
     } catch (err) {
-      threw = true
-      if (r.state === RUNNING) r.fail(err, 'onProgress', 0, undefined)
-      else process.emitWarning(`stageline: onProgress threw after the run ended: ${describeCause(err)}`)
+      failed(err)
     }
   }, intervalMs)
 }

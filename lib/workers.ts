@@ -14,6 +14,7 @@ import {
   isThenable,
   iteratorResult,
   nextTurn,
+  noop,
   openIterator,
 } from './_utils.js'
 import { dropQuietly, type MapFn, send, timed } from './fusion.js'
@@ -310,8 +311,10 @@ class GenWorker {
       ) {
         this.it = openIterator(produced, "the stage function's result: its").it
       } else {
+        // a plain async function returns a promise: nobody else reads it, so its rejection is handled here
+        if (isThenable(produced)) (produced as PromiseLike<unknown>).then(undefined, noop)
         throw new TypeError(
-          `a stage() function must return an AsyncIterable or Iterable (write it as an async function*), got ${produced === null ? 'null' : typeof produced}`,
+          `a stage() function must return an AsyncIterable or Iterable (write it as an async function*), got ${isThenable(produced) ? 'a promise' : produced === null ? 'null' : typeof produced}`,
         )
       }
     } catch (err) {

@@ -156,6 +156,15 @@ describe('a failing stage function', () => {
     expect(String((err.cause as Error).message)).toMatch(/AsyncIterable or Iterable/)
   })
 
+  test('a stage() function written as a plain async function fails with a TypeError, and its rejection is handled', async () => {
+    const notGen = stage(async function notGen(): Promise<never> {
+      throw new Error('inside')
+    } as never)
+    const err = await taskException(pipe([1], notGen).toArray())
+    expect(err.cause).toBeInstanceOf(TypeError)
+    expect((err.cause as Error).message).toContain('got a promise')
+  })
+
   test('items delivered before the failure stay delivered, none come after', async () => {
     const it = pipe(
       numbers(1000),

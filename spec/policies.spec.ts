@@ -10,11 +10,14 @@ import {
   TimeoutError,
 } from '../lib/index.js'
 import {
+  defer,
+  flush,
   numbers,
   Peak,
   recordUnhandledRejections,
   rejectionOf,
   sorted,
+  ticks,
   whenAborted,
 } from './helpers/instruments.js'
 
@@ -227,6 +230,60 @@ describe('error policy', () => {
       ).toArray(),
     )
     expect(((err as TaskException).cause as Error).message).toBe('callback broke')
+  })
+
+  test('an async onError that rejects fails the run with its error, as a throwing one does', async () => {
+    for (const ordered of [false, true]) {
+      const err = await rejectionOf(
+        pipe(
+          numbers(5),
+          mapStage(
+            (n: number): number => {
+              if (n === 2) throw new Error('inner')
+              return n
+            },
+            {
+              ordered,
+              workers: 2,
+              errors: 'skip',
+              onError: async () => {
+                await ticks(2)
+                throw new Error('callback broke')
+              },
+            },
+          ),
+        ).toArray(),
+      )
+      expect(err).toBeInstanceOf(TaskException)
+      expect(((err as TaskException).cause as Error).message).toBe('callback broke')
+      expect((err as TaskException).item).toBe(2)
+    }
+  })
+
+  test('an async onError is awaited before the item counts as skipped and the worker goes on', async () => {
+    const gate = defer()
+    const calls: number[] = []
+    const p = pipe(
+      numbers(3),
+      mapStage(
+        (n: number): number => {
+          if (n === 0) throw new Error('zero')
+          return n
+        },
+        {
+          errors: 'skip',
+          onError: async (_e, n) => {
+            await gate.promise
+            calls.push(n)
+          },
+        },
+      ),
+    ).toArray()
+    await flush(2)
+    expect(calls).toEqual([])
+    gate.resolve()
+    expect(await p).toEqual([1, 2])
+    expect(calls).toEqual([0])
   })
 
   test('returning skip drops the item, in order and out of order', async () => {

@@ -531,6 +531,44 @@ describe('the progress hook', () => {
     }
   })
 
+  test('an async onProgress that rejects fails the run as stage "onProgress", once', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] })
+    const boom = new Error('display broke later')
+    const onProgress = vi.fn(async () => {
+      await Promise.resolve()
+      throw boom
+    })
+    const gate = defer()
+    const p = pipe(
+      numbers(10),
+      mapStage(async (n: number, { signal }) => {
+        if (n === 2) await Promise.race([gate.promise, whenAborted(signal)])
+        return n
+      }),
+    ).toArray({ onProgress, progressInterval: 100 })
+    await flush(2)
+    vi.advanceTimersByTime(100)
+    const err = await rejectionOf(p)
+    expect(err).toBeInstanceOf(TaskException)
+    expect(err).toMatchObject({ stage: 'onProgress', cause: boom })
+    vi.advanceTimersByTime(500)
+    expect(onProgress).toHaveBeenCalledTimes(1)
+    expect(vi.getTimerCount()).toBe(0)
+  })
+
+  test('an async onProgress that rejects after the run ended warns instead', async () => {
+    const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => {})
+    try {
+      const out = await pipe([1, 2, 3]).toArray({ onProgress: async () => Promise.reject(new Error('late')) })
+      expect(out).toEqual([1, 2, 3])
+      await flush(2)
+      expect(warn).toHaveBeenCalledTimes(1)
+      expect(String(warn.mock.calls[0]![0])).toContain('onProgress threw after the run ended: Error: late')
+    } finally {
+      warn.mockRestore()
+    }
+  })
+
   test('a bad progressInterval or onProgress is refused when the run starts', async () => {
     const p = pipe(
       [1],
