@@ -84,7 +84,7 @@ function checkRunOptions(
   extra?: ReadonlySet<string>,
 ): AbortSignal | undefined {
   if (options === undefined) return undefined
-  if (options === null || typeof options !== 'object') {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
     throw new TypeError(`${where}: expected an options object, got ${got(options)}`)
   }
   const o = options as Record<string, unknown>
@@ -479,6 +479,12 @@ export class Pipeline<O> implements AsyncIterable<O> {
    * ```
    */
   start(options?: StartOptions<O> & RunOptions): BackgroundRun<O> {
+    if (
+      options !== undefined &&
+      (options === null || typeof options !== 'object' || Array.isArray(options))
+    ) {
+      throw new TypeError(`start(): expected an options object, got ${got(options)}`)
+    }
     const o = (options ?? {}) as StartOptions<O> & RunOptions
     checkRunOptions('start()', {
       signal: o.signal,

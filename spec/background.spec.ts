@@ -225,4 +225,18 @@ describe('pipeline.start()', () => {
     expect(() => p.start({ deamon: true } as never)).toThrow(/unknown option `deamon`/)
     expect(() => p.start({ progressInterval: 0 } as never)).toThrow(/`progressInterval`/)
   })
+
+  test.each([[5], [null], ['daemon'], [true], [[{ daemon: true }]]])(
+    'start(%o) is refused as toArray() refuses it: options are an object',
+    async (bad) => {
+      const p = pipe([1])
+      expect(() => p.start(bad as never)).toThrow(TypeError)
+      expect(() => p.start(bad as never)).toThrow(/^start\(\): expected an options object, got /)
+      await expect(p.toArray(bad as never)).rejects.toThrow(/^toArray\(\): expected an options object, got /)
+      await expect(p.execute(bad as never)).rejects.toThrow(/^execute\(\): expected an options object, got /)
+      await expect(p.results(bad as never).next()).rejects.toThrow(
+        /^results\(\): expected an options object, got /,
+      )
+    },
+  )
 })

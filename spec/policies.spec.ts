@@ -1,6 +1,8 @@
 import pLimit from 'p-limit'
-import { describe, expect, test } from 'vitest'
+import { describe, expect, test, vi } from 'vitest'
 import {
+  batch,
+  feed,
   mapStage,
   pipe,
   rateLimit,
@@ -505,5 +507,54 @@ describe('a stage with policies never starves the event loop', () => {
       ).execute({ signal: c.signal }),
     )
     expect((err as Error).message).toBe('stop now')
+  })
+})
+
+describe('millisecond options stay within what a timer can wait', () => {
+  // Node fires a timer longer than 2^31 - 1 ms after 1 ms: 30 days of timeout would fail a 20 ms item
+  const tooLong = 2 ** 31
+  test.each([
+    ['mapStage() timeout', () => mapStage(async (n: number) => n, { timeout: tooLong }), 'timeout'],
+    ['mapStage() retryDelay', () => mapStage(async (n: number) => n, { retryDelay: tooLong }), 'retryDelay'],
+    ['setup() timeout', () => mapStage(async (n: number) => n).setup({ timeout: tooLong }), 'timeout'],
+    ['feed() idleTimeout', () => feed({ idleTimeout: tooLong }), 'idleTimeout'],
+    ['batch() maxWait', () => batch(2, { maxWait: tooLong }), 'maxWait'],
+  ])('%s of 2^31 ms is refused, naming the option and the limit', (_, make, option) => {
+    expect(make).toThrow(RangeError)
+    expect(make).toThrow(
+      new RegExp(
+        `\`${option}\` to be a number of milliseconds (from 0 to|above 0 and at most) 2147483647 \\(about 24\\.8 days`,
+      ),
+    )
+  })
+
+  test('run options and the rate limit have the same bound', async () => {
+    const p = pipe([1])
+    await expect(p.toArray({ progressInterval: tooLong, onProgress: () => {} })).rejects.toThrow(
+      /`progressInterval` to be an integer from 1 to 2147483647, got 2147483648/,
+    )
+    expect(() => p.start({ progressInterval: tooLong, onProgress: () => {} })).toThrow(RangeError)
+    expect(() => rateLimit(1 / tooLong)).toThrow(/one call per 2147483647 ms/)
+    expect(() => rateLimit(1000 / (2 ** 31 - 1))).not.toThrow()
+  })
+
+  test('Infinity means never where never makes sense: timeout, idleTimeout, maxWait', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] })
+    try {
+      const never = Number.POSITIVE_INFINITY
+      const slow = mapStage(async (n: number) => n, { timeout: never })
+      expect(slow.options).toMatchObject({ timeout: never })
+      const input = feed<number>({ idleTimeout: never })
+      const out = pipe(input, slow, batch(10, { maxWait: never })).toArray()
+      await input.pushAll([1, 2, 3])
+      await flush(2)
+      // no timer was set for any of them: a timer of Infinity ms would fire after 1 ms
+      expect(vi.getTimerCount()).toBe(0)
+      expect(input.closed).toBe(false)
+      input.end()
+      expect(await out).toEqual([[1, 2, 3]])
+    } finally {
+      vi.useRealTimers()
+    }
   })
 })

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest'
-import { DEFAULT_QSIZE, mapStage, pipe, Stage, stage } from '../lib/index.js'
+import { DEFAULT_QSIZE, MAX_CAPACITY, MAX_WORKERS, mapStage, pipe, Stage, stage } from '../lib/index.js'
 import { numbers, recordUnhandledRejections, sorted } from './helpers/instruments.js'
 
 recordUnhandledRejections()
@@ -118,6 +118,20 @@ describe('bad stage options', () => {
     ['workers', -2, RangeError, /`workers`.*got -2 \(number\)/],
     ['workers', Number.POSITIVE_INFINITY, RangeError, /`workers`.*got Infinity \(number\)/],
     ['workers', null, TypeError, /`workers`.*got null \(null\)/],
+    // a count past the limit would block the event loop starting workers, one item later
+    [
+      'workers',
+      2 ** 40,
+      RangeError,
+      /`workers` to be an integer from 1 to 10000, got 1099511627776 \(number\)/,
+    ],
+    ['workers', 10_001, RangeError, /`workers` to be an integer from 1 to 10000, got 10001/],
+    [
+      'qsize',
+      2 ** 31,
+      RangeError,
+      /`qsize` to be an integer from 0 to 2147483647 or `Infinity`, got 2147483648/,
+    ],
     [
       'qsize',
       -1,
@@ -151,6 +165,12 @@ describe('bad stage options', () => {
       expect(fromSetup.message).toMatch(message)
     })
   }
+
+  test('the limits themselves are allowed: MAX_WORKERS workers, a qsize of MAX_CAPACITY', async () => {
+    expect(mapStage(id, { workers: MAX_WORKERS }).options.workers).toBe(10_000)
+    expect(mapStage(id, { qsize: MAX_CAPACITY }).options.qsize).toBe(2 ** 31 - 1)
+    expect(await pipe(numbers(3), mapStage(id, { workers: MAX_WORKERS })).toArray()).toHaveLength(3)
+  })
 
   test('Infinity is allowed for qsize and 0 means hand-off', () => {
     expect(mapStage(id, { qsize: Number.POSITIVE_INFINITY }).options.qsize).toBe(Number.POSITIVE_INFINITY)
