@@ -5,15 +5,21 @@
  * (graceful, possibly while pushes wait), `abort()`, or a planted failure, each at a random
  * point. Whatever ends it: every push settles, nothing is delivered twice or made up, the run's
  * `done` settles the way its ending says, and a graceful end delivers every accepted item.
+ *
+ * The producers push into a feed made by the test, or into the bucket of a source function (which
+ * rethrows a refused push, as a `while (true) await bucket.push(x)` loop would): a run that ends
+ * on purpose must not fail because its source function's push was refused.
  */
 import fc from 'fast-check'
 import { expect, test } from 'vitest'
 import {
+  type Feed,
   FeedClosedError,
   feed,
   mapStage,
   pipe,
   RunStopped,
+  type Source,
   type Stage,
   type StageContext,
   stage,
@@ -34,6 +40,8 @@ interface StagePlan {
 }
 
 interface Plan {
+  /** Who owns the feed: the test (`feed()`), or the run (a source function's bucket). */
+  via: 'feed' | 'bucket'
   capacity: number
   /** Items per producer; producer p pushes p * 1000 + i. */
   producers: number[]
@@ -71,6 +79,7 @@ const stagePlan: fc.Arbitrary<StagePlan> = fc
 
 const planArb: fc.Arbitrary<Plan> = fc
   .record({
+    via: fc.constantFrom<Plan['via']>('feed', 'bucket'),
     capacity: fc.oneof(fc.integer({ min: 0, max: 4 }), fc.constant(64)),
     producers: fc.array(fc.integer({ min: 0, max: 40 }), { minLength: 1, maxLength: 3 }),
     modes: fc.array(fc.constantFrom<Plan['modes'][number]>('push', 'pushAll', 'pushAllAsync'), {
@@ -89,7 +98,8 @@ const planArb: fc.Arbitrary<Plan> = fc
 class Planted extends Error {}
 
 async function check(plan: Plan): Promise<void> {
-  const input = feed<number>({ capacity: plan.capacity })
+  // a bucket is made by the run, with the default capacity, when the source function is called
+  let input: Feed<number> = feed<number>({ capacity: plan.capacity })
   const total = plan.producers.reduce((a, b) => a + b, 0)
   // the failure is planted on an item some producer pushes, when there is one
   const failOn = plan.ending === 'fail' && total > 0 ? pickItem(plan, plan.after % total) : undefined
@@ -118,26 +128,6 @@ async function check(plan: Plan): Promise<void> {
   let ended: Promise<void> | undefined
   let stopping = false
   const stopReason = new RunStopped('aborted by the test')
-  const run = pipe(input, ...stages).start({
-    collectInput: plan.collectInput,
-    onResult: async (item) => {
-      const x = item as number // a spread of stages types the output as unknown
-      delivered.push(x)
-      if (delivered.length === plan.after && ended === undefined) {
-        if (plan.ending === 'stop') {
-          stopping = true
-          ended = run.stop().catch(() => {})
-        }
-        if (plan.ending === 'abort') ended = run.abort(stopReason)
-      }
-      if (plan.slowResults) await pause(plan.salt, x)
-    },
-  })
-  if (plan.ending === 'stopEarly') {
-    stopping = true
-    ended = run.stop().catch(() => {})
-  }
-
   // every producer's pushes, each settling to accepted or refused
   const accepted = new Set<number>()
   const refused: unknown[] = []
@@ -155,6 +145,7 @@ async function check(plan: Plan): Promise<void> {
         } catch (err) {
           refused.push(err)
           if (before) refusedFromBefore++
+          if (plan.via === 'bucket') throw err
           return
         }
       }
@@ -186,10 +177,49 @@ async function check(plan: Plan): Promise<void> {
       if (pending !== undefined) accepted.add(pending)
     } catch (err) {
       refused.push(err)
+      if (plan.via === 'bucket') throw err
     }
   }
-  await settlesWithin(Promise.all(plan.producers.map((_, p) => produce(p))), 'the pushes', plan)
-  if (plan.ending === 'end' || plan.ending === 'fail' || ended === undefined) input.end()
+  let producing: Promise<void> | undefined
+  const source: Source<number> =
+    plan.via === 'feed'
+      ? input
+      : (bucket: Feed<number>) => {
+          input = bucket
+          producing = Promise.all(plan.producers.map((_, p) => produce(p))).then(() => {})
+          return producing
+        }
+  const run = pipe(source as Source<unknown>, ...stages).start({
+    collectInput: plan.collectInput,
+    onResult: async (item) => {
+      const x = item as number // a spread of stages types the output as unknown
+      delivered.push(x)
+      if (delivered.length === plan.after && ended === undefined) {
+        if (plan.ending === 'stop') {
+          stopping = true
+          ended = run.stop().catch(() => {})
+        }
+        if (plan.ending === 'abort') ended = run.abort(stopReason)
+      }
+      if (plan.slowResults) await pause(plan.salt, x)
+    },
+  })
+  if (plan.ending === 'stopEarly') {
+    stopping = true
+    ended = run.stop().catch(() => {})
+  }
+
+  if (plan.via === 'feed') {
+    await settlesWithin(Promise.all(plan.producers.map((_, p) => produce(p))), 'the pushes', plan)
+    if (plan.ending === 'end' || plan.ending === 'fail' || ended === undefined) input.end()
+  } else {
+    // the source function ends the bucket when it returns; its rejection is the run's to handle
+    await settlesWithin(
+      producing!.catch(() => {}),
+      'the pushes',
+      plan,
+    )
+  }
 
   let outcome: unknown
   try {
