@@ -1,8 +1,5 @@
 /** Small private helpers shared by several modules. Not exported from the package. */
-import { setImmediate as nextTurn } from 'node:timers/promises'
-import { got } from './options.js'
-
-export { nextTurn }
+import { got } from './options/check.js'
 
 export function noop(): void {}
 
@@ -74,22 +71,4 @@ export function closeQuietly(it: Iterator<unknown> | AsyncIterator<unknown> | un
   } catch {
     // a failing return() must not mask the run's own outcome
   }
-}
-
-/** How many items a worker handles between checks of whether the event loop needs a turn. */
-export const CHECK_EVERY = 1024
-/** A pipeline of functions that never wait on I/O still lets timers and I/O run this often. */
-const TURN_MS = 16
-let lastTurn = performance.now()
-
-/**
- * A worker whose items all complete synchronously (or in microtasks) would otherwise keep the
- * event loop from timers, I/O and abort signals until the input ends. Every CHECK_EVERY items a
- * worker asks this; at most once per TURN_MS it answers true and the worker yields a macrotask.
- */
-export function dueForTurn(): boolean {
-  const now = performance.now()
-  if (now - lastTurn < TURN_MS) return false
-  lastTurn = now
-  return true
 }

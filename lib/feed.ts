@@ -5,8 +5,11 @@
  */
 
 import { isAsyncIterable, isIterable } from './_utils.js'
-import { checkInteger, checkMs, checkObject, got, MAX_CAPACITY } from './options.js'
-import { Channel, DONE, type Done, EMPTY, type Empty, type Inlet, Waiter } from './queue.js'
+import { Channel } from './channel/bounded.js'
+import { DONE, type Done, EMPTY, type Empty, type Inlet } from './channel/inlet.js'
+import { Waiter } from './channel/waiter.js'
+import { got, integer, ms, validateOptions } from './options/check.js'
+import { MAX_CAPACITY } from './options/limits.js'
 
 /**
  * The default number of items a feed holds before `push()` waits.
@@ -47,6 +50,11 @@ export interface FeedOptions {
    * @default no idle timeout
    */
   idleTimeout?: number
+}
+
+const FEED_SCHEMA = {
+  capacity: integer(0, MAX_CAPACITY, true),
+  idleTimeout: ms({ infinity: true }),
 }
 
 /**
@@ -92,24 +100,9 @@ export class Feed<T> implements AsyncIterable<T> {
   private closedByRun: 'ended' | 'stopped' | undefined
 
   constructor(options?: FeedOptions) {
-    let capacity = DEFAULT_FEED_CAPACITY
-    let idle: number | undefined
-    if (options !== undefined) {
-      checkObject('feed()', 'options', options)
-      for (const key of Object.keys(options)) {
-        if (key !== 'capacity' && key !== 'idleTimeout') {
-          throw new TypeError(
-            `feed(): unknown option \`${key}\`; the options are \`capacity\`, \`idleTimeout\``,
-          )
-        }
-      }
-      if (options.capacity !== undefined)
-        capacity = checkInteger('feed()', 'capacity', options.capacity, 0, true, MAX_CAPACITY)
-      if (options.idleTimeout !== undefined) {
-        idle = checkMs('feed()', 'idleTimeout', options.idleTimeout, { infinity: true })
-        if (idle === Number.POSITIVE_INFINITY) idle = undefined
-      }
-    }
+    const o = validateOptions('feed()', options, FEED_SCHEMA)
+    const capacity = (o.capacity as number | undefined) ?? DEFAULT_FEED_CAPACITY
+    const idle = o.idleTimeout === Number.POSITIVE_INFINITY ? undefined : (o.idleTimeout as number | undefined)
     this.ch = new Channel<T>(capacity)
     this.idleTimeout = idle
   }

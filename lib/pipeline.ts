@@ -3,14 +3,14 @@
  * `toArray()` or `for await` starts a fresh run.
  * @module
  */
-import { Run as BackgroundRun, type StartOptions } from './background.js'
-import { RunStopped } from './errors.js'
-import { checkBoolean, checkFunction, checkInteger, got, MAX_TIMER_MS } from './options.js'
-import { DONE, EMPTY, Waiter } from './queue.js'
-import { Run, type RunPlan } from './run.js'
-import { isAsyncIterable, isIterable, type Source, type SourceItem } from './source.js'
-import { registerPipe, Stage } from './stage.js'
-import { type RunStats, watchProgress } from './stats.js'
+import { drain, Results } from './engine/consumer.js'
+import { Execution, type RunPlan } from './engine/execution.js'
+import { isAsyncIterable, isIterable, type Source, type SourceItem } from './engine/source.js'
+import { type RunStats, watchProgress } from './engine/stats.js'
+import { abortSignal, boolean, fn, got, integer, type Schema, validateOptions } from './options/check.js'
+import { MAX_TIMER_MS } from './options/limits.js'
+import { Run, type StartOptions } from './run.js'
+import { Stage } from './stage.js'
 
 /**
  * Options of one run.
@@ -48,19 +48,14 @@ export interface RunOptions {
   collectInput?: boolean
 }
 
-const RUN_KEYS = new Set(['signal', 'onProgress', 'progressInterval', 'collectInput'])
+const RUN_SCHEMA: Schema = {
+  signal: abortSignal,
+  onProgress: fn,
+  progressInterval: integer(1, MAX_TIMER_MS),
+  collectInput: boolean,
+}
 
-const END: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true })
-
-/**
- * Stops the run of a `results()` iterator that was garbage-collected unfinished: dropped after a
- * few `next()` calls, never read to the end and never closed with `return()`. Without this, its
- * source would stay open (a file, a cursor) for the life of the process. `for await` never needs
- * it: leaving the loop any way calls `return()`.
- */
-const dropped = new FinalizationRegistry<Run>((run) => {
-  run.stop(new RunStopped('its results() iterator was dropped unfinished, without return()'), false)
-})
+const START_SCHEMA: Schema = { ...RUN_SCHEMA, onResult: fn, daemon: boolean }
 
 /**
  * The untyped fallback of pipe() takes only a spread array of stages (`pipe(src, ...list)`), whose
@@ -69,131 +64,12 @@ const dropped = new FinalizationRegistry<Run>((run) => {
  */
 type SpreadStages<S extends readonly unknown[]> = number extends S['length'] ? S : never
 
-/** Validates run options and opens a run with them. Throws a TypeError naming a bad option. */
-function openRun(plan: RunPlan, where: string, options: unknown, extra?: ReadonlySet<string>): Run {
-  const signal = checkRunOptions(where, options, extra)
-  const o = (options ?? {}) as RunOptions
-  const run = new Run(plan, signal, o.collectInput === true)
-  if (o.onProgress !== undefined) watchProgress(run, o.onProgress, o.progressInterval ?? 1000)
-  return run
-}
-
-function checkRunOptions(
-  where: string,
-  options: unknown,
-  extra?: ReadonlySet<string>,
-): AbortSignal | undefined {
-  if (options === undefined) return undefined
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw new TypeError(`${where}: expected an options object, got ${got(options)}`)
-  }
-  const o = options as Record<string, unknown>
-  for (const key of Object.keys(o)) {
-    if (!RUN_KEYS.has(key) && !extra?.has(key)) {
-      const all = [...RUN_KEYS, ...(extra ?? [])].map((k) => `\`${k}\``).join(', ')
-      throw new TypeError(`${where}: unknown option \`${key}\`; the options are ${all}`)
-    }
-  }
-  if (o.onProgress !== undefined) checkFunction(where, 'onProgress', o.onProgress)
-  if (o.progressInterval !== undefined) {
-    checkInteger(where, 'progressInterval', o.progressInterval, 1, false, MAX_TIMER_MS)
-  }
-  if (o.collectInput !== undefined) checkBoolean(where, 'collectInput', o.collectInput)
-  const signal = (options as RunOptions).signal
-  if (signal === undefined) return undefined
-  if (
-    signal === null ||
-    typeof signal !== 'object' ||
-    typeof (signal as AbortSignal).aborted !== 'boolean' ||
-    typeof (signal as AbortSignal).addEventListener !== 'function'
-  ) {
-    throw new TypeError(`${where}: expected \`signal\` to be an AbortSignal, got ${got(signal)}`)
-  }
-  return signal
-}
-
-/**
- * The iterator `results()` returns. It starts its run on the first `next()`, so an iterator that
- * is never read never starts anything.
- */
-class Results<O> implements AsyncIterableIterator<O> {
-  private run: Run | undefined
-  private readonly w = new Waiter()
-  /** `w` is parked in the output's `wait()`. */
-  private parked = false
-  private ended = false
-  /** Runs when `w` is woken; made once, so that parking allocates no closure. */
-  private readonly woken = (): IteratorResult<O> | Promise<IteratorResult<O>> => {
-    this.parked = false
-    return this.take(this.run as Run, this.w)
-  }
-
-  constructor(
-    private readonly plan: RunPlan,
-    private readonly options: RunOptions | undefined,
-  ) {}
-
-  [Symbol.asyncIterator](): this {
-    return this
-  }
-
-  next(): Promise<IteratorResult<O>> {
-    if (this.ended) return Promise.resolve(END)
-    let run = this.run
-    if (run === undefined) {
-      try {
-        run = this.run = openRun(this.plan, 'results()', this.options)
-        dropped.register(this, run, this)
-      } catch (err) {
-        this.ended = true
-        return Promise.reject(err)
-      }
-    }
-    const x = run.output.poll(this.w)
-    if (x === EMPTY) return this.slow(run)
-    if (x === DONE) return this.end(run)
-    run.delivered++
-    return Promise.resolve({ value: x as O, done: false })
-  }
-
-  private slow(run: Run): Promise<IteratorResult<O>> {
-    if (!this.parked) {
-      this.parked = true
-      return run.output.wait(this.w).then(this.woken)
-    }
-    // next() called again before the parked one settled: this call gets its own waiter
-    const w = new Waiter()
-    return run.output.wait(w).then(() => this.take(run, w))
-  }
-
-  private take(run: Run, w: Waiter): IteratorResult<O> | Promise<IteratorResult<O>> {
-    const x = w.item
-    w.item = undefined
-    if (x === DONE) return this.end(run)
-    run.delivered++
-    return { value: x as O, done: false }
-  }
-
-  private async end(run: Run): Promise<IteratorResult<O>> {
-    if (this.ended) return END
-    this.ended = true
-    dropped.unregister(this)
-    await run.end()
-    return END
-  }
-
-  /** Stops the run (a `break` calls this): every worker is signalled, the source is closed. */
-  async return(): Promise<IteratorResult<O>> {
-    if (this.ended) return END
-    this.ended = true
-    const run = this.run
-    if (run !== undefined) {
-      dropped.unregister(this)
-      run.stop(new RunStopped('the consumer stopped reading the results'), false)
-      await run.settled()
-    }
-    return END
-  }
+/** Checks run options and opens a run with them. Throws a TypeError naming a bad option. */
+function openRun(plan: RunPlan, where: string, options: unknown, schema = RUN_SCHEMA): Execution {
+  const o = validateOptions(where, options, schema) as RunOptions
+  const exec = new Execution(plan, { signal: o.signal, collectInput: o.collectInput })
+  if (o.onProgress !== undefined) watchProgress(exec, o.onProgress, o.progressInterval ?? 1000)
+  return exec
 }
 
 /**
@@ -213,7 +89,7 @@ export class Pipeline<O> implements AsyncIterable<O> {
   readonly plan: RunPlan
 
   /** @internal use pipe() */
-  constructor(source: Source<unknown>, stages: readonly Stage<any, any>[]) {
+  constructor(source: Source<unknown>, stages: readonly Stage<any, any, any, any>[]) {
     const names = stages.map((s, i) => s.name ?? `stage${i + 1}`)
     this.plan = Object.freeze({ source, stages: Object.freeze([...stages]), names: Object.freeze(names) })
   }
@@ -394,8 +270,8 @@ export class Pipeline<O> implements AsyncIterable<O> {
     s15: Stage<O14, O15>,
     s16: Stage<O15, O16>,
   ): Pipeline<O16>
-  pipe<S extends Stage<any, any>[]>(...stages: SpreadStages<S>): Pipeline<unknown>
-  pipe(...stages: Stage<any, any>[]): Pipeline<unknown> {
+  pipe<S extends Stage<any, any, any, any>[]>(...stages: SpreadStages<S>): Pipeline<unknown>
+  pipe(...stages: Stage<any, any, any, any>[]): Pipeline<unknown> {
     checkStages('pipeline.pipe()', stages, this.plan.stages.length)
     // names by position are resolved again over the whole chain
     return new Pipeline(this.plan.source, [...this.plan.stages, ...stages])
@@ -416,7 +292,7 @@ export class Pipeline<O> implements AsyncIterable<O> {
    * ```
    */
   results(options?: RunOptions): AsyncIterableIterator<O> {
-    return new Results<O>(this.plan, options)
+    return new Results<O>(() => openRun(this.plan, 'results()', options))
   }
 
   /**
@@ -434,9 +310,8 @@ export class Pipeline<O> implements AsyncIterable<O> {
    * ```
    */
   async execute(options?: RunOptions): Promise<O | undefined> {
-    const run = openRun(this.plan, 'execute()', options)
     let last: unknown
-    await run.drain((x) => {
+    await drain(openRun(this.plan, 'execute()', options), (x) => {
       last = x
     })
     return last as O | undefined
@@ -452,9 +327,8 @@ export class Pipeline<O> implements AsyncIterable<O> {
    * ```
    */
   async toArray(options?: RunOptions): Promise<O[]> {
-    const run = openRun(this.plan, 'toArray()', options)
     const out: O[] = []
-    await run.drain((x) => {
+    await drain(openRun(this.plan, 'toArray()', options), (x) => {
       out.push(x as O)
     })
     return out
@@ -478,23 +352,8 @@ export class Pipeline<O> implements AsyncIterable<O> {
    * await run.stop() // ends the feed, waits for every item in flight
    * ```
    */
-  start(options?: StartOptions<O> & RunOptions): BackgroundRun<O> {
-    if (
-      options !== undefined &&
-      (options === null || typeof options !== 'object' || Array.isArray(options))
-    ) {
-      throw new TypeError(`start(): expected an options object, got ${got(options)}`)
-    }
-    const o = (options ?? {}) as StartOptions<O> & RunOptions
-    checkRunOptions('start()', {
-      signal: o.signal,
-      onProgress: o.onProgress,
-      progressInterval: o.progressInterval,
-    })
-    const { onProgress, progressInterval, ...startOptions } = o
-    const run = new BackgroundRun<O>(this.plan, startOptions)
-    if (onProgress !== undefined) run.watch(onProgress, progressInterval ?? 1000)
-    return run
+  start(options?: StartOptions<O> & RunOptions): Run<O> {
+    return new Run<O>(openRun(this.plan, 'start()', options, START_SCHEMA), options ?? {})
   }
 
   /** Same as `results()`: a pipeline is an AsyncIterable (for `for await`, `Readable.from()`, it-pipe). */
@@ -709,11 +568,11 @@ export function pipe<T, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, 
   s15: Stage<O14, O15>,
   s16: Stage<O15, O16>,
 ): Pipeline<O16>
-export function pipe<S extends Stage<any, any>[]>(
+export function pipe<S extends Stage<any, any, any, any>[]>(
   source: Source<unknown>,
   ...stages: SpreadStages<S>
 ): Pipeline<unknown>
-export function pipe(source: Source<unknown>, ...stages: Stage<any, any>[]): Pipeline<unknown> {
+export function pipe(source: Source<unknown>, ...stages: Stage<any, any, any, any>[]): Pipeline<unknown> {
   if (typeof source !== 'function' && !isIterable(source) && !isAsyncIterable(source)) {
     throw new TypeError(
       `pipe(): expected the source to be an Iterable, an AsyncIterable or a function returning one, got ${got(source)}`,
@@ -723,4 +582,3 @@ export function pipe(source: Source<unknown>, ...stages: Stage<any, any>[]): Pip
   return new Pipeline(source, stages)
 }
 
-registerPipe((source, s) => pipe(source as Source<unknown>, s))

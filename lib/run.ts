@@ -1,295 +1,137 @@
 /**
- * One execution of a pipeline: opens the source, wires a channel and a worker group per stage,
- * and owns the run's lifecycle. The first failure wins and stops everything; a stop (consumer
- * break, caller's signal) does the same without an error. State moves forward only:
- * running -> done | failed | stopped, and every transition is idempotent.
+ * Background runs: `pipeline.start()` returns a Run that consumes its own outputs, keeps the
+ * process alive until it finishes (unless started as a daemon), and never loses its error.
  * @module
  */
-import { describeCause, RunStopped, TaskException } from './errors.js'
-import { Group, type RunHooks } from './group.js'
-import { SETTLE_GRACE_MS } from './options.js'
-import { Channel, DONE, EMPTY, type Inlet, OrderedChannel, Waiter } from './queue.js'
-import { emptyInlet, openSource, type Source } from './source.js'
-import { RUNNER, type Stage, type StageRunner } from './stage.js'
+import { noop } from './_utils.js'
+import { drain } from './engine/consumer.js'
+import { type Execution, RUNNING } from './engine/execution.js'
+import { type RunStats, snapshot } from './engine/stats.js'
+import { RunStopped } from './errors.js'
+import { MAX_TIMER_MS } from './options/limits.js'
 
-export const RUNNING = 0
-export const FINISHED = 1
-export const FAILED = 2
-export const STOPPED = 3
-export type RunState = typeof RUNNING | typeof FINISHED | typeof FAILED | typeof STOPPED
-
-/** What a run is built from: a pipeline's source, stages and the names it resolved for them. */
-export interface RunPlan {
-  readonly source: Source<unknown>
-  readonly stages: readonly Stage<any, any>[]
-  readonly names: readonly string[]
+/**
+ * Options of `pipeline.start()`.
+ *
+ * @example
+ * ```ts
+ * import { mapStage, pipe, type StartOptions } from 'stageline'
+ * const seen: number[] = []
+ * const options: StartOptions<number> = {
+ *   onResult: (n) => {
+ *     seen.push(n) // awaited when it returns a promise: the run waits for it
+ *   },
+ * }
+ * const run = pipe([1, 2, 3], mapStage((n: number) => n * 2)).start(options)
+ * await run.done
+ * console.log(seen) // [ 2, 4, 6 ]
+ * ```
+ */
+export interface StartOptions<O> {
+  /** Aborting it aborts the run (as `run.abort(signal.reason)`). */
+  signal?: AbortSignal
+  /**
+   * Called with every output, in the order they come out. If it returns a promise, the next output
+   * waits for it (backpressure). If it throws or rejects, the run fails with a TaskException whose
+   * stage is `"onResult"`.
+   * @default outputs are dropped (only the last one is kept, for `done`)
+   */
+  onResult?: (item: O) => unknown
+  /**
+   * Let the process exit while the run is alive, dropping what is in flight (paipa's daemon flag).
+   * Without it, a started run keeps the process alive until it ends, so no item is lost on exit.
+   * @default false
+   */
+  daemon?: boolean
+  /**
+   * Read the whole source before the first stage starts (pipeframe's batch source mode). Memory
+   * then holds every input item at once; the source never waits on the stages, so an input larger
+   * than any buffer cannot deadlock.
+   * @default false
+   */
+  collectInput?: boolean
 }
 
-export class Run implements RunHooks {
-  state: RunState = RUNNING
-  /** The TaskException of a failed run, or the reason of a stopped one. */
-  error: unknown = undefined
-  /** Whether a stopped run rejects (the caller's signal aborted) or ends quietly (the consumer stopped). */
-  rejectOnStop = false
-  readonly groups: Group[] = []
-  readonly output: Inlet<unknown>
-  private source: Inlet<unknown> = emptyInlet
-  private signal: AbortSignal | undefined
-  private settleWaiters: (() => void)[] = []
-  private progressTimer: ReturnType<typeof setInterval> | undefined
-  private onProgress: ((run: Run) => void) | undefined
-  private readonly onAbort = (): void => {
-    this.stop(this.signal!.reason, true)
+/**
+ * A pipeline running in the background. It reads its own outputs (pass `onResult` to see them),
+ * so it finishes without anyone iterating it.
+ *
+ * @example
+ * ```ts
+ * import { feed, mapStage, pipe } from 'stageline'
+ * const input = feed<string>()
+ * const seen: number[] = []
+ * const run = pipe(input, mapStage((s: string) => s.length)).start({ onResult: (n) => seen.push(n) })
+ * await input.pushAll(['a', 'bb'])
+ * console.log(run.alive)  // true
+ * await run.stop()        // ends the feed, finishes what was taken in
+ * console.log(run.alive)  // false; seen: [1, 2]
+ * ```
+ */
+export class Run<O> implements AsyncDisposable {
+  /**
+   * Resolves to the last output (undefined if none) when the run finishes; rejects with its
+   * TaskException, or the abort reason. Awaiting only `stop()` never leaves it unhandled.
+   */
+  readonly done: Promise<O | undefined>
+  private readonly exec: Execution
+  private settled = false
+  private keepAlive: ReturnType<typeof setInterval> | undefined
+
+  /** @internal use pipeline.start() */
+  constructor(exec: Execution, options: StartOptions<O>) {
+    this.exec = exec
+    // a ref'd handle: the event loop does not end, so the process does not exit, while the run lives
+    if (options.daemon !== true) this.keepAlive = setInterval(noop, MAX_TIMER_MS)
+    this.done = this.consume(options.onResult)
+    this.done.catch(noop)
   }
 
-  /** When the run started (performance.now()). */
-  readonly startedAt = performance.now()
-  /** When the run ended, if it has. */
-  endedAt: number | undefined = undefined
-  /** Items the consumer has taken from the last stage. */
-  delivered = 0
+  /** True while the run is accepting and processing items. */
+  get alive(): boolean {
+    return !this.settled && this.exec.state === RUNNING
+  }
 
-  /**
-   * @param collectInput read the whole source before the first stage starts (collect-first mode);
-   *   memory then holds every input item at once
-   */
-  constructor(plan: RunPlan, signal?: AbortSignal, collectInput = false) {
-    if (signal?.aborted) {
-      this.state = STOPPED
-      this.error = signal.reason
-      this.rejectOnStop = true
-      this.output = emptyInlet
-      return
-    }
-    let sourceError: { err: unknown } | undefined
+  private async consume(onResult: ((item: O) => unknown) | undefined): Promise<O | undefined> {
+    let last: unknown
     try {
-      this.source = openSource(plan.source, (err) => {
-        // a source function can outlive its run (its bucket was ended, the output drained): its
-        // failure then fails nothing, but it is not dropped unseen either
-        if (this.state === FINISHED) {
-          process.emitWarning(
-            `stageline: the source function failed after its run had ended: ${describeCause(err)}`,
-          )
-        } else this.fail(err, 'source', 0, undefined)
+      await drain(this.exec, (x) => {
+        last = x
+        return onResult?.(x as O)
       })
-    } catch (err) {
-      sourceError = { err }
+      return last as O | undefined
+    } finally {
+      this.settled = true
+      if (this.keepAlive !== undefined) clearInterval(this.keepAlive)
     }
-    const runners: StageRunner[] = []
-    let inlet = this.source
-    let collected: Channel<unknown> | undefined
-    if (collectInput && sourceError === undefined && plan.stages.length > 0) {
-      // an unbounded channel in front of the first stage: the source can never wait on a stage
-      // that has not started yet (pipeframe's batch mode deadlocks on its bounded buffer there)
-      collected = inlet = new Channel<unknown>(Number.POSITIVE_INFINITY)
-    }
-    for (let i = 0; i < plan.stages.length; i++) {
-      const s = plan.stages[i]!
-      const runner = s[RUNNER](s.options, plan.names[i]!)
-      const { qsize, workers } = s.options
-      const out = runner.ordered ? new OrderedChannel<unknown>(qsize + workers) : new Channel<unknown>(qsize)
-      this.groups.push(new Group(this, i, plan.names[i]!, inlet, out, workers))
-      runners.push(runner)
-      inlet = out
-    }
-    this.output = inlet
-    // stage fusion: a worker of an unordered stage may call the next stage's function itself
-    // when that stage is a plain map stage with an idle worker (fusion.ts)
-    for (let i = 1; i < runners.length; i++) {
-      const fn = runners[i]!.fusable
-      const prev = this.groups[i - 1]!
-      if (fn !== undefined && prev.output instanceof Channel) {
-        this.groups[i]!.fuseFn = fn
-        prev.next = this.groups[i]
-      }
-    }
-    if (signal !== undefined) {
-      this.signal = signal
-      signal.addEventListener('abort', this.onAbort, { once: true })
-      // the source function may have aborted it (the listener was not there yet)
-      if (signal.aborted) {
-        this.onAbort()
-        return
-      }
-    }
-    if (sourceError !== undefined) {
-      this.fail(sourceError.err, 'source', 0, undefined)
-      return
-    }
-    if (collected !== undefined) {
-      void this.collect(collected).then((ok) => {
-        if (ok) this.launch(runners)
-      })
-      return
-    }
-    this.launch(runners)
-  }
-
-  private launch(runners: StageRunner[]): void {
-    // every group exists before any starts, so a failure during launch reaches them all. Last
-    // stage first: each stage's workers are parked on their empty input before the stage before
-    // starts, so stage fusion (fusion.ts) applies from the first item, instead of a backlog
-    // queueing up in front of stages that did not exist yet and keeping their workers busy
-    for (let i = runners.length - 1; i >= 0 && this.state === RUNNING; i--)
-      runners[i]!.launch(this.groups[i]!)
-  }
-
-  /** Collect-first mode: reads the whole source into `into`, then closes it. */
-  private async collect(into: Channel<unknown>): Promise<boolean> {
-    const src = this.source
-    const w = new Waiter()
-    for (;;) {
-      let x = src.poll(w)
-      if (x === EMPTY) {
-        await src.wait(w)
-        x = w.item
-        w.item = undefined
-      }
-      if (x === DONE || this.state !== RUNNING) break
-      into.offer(x)
-    }
-    if (this.state !== RUNNING) return false
-    into.close()
-    return true
   }
 
   /**
-   * Ends the input gracefully: a feed is ended (what it accepted is still processed), any other
-   * source stops being pulled and is closed. Items already taken in are finished.
+   * Graceful stop: ends the input (a feed is ended; any other source stops being pulled and is
+   * closed), finishes every item already taken in, and resolves. Rejects with the run's
+   * TaskException if it failed.
    */
-  endInput(): void {
-    if (this.state !== RUNNING) return
-    if (this.source.endInput !== undefined) this.source.endInput()
-    else this.source.abort()
-  }
-
-  fail(err: unknown, stage: string, worker: number, item: unknown): void {
-    if (this.state !== RUNNING) return
-    this.state = FAILED
-    this.error = new TaskException(err, stage, worker, item)
-    this.shutdown(this.error)
-  }
-
-  /** Stops the run without an error: `reject` says whether its consumer then rejects with `reason`. */
-  stop(reason: unknown, reject: boolean): void {
-    if (this.state !== RUNNING) return
-    this.state = STOPPED
-    this.error = reason
-    this.rejectOnStop = reject
-    this.shutdown(reason)
-  }
-
-  /** The consumer saw the end of the output. */
-  finish(): void {
-    if (this.state !== RUNNING) return
-    this.state = FINISHED
-    this.endedAt = performance.now()
-    this.unlink()
-    this.stopProgress()
+  async stop(): Promise<void> {
+    this.exec.endInput()
+    await this.done
   }
 
   /**
-   * Calls `report` every `intervalMs` while the run lives, and once more when it ends. The timer
-   * is unref'd (it never keeps a process alive) and cleared when the run ends.
+   * Immediate stop: in-flight work is signalled and dropped. Resolves once the run has settled;
+   * `done` rejects with `reason`.
    */
-  watch(report: (run: Run) => void, intervalMs: number): void {
-    if (this.state !== RUNNING) {
-      report(this)
-      return
-    }
-    this.onProgress = report
-    this.progressTimer = setInterval(() => report(this), intervalMs)
-    this.progressTimer.unref()
+  async abort(reason: unknown = new RunStopped('the run was aborted')): Promise<void> {
+    this.exec.stop(reason, true)
+    await this.done.then(noop, noop)
   }
 
-  private stopProgress(): void {
-    if (this.progressTimer === undefined) return
-    clearInterval(this.progressTimer)
-    this.progressTimer = undefined
-    const report = this.onProgress!
-    this.onProgress = undefined
-    report(this)
+  /** A snapshot of the run's per-stage counters (see {@link RunStats}). */
+  stats(): RunStats {
+    return snapshot(this.exec)
   }
 
-  stageFinished(index: number): void {
-    // stage `index` needs no more input: stop everything that feeds it (a no-op when it all ended)
-    for (let j = index - 1; j >= 0; j--) {
-      const g = this.groups[j]!
-      if (g.live > 0) g.halt(new RunStopped('a later stage stopped reading its input'))
-    }
-    this.source.abort()
-  }
-
-  workerExited(): void {
-    if (this.settleWaiters.length > 0 && this.allExited()) {
-      const waiters = this.settleWaiters
-      this.settleWaiters = []
-      for (const wake of waiters) wake()
-    }
-  }
-
-  private allExited(): boolean {
-    for (const g of this.groups) if (g.live > 0) return false
-    return true
-  }
-
-  /**
-   * Resolves once every worker has returned, or after SETTLE_GRACE_MS for workers that ignore
-   * their signal (they are left to finish in the background; their results are dropped and
-   * their errors swallowed by their loops).
-   */
-  settled(): Promise<void> {
-    if (this.allExited()) return Promise.resolve()
-    return new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer)
-        resolve()
-      }
-      const timer = setTimeout(done, SETTLE_GRACE_MS)
-      this.settleWaiters.push(done)
-    })
-  }
-
-  /** Settles the run after its output said DONE: resolves, or rejects with the run's error. */
-  async end(): Promise<void> {
-    if (this.state === RUNNING) {
-      this.finish()
-      return
-    }
-    await this.settled()
-    if (this.state === FAILED || (this.state === STOPPED && this.rejectOnStop)) throw this.error
-  }
-
-  private shutdown(reason: unknown): void {
-    this.endedAt = performance.now()
-    this.unlink()
-    this.stopProgress()
-    this.source.abort()
-    for (const g of this.groups) g.halt(reason)
-  }
-
-  private unlink(): void {
-    if (this.signal !== undefined) {
-      this.signal.removeEventListener('abort', this.onAbort)
-      this.signal = undefined
-    }
-  }
-
-  /** Reads the whole output, calling `each` per item; resolves once the run has ended. */
-  async drain(each: (x: unknown) => void): Promise<void> {
-    const out = this.output
-    const w = new Waiter()
-    for (;;) {
-      let x = out.poll(w)
-      if (x === EMPTY) {
-        await out.wait(w)
-        x = w.item
-        w.item = undefined
-      }
-      if (x === DONE) break
-      this.delivered++
-      each(x)
-    }
-    await this.end()
+  /** `await using run = pipeline.start()` stops the run gracefully at the end of the block. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop()
   }
 }

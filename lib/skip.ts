@@ -11,4 +11,5 @@
  * await pipe([1, 2, 3, 4], evens).toArray() // [2, 4]
  * ```
  */
-export const skip: unique symbol = Symbol('stageline.skip-item')
+// a registered symbol: a worker thread's copy of stageline (a module of its own there) has the same one
+export const skip: unique symbol = Symbol.for('stageline.skip')

@@ -4,7 +4,9 @@
  */
 import { pushable } from 'it-pushable'
 import { expect, test } from 'vitest'
-import { Channel, DONE, Waiter } from '../lib/queue.js'
+import { Channel } from '../lib/channel/bounded.js'
+import { DONE } from '../lib/channel/inlet.js'
+import { Waiter } from '../lib/channel/waiter.js'
 import { flush } from './helpers/instruments.js'
 
 test('it-pushable: of several concurrent next() calls only the last is answered; the others wait forever', async () => {

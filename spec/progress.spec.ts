@@ -37,6 +37,11 @@ function stageStats(over: Partial<StageStats> & { name: string }): StageStats {
     meanMs: undefined,
     p95Ms: undefined,
     perSecond: 0,
+    bound: 1,
+    workingMs: 0,
+    starvedMs: 0,
+    blockedMs: 0,
+    busyShare: 0,
     ...over,
   }
 }

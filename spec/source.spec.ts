@@ -1,7 +1,8 @@
 import { describe, expect, test } from 'vitest'
 import { flatMap, mapStage, merge, pipe, stage, TaskException } from '../lib/index.js'
-import { DONE, EMPTY, Waiter } from '../lib/queue.js'
-import { AsyncSource, SyncSource } from '../lib/source.js'
+import { DONE, EMPTY } from '../lib/channel/inlet.js'
+import { Waiter } from '../lib/channel/waiter.js'
+import { AsyncSource, SyncSource } from '../lib/engine/source.js'
 import {
   defer,
   flush,

@@ -1,6 +1,8 @@
 import fc from 'fast-check'
 import { afterEach, describe, expect, test, vi } from 'vitest'
-import { Group, SAMPLE_MASK } from '../lib/group.js'
+import { Channel } from '../lib/channel/bounded.js'
+import type { Execution } from '../lib/engine/execution.js'
+import { SAMPLE_MASK, StageRun } from '../lib/engine/stage-run.js'
 import {
   batch,
   feed,
@@ -14,7 +16,6 @@ import {
   TaskException,
 } from '../lib/index.js'
 import { pipe } from '../lib/pipeline.js'
-import { Channel } from '../lib/queue.js'
 import {
   abortListeners,
   defer,
@@ -583,8 +584,9 @@ describe('the progress hook', () => {
 })
 
 describe('adaptive timing', () => {
-  const hooks = { fail() {}, workerExited() {}, stageFinished() {} }
-  const group = () => new Group(hooks, 0, 'g', new Channel(1), new Channel(1), 1)
+  const exec = { clock: () => 0 } as unknown as Execution
+  const plan = { workers: 1, bound: 1, qsize: 1, ordered: false, start() {} }
+  const group = () => new StageRun(exec, 0, 'g', plan, new Channel(1), new Channel(1))
 
   test('a stage doing items quickly is timed less and less often, down to one item in SAMPLE_MASK + 1', () => {
     const g = group()

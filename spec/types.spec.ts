@@ -5,7 +5,10 @@
  */
 import { describe, expect, expectTypeOf, test } from 'vitest'
 import {
+  batch,
   mapStage,
+  type MapStageOptions,
+  type ResolvedMapStageOptions,
   type Pipeline,
   pipe,
   type RunOptions,
@@ -30,10 +33,13 @@ const words = stage(async function* words(xs: AsyncIterable<string>) {
 
 describe('stage types', () => {
   test('mapStage() infers input from the parameter and output from the awaited result', () => {
-    expectTypeOf(toStr).toEqualTypeOf<Stage<number, string>>()
-    expectTypeOf(toLen).toEqualTypeOf<Stage<string, number>>()
-    expectTypeOf(unwrap).toEqualTypeOf<Stage<{ n: number }, number>>()
-    expectTypeOf(mapStage(async (n: number) => Promise.resolve([n]))).toEqualTypeOf<Stage<number, number[]>>()
+    type Map<I, O> = Stage<I, O, MapStageOptions<I, undefined>, ResolvedMapStageOptions>
+    expectTypeOf(toStr).toEqualTypeOf<Map<number, string>>()
+    expectTypeOf(toLen).toEqualTypeOf<Map<string, number>>()
+    expectTypeOf(unwrap).toEqualTypeOf<Map<{ n: number }, number>>()
+    expectTypeOf(mapStage(async (n: number) => Promise.resolve([n]))).toEqualTypeOf<Map<number, number[]>>()
+    // whatever its kind, a stage is a Stage<I, O> where one is asked for
+    expectTypeOf(toStr).toMatchTypeOf<Stage<number, string>>()
   })
 
   test('stage() infers input from the async iterable and output from what is yielded', () => {
@@ -60,7 +66,7 @@ describe('stage types', () => {
   })
 
   test('setup() keeps the stage type, transform() maps async iterables', () => {
-    expectTypeOf(toStr.setup({ workers: 4 })).toEqualTypeOf<Stage<number, string>>()
+    expectTypeOf(toStr.setup({ workers: 4 })).toEqualTypeOf<typeof toStr>()
     expectTypeOf(toStr.transform).parameter(0).toEqualTypeOf<Iterable<number> | AsyncIterable<number>>()
     expectTypeOf(toStr.transform).returns.toEqualTypeOf<AsyncIterableIterator<string>>()
   })
@@ -77,6 +83,15 @@ describe('stage types', () => {
       stage((n: number) => n)
       // @ts-expect-error fn is required
       mapStage()
+      // setup() takes what its stage's factory takes, so a misspelt option does not compile
+      // @ts-expect-error unknown option
+      toStr.setup({ worker: 4 })
+      // @ts-expect-error a generator stage has no policies
+      words.setup({ retries: 2 })
+      // @ts-expect-error batch() has no workers
+      batch<number>(2).setup({ workers: 4 })
+      toStr.setup({ retries: 2, timeout: 100 })
+      batch<number>(2).setup({ maxWait: 5 })
     }
     expect(typeof bad).toBe('function')
   })

@@ -4,7 +4,7 @@
  * where they go.
  * @module
  */
-import type { RunStats, StageStats } from '../stats.js'
+import type { RunStats, StageStats } from '../engine/stats.js'
 
 const grouped = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 })
 

@@ -5,8 +5,9 @@
  * @module
  */
 import { createLogUpdate } from 'log-update'
-import { checkInteger, checkObject, got, MAX_TIMER_MS } from '../options.js'
-import type { RunStats, StageStats } from '../stats.js'
+import { boolean, got, integer, type Schema, validateOptions } from '../options/check.js'
+import { MAX_TIMER_MS } from '../options/limits.js'
+import type { RunStats, StageStats } from '../engine/stats.js'
 import {
   bar,
   type Column,
@@ -245,33 +246,27 @@ function cut(text: string, columns: number | undefined): string {
     .join('\n')
 }
 
-function checkOptions(options: unknown): void {
-  if (options === undefined) return
-  checkObject('progressReporter()', 'options', options)
-  const o = options as Record<string, unknown>
-  const known = ['stream', 'live', 'plainInterval', 'total', 'label']
-  for (const key of Object.keys(o)) {
-    if (!known.includes(key)) {
+const REPORTER_SCHEMA: Schema = {
+  stream: (where, option, value) => {
+    const stream = value as ProgressStream | null
+    if (stream === null || typeof stream !== 'object' || typeof stream.write !== 'function') {
       throw new TypeError(
-        `progressReporter(): unknown option \`${key}\`; the options are ${known.map((k) => `\`${k}\``).join(', ')}`,
+        `${where}: expected \`${option}\` to be a writable stream (an object with a write() method), got ${got(value)}`,
       )
     }
-  }
-  const stream = o.stream as ProgressStream | undefined
-  if (stream !== undefined && (stream === null || typeof stream.write !== 'function')) {
-    throw new TypeError(
-      `progressReporter(): expected \`stream\` to be a writable stream (an object with a write() method), got ${got(stream)}`,
-    )
-  }
-  if (o.live !== undefined && typeof o.live !== 'boolean') {
-    throw new TypeError(`progressReporter(): expected \`live\` to be true or false, got ${got(o.live)}`)
-  }
-  if (o.plainInterval !== undefined)
-    checkInteger('progressReporter()', 'plainInterval', o.plainInterval, 0, false, MAX_TIMER_MS)
-  if (o.total !== undefined) checkInteger('progressReporter()', 'total', o.total, 0, false)
-  if (o.label !== undefined && typeof o.label !== 'string') {
-    throw new TypeError(`progressReporter(): expected \`label\` to be a string, got ${got(o.label)}`)
-  }
+    return value
+  },
+  live: boolean,
+  plainInterval: integer(0, MAX_TIMER_MS),
+  total: integer(0),
+  label: (where, option, value) => {
+    if (typeof value !== 'string') throw new TypeError(`${where}: expected \`${option}\` to be a string, got ${got(value)}`)
+    return value
+  },
+}
+
+function checkOptions(options: unknown): void {
+  validateOptions('progressReporter()', options, REPORTER_SCHEMA)
 }
 
 /**

@@ -11,9 +11,11 @@ import {
   iteratorResult,
   noop,
   openIterator,
-} from './_utils.js'
-import { Feed, isFeed } from './feed.js'
-import { DONE, type Done, EMPTY, type Empty, Fifo, type Inlet, park, type Waiter } from './queue.js'
+} from '../_utils.js'
+import { Feed, isFeed } from '../feed.js'
+import { Fifo } from '../channel/fifo.js'
+import { DONE, type Done, EMPTY, type Empty, type Inlet } from '../channel/inlet.js'
+import type { Waiter } from '../channel/waiter.js'
 
 /**
  * Something a pipeline can read from.
@@ -63,7 +65,7 @@ export type SourceItem<S> =
           ? Awaited<T>
           : never
 
-export { closeQuietly, isAsyncIterable, isIterable } from './_utils.js'
+export { closeQuietly, isAsyncIterable, isIterable } from '../_utils.js'
 
 /** SyncInlet's states. Plain items are read only in READING, the one state the fast path checks for. */
 const READING = 0
@@ -140,7 +142,7 @@ abstract class SyncInlet<T> implements Inlet<T> {
     }
     const takers = (this.takers ??= new Fifo<Waiter>(4))
     takers.push(w)
-    return park(w)
+    return w.park()
   }
 
   cancel(w: Waiter): boolean {
@@ -225,7 +227,7 @@ export class SyncSource<T> extends SyncInlet<T> {
       return this.failRead(err)
     }
     const x = r.value
-    if (isThenable(x)) return this.awaitItem(x)
+    if (isThenable(x)) return this.awaitItem(x as PromiseLike<unknown>)
     w.seq = this.n++
     return x
   }
@@ -260,7 +262,7 @@ export class ArraySource<T> extends SyncInlet<T> {
     }
     this.i = i + 1
     const x = this.items[i] as T
-    if (isThenable(x)) return this.awaitItem(x)
+    if (isThenable(x)) return this.awaitItem(x as PromiseLike<unknown>)
     w.seq = this.n++
     return x
   }
@@ -309,7 +311,7 @@ export class AsyncSource<T> implements Inlet<T> {
       return Promise.resolve()
     }
     this.takers.push(w)
-    const p = park(w)
+    const p = w.park()
     if (!this.reading) void this.pump()
     return p
   }
@@ -369,7 +371,7 @@ export class AsyncSource<T> implements Inlet<T> {
 /** An inlet with nothing in it (a source that could not be opened). */
 export const emptyInlet: Inlet<never> = {
   poll: () => DONE,
-  wait(w) {
+  wait(w: Waiter) {
     w.item = DONE
     return Promise.resolve()
   },

@@ -1,5 +1,17 @@
 import { describe, expect, test } from 'vitest'
-import { Channel, DONE, EMPTY, Fifo, OrderedChannel, park, SKIP, senderWaiter, Waiter } from '../lib/queue.js'
+import { Channel } from '../lib/channel/bounded.js'
+import { Fifo } from '../lib/channel/fifo.js'
+import { Handed, HandoverTurn } from '../lib/channel/handover.js'
+import { DONE, EMPTY, SKIP } from '../lib/channel/inlet.js'
+import { OrderedChannel } from '../lib/channel/reorder.js'
+import { Waiter } from '../lib/channel/waiter.js'
+
+/** A waiter for a worker that sends its results on with `offerLazy()`. */
+function senderWaiter(): Waiter {
+  const w = new Waiter()
+  w.handed = new Handed(new HandoverTurn())
+  return w
+}
 import { flush, numbers, Peak, recordUnhandledRejections, sorted, ticks } from './helpers/instruments.js'
 
 recordUnhandledRejections()
@@ -53,7 +65,7 @@ describe('park', () => {
     const w = new Waiter()
     let woken = 0
     for (let i = 0; i < 3; i++) {
-      const p = park(w).then(() => woken++)
+      const p = w.park().then(() => woken++)
       await flush(1)
       expect(woken).toBe(i)
       w.wake()

@@ -1,0 +1,297 @@
+/**
+ * One execution of a pipeline: opens the source, wires a channel and a stage run per stage, starts
+ * each stage's kind on its port, and owns the run's lifecycle. This is where a failure stops the
+ * workers: the first failure wins and halts every stage (its channels abort, its `ctx.signal`
+ * aborts); a stop (consumer break, caller's signal) does the same without an error. State moves
+ * forward only: running -> done | failed | stopped, and every transition is idempotent.
+ * @module
+ */
+import { Channel } from '../channel/bounded.js'
+import { HandoverTurn } from '../channel/handover.js'
+import { DONE, EMPTY, type Inlet } from '../channel/inlet.js'
+import { OrderedChannel } from '../channel/reorder.js'
+import { Waiter } from '../channel/waiter.js'
+import { describeCause, RunStopped, TaskException } from '../errors.js'
+import type { StagePlan } from '../kinds/kind.js'
+import { SETTLE_GRACE_MS } from '../options/limits.js'
+import type { Stage } from '../stage.js'
+import { Pace } from './pace.js'
+import { emptyInlet, openSource, type Source } from './source.js'
+import { StageRun } from './stage-run.js'
+import type { Clock } from './time.js'
+
+export const RUNNING = 0
+export const FINISHED = 1
+export const FAILED = 2
+export const STOPPED = 3
+export type RunState = typeof RUNNING | typeof FINISHED | typeof FAILED | typeof STOPPED
+
+/** What a run is built from: a pipeline's source, stages and the names it resolved for them. */
+export interface RunPlan {
+  readonly source: Source<unknown>
+  readonly stages: readonly Stage<any, any, any, any>[]
+  readonly names: readonly string[]
+}
+
+/** How a run is started. */
+export interface ExecutionOptions {
+  /** The caller's signal: aborting it stops the run, which then rejects with its reason. */
+  signal?: AbortSignal | undefined
+  /** Read the whole source before the first stage starts (collect-first mode). */
+  collectInput?: boolean | undefined
+  /** The clock the time accounting reads (specs inject one). */
+  clock?: Clock | undefined
+}
+
+export class Execution {
+  state: RunState = RUNNING
+  /** The TaskException of a failed run, or the reason of a stopped one. */
+  error: unknown = undefined
+  /** Whether a stopped run rejects (the caller's signal aborted) or ends quietly (the consumer stopped). */
+  rejectOnStop = false
+  readonly stages: StageRun[] = []
+  readonly output: Inlet<unknown>
+  readonly clock: Clock
+  /** The turn of the event loop that bounds this run's lazy hand-overs. */
+  readonly turn = new HandoverTurn()
+  /** When this run last gave the event loop a turn. */
+  readonly pace = new Pace()
+  private source: Inlet<unknown> = emptyInlet
+  private signal: AbortSignal | undefined
+  private settleWaiters: (() => void)[] = []
+  private progressTimer: ReturnType<typeof setInterval> | undefined
+  private onProgress: ((run: Execution) => void) | undefined
+  private readonly onAbort = (): void => {
+    this.stop(this.signal!.reason, true)
+  }
+
+  /** When the run started (performance.now()). */
+  readonly startedAt = performance.now()
+  /** When the run ended, if it has. */
+  endedAt: number | undefined = undefined
+  /** Items the consumer has taken from the last stage. */
+  delivered = 0
+
+  constructor(plan: RunPlan, options: ExecutionOptions = {}) {
+    const { signal } = options
+    this.clock = options.clock ?? performance.now.bind(performance)
+    if (signal?.aborted) {
+      this.state = STOPPED
+      this.error = signal.reason
+      this.rejectOnStop = true
+      this.output = emptyInlet
+      return
+    }
+    let sourceError: { err: unknown } | undefined
+    try {
+      this.source = openSource(plan.source, (err) => {
+        // a source function can outlive its run (its bucket was ended, the output drained): its
+        // failure then fails nothing, but it is not dropped unseen either
+        if (this.state === FINISHED) {
+          process.emitWarning(`stageline: the source function failed after its run had ended: ${describeCause(err)}`)
+        } else this.fail(err, 'source', 0, undefined)
+      })
+    } catch (err) {
+      sourceError = { err }
+    }
+    const plans: StagePlan[] = []
+    let inlet = this.source
+    let collected: Channel<unknown> | undefined
+    if (options.collectInput === true && sourceError === undefined && plan.stages.length > 0) {
+      // an unbounded channel in front of the first stage: the source can never wait on a stage
+      // that has not started yet (pipeframe's batch mode deadlocks on its bounded buffer there)
+      collected = inlet = new Channel<unknown>(Number.POSITIVE_INFINITY)
+    }
+    for (let i = 0; i < plan.stages.length; i++) {
+      const s = plan.stages[i]!
+      const p = s.plan(plan.names[i]!)
+      const out = p.ordered ? new OrderedChannel<unknown>(p.qsize + p.bound) : new Channel<unknown>(p.qsize)
+      this.stages.push(new StageRun(this, i, plan.names[i]!, p, inlet, out))
+      plans.push(p)
+      inlet = out
+    }
+    this.output = inlet
+    // stage fusion: a worker of an unordered stage may call the next stage's function itself when
+    // that stage is a plain map stage with an idle worker (fusion.ts)
+    for (let i = 1; i < plans.length; i++) {
+      const fn = plans[i]!.fusable
+      const prev = this.stages[i - 1]!
+      if (fn !== undefined && prev.output instanceof Channel) {
+        this.stages[i]!.fuseFn = fn
+        prev.next = this.stages[i]
+      }
+    }
+    if (signal !== undefined) {
+      this.signal = signal
+      signal.addEventListener('abort', this.onAbort, { once: true })
+      // the source function may have aborted it (the listener was not there yet)
+      if (signal.aborted) {
+        this.onAbort()
+        return
+      }
+    }
+    if (sourceError !== undefined) {
+      this.fail(sourceError.err, 'source', 0, undefined)
+      return
+    }
+    if (collected !== undefined) {
+      void this.collect(collected).then((ok) => {
+        if (ok) this.launch()
+      })
+      return
+    }
+    this.launch()
+  }
+
+  private launch(): void {
+    // every stage exists before any starts, so a failure during launch reaches them all. Last
+    // stage first: each stage's workers are parked on their empty input before the stage before
+    // starts, so stage fusion (fusion.ts) applies from the first item, instead of a backlog
+    // queueing up in front of stages that did not exist yet and keeping their workers busy
+    for (let i = this.stages.length - 1; i >= 0 && this.state === RUNNING; i--) {
+      const s = this.stages[i]!
+      s.plan.start(s)
+    }
+  }
+
+  /** Collect-first mode: reads the whole source into `into`, then closes it. */
+  private async collect(into: Channel<unknown>): Promise<boolean> {
+    const src = this.source
+    const w = new Waiter()
+    for (;;) {
+      let x = src.poll(w)
+      if (x === EMPTY) {
+        await src.wait(w)
+        x = w.item
+        w.item = undefined
+      }
+      if (x === DONE || this.state !== RUNNING) break
+      into.offer(x)
+    }
+    if (this.state !== RUNNING) return false
+    into.close()
+    return true
+  }
+
+  /**
+   * Ends the input gracefully: a feed is ended (what it accepted is still processed), any other
+   * source stops being pulled and is closed. Items already taken in are finished.
+   */
+  endInput(): void {
+    if (this.state !== RUNNING) return
+    if (this.source.endInput !== undefined) this.source.endInput()
+    else this.source.abort()
+  }
+
+  fail(err: unknown, stage: string, worker: number, item: unknown): void {
+    if (this.state !== RUNNING) return
+    this.state = FAILED
+    this.error = new TaskException(err, stage, worker, item)
+    this.shutdown(this.error)
+  }
+
+  /** Stops the run without an error: `reject` says whether its consumer then rejects with `reason`. */
+  stop(reason: unknown, reject: boolean): void {
+    if (this.state !== RUNNING) return
+    this.state = STOPPED
+    this.error = reason
+    this.rejectOnStop = reject
+    this.shutdown(reason)
+  }
+
+  /** The consumer saw the end of the output. */
+  finish(): void {
+    if (this.state !== RUNNING) return
+    this.state = FINISHED
+    this.endedAt = performance.now()
+    this.unlink()
+    this.stopProgress()
+  }
+
+  /**
+   * Calls `report` every `intervalMs` while the run lives, and once more when it ends. The timer
+   * is unref'd (it never keeps a process alive) and cleared when the run ends.
+   */
+  watch(report: (run: Execution) => void, intervalMs: number): void {
+    if (this.state !== RUNNING) {
+      report(this)
+      return
+    }
+    this.onProgress = report
+    this.progressTimer = setInterval(() => report(this), intervalMs)
+    this.progressTimer.unref()
+  }
+
+  private stopProgress(): void {
+    if (this.progressTimer === undefined) return
+    clearInterval(this.progressTimer)
+    this.progressTimer = undefined
+    const report = this.onProgress!
+    this.onProgress = undefined
+    report(this)
+  }
+
+  stageFinished(index: number): void {
+    // stage `index` needs no more input: stop everything that feeds it (a no-op when it all ended)
+    for (let j = index - 1; j >= 0; j--) {
+      const s = this.stages[j]!
+      if (s.live > 0) s.halt(new RunStopped('a later stage stopped reading its input'))
+    }
+    this.source.abort()
+  }
+
+  workerExited(): void {
+    if (this.settleWaiters.length > 0 && this.allExited()) {
+      const waiters = this.settleWaiters
+      this.settleWaiters = []
+      for (const wake of waiters) wake()
+    }
+  }
+
+  private allExited(): boolean {
+    for (const s of this.stages) if (s.live > 0) return false
+    return true
+  }
+
+  /**
+   * Resolves once every worker has returned, or after SETTLE_GRACE_MS for workers that ignore
+   * their signal (they are left to finish in the background; their results are dropped and
+   * their errors swallowed by their loops).
+   */
+  settled(): Promise<void> {
+    if (this.allExited()) return Promise.resolve()
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        resolve()
+      }
+      const timer = setTimeout(done, SETTLE_GRACE_MS)
+      this.settleWaiters.push(done)
+    })
+  }
+
+  /** Settles the run after its output said DONE: resolves, or rejects with the run's error. */
+  async end(): Promise<void> {
+    if (this.state === RUNNING) {
+      this.finish()
+      return
+    }
+    await this.settled()
+    if (this.state === FAILED || (this.state === STOPPED && this.rejectOnStop)) throw this.error
+  }
+
+  private shutdown(reason: unknown): void {
+    this.endedAt = performance.now()
+    this.unlink()
+    this.stopProgress()
+    this.source.abort()
+    for (const s of this.stages) s.halt(reason)
+  }
+
+  private unlink(): void {
+    if (this.signal !== undefined) {
+      this.signal.removeEventListener('abort', this.onAbort)
+      this.signal = undefined
+    }
+  }
+}

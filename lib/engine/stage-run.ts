@@ -1,0 +1,320 @@
+/**
+ * One stage inside one run: the port its kind runs on (lib/kinds/kind.ts), and its workers'
+ * lanes. It owns the stage's input and output, its abort controller, its live worker count, its
+ * counters and its time book; where its last worker exits, its output closes: that is end of
+ * stream, which travels left to right one channel at a time.
+ * @module
+ */
+import { setMaxListeners } from 'node:events'
+import { isThenable } from '../_utils.js'
+import type { Channel } from '../channel/bounded.js'
+import { Handed } from '../channel/handover.js'
+import { DONE, EMPTY, type Inlet, SKIP } from '../channel/inlet.js'
+import type { OrderedChannel } from '../channel/reorder.js'
+import { Waiter } from '../channel/waiter.js'
+import type { Lane, MapFn, StageContext, StagePlan, StagePort } from '../kinds/kind.js'
+import type { Execution } from './execution.js'
+import { sendFused } from './fusion.js'
+import { CHECK_EVERY } from './pace.js'
+import { BLOCKED, STARVED, TimeBook, type TimeTotals, type UnitState, WORKING } from './time.js'
+
+/**
+ * The most items between two timed ones is SAMPLE_MASK + 1. Timing an item costs two clock reads
+ * (about 100 ns each on a cloud VM), so how often a stage is timed adapts to its pace: items are
+ * timed about every SAMPLE_GAP_MS of wall time, so a stage doing an item a millisecond is timed on
+ * every item, and one doing millions a second on one item in 256, which keeps the cost under about
+ * 1% of the cheapest loop (measured with benchmarks/stats-overhead.js).
+ */
+export const SAMPLE_MASK = 255
+const SAMPLE_GAP_MS = 0.05
+/** How many of the latest samples the p95 is computed over. */
+const SAMPLE_RING = 256
+
+export class StageRun implements StagePort {
+  /** Set when this stage must stop: the run is stopping, or every later stage has finished. */
+  halted = false
+  /** Workers still running. */
+  live = 0
+  taken = 0
+  emitted = 0
+  failed = 0
+  skipped = 0
+  retried = 0
+  /** The latest sampled per-item times in ms (a ring; see SAMPLE_MASK). */
+  readonly samples = new Float64Array(SAMPLE_RING)
+  /** How many items were timed. */
+  timed = 0
+  /** The sum of the sampled times in ms. */
+  timeSum = 0
+  /** Time an item when `(taken & sampleMask) === 0`: adapted by `sampling()`, 0 (every item) at first. */
+  sampleMask = 0
+  private lastSampleAt = 0
+  readonly ctl = new AbortController()
+  readonly book: TimeBook
+  /**
+   * Stage fusion (fusion.ts): the next stage, when it is a plain map stage whose function this
+   * stage's workers may call for an idle worker of it; set by the run before launch, cleared once a
+   * call returns a promise.
+   */
+  next: StageRun | undefined = undefined
+  /** This stage's map function, when upstream workers may call it for an idle worker (see `next`). */
+  fuseFn: MapFn | undefined = undefined
+  /** Calls upstream workers made for this stage's idle workers, by the index of their stage. */
+  fusedBy: Float64Array | undefined = undefined
+  /** How many of those calls were timed, and their time. */
+  fusedTimed = 0
+  fusedMs = 0
+  /** The time totals of the run's previous snapshot (for `busyShare`). */
+  lastShare: TimeTotals = { workingMs: 0, starvedMs: 0, blockedMs: 0 }
+  private lanes = 0
+
+  constructor(
+    readonly exec: Execution,
+    readonly index: number,
+    readonly name: string,
+    readonly plan: StagePlan,
+    readonly input: Inlet<unknown>,
+    readonly output: Channel<unknown> | OrderedChannel<unknown>,
+  ) {
+    this.book = new TimeBook(exec.clock)
+    // every worker may hand ctx.signal to an API that listens on it (fetch, timers): that is
+    // `workers` listeners, not a leak, so the warning threshold grows with the stage
+    setMaxListeners(Math.max(10, plan.workers * 4), this.ctl.signal)
+  }
+
+  get signal(): AbortSignal {
+    return this.ctl.signal
+  }
+
+  get workers(): number {
+    return this.plan.workers
+  }
+
+  /** The context a worker's function receives. */
+  context(worker: number): StageContext {
+    return { signal: this.ctl.signal, worker, stage: this.name }
+  }
+
+  lane(): WorkerLane {
+    const counted = this.plan.countsUnits !== true
+    const lane = new WorkerLane(this, this.lanes++, counted)
+    this.live++
+    if (counted) this.book.start()
+    return lane
+  }
+
+  spawn(n: number, loop: (lane: Lane) => unknown): void {
+    for (let i = 0; i < n; i++) void loop(this.lane())
+  }
+
+  units(working: number, blocked: number): void {
+    this.book.set(working, blocked, this.plan.workers)
+  }
+
+  /** A timed item starts at `t0`: times items more or less often to keep about SAMPLE_GAP_MS between them. */
+  sampling(t0: number): void {
+    const gap = t0 - this.lastSampleAt
+    this.lastSampleAt = t0
+    if (gap < SAMPLE_GAP_MS) {
+      if (this.sampleMask < SAMPLE_MASK) this.sampleMask = this.sampleMask * 2 + 1
+    } else if (gap > 4 * SAMPLE_GAP_MS && this.sampleMask > 0) {
+      this.sampleMask >>= 1
+    }
+  }
+
+  record(ms: number): void {
+    this.samples[this.timed & (SAMPLE_RING - 1)] = ms
+    this.timed++
+    this.timeSum += ms
+  }
+
+  /**
+   * Calls `fn` on a sampled item and records how long it took (for an async result, until it
+   * settles). Kept out of the loops: with the clock reads inline, the loops ran about 10% slower
+   * on cheap synchronous functions. `fused`: the call is made by an upstream worker (stage fusion).
+   */
+  callTimed(fn: MapFn, x: unknown, ctx: StageContext, fused = false): unknown {
+    const t0 = performance.now()
+    this.sampling(t0)
+    const y = fn(x, ctx)
+    if (!isThenable(y)) {
+      const ms = performance.now() - t0
+      this.record(ms)
+      if (fused) {
+        this.fusedTimed++
+        this.fusedMs += ms
+      }
+      return y
+    }
+    return Promise.resolve(y).then((v) => {
+      this.record(performance.now() - t0)
+      return v
+    })
+  }
+
+  fill(seq: number, y: unknown): void {
+    if (y !== SKIP) this.emitted++
+    ;(this.output as OrderedChannel<unknown>).fill(seq, y)
+  }
+
+  /** A worker finished normally. The last one closes the output: end of stream. */
+  exitLane(): void {
+    if (--this.live === 0 && !this.halted) {
+      this.output.close()
+      this.exec.stageFinished(this.index)
+    }
+    this.exec.workerExited()
+  }
+
+  /** A worker failed on `item` (undefined where unknown): the run fails. */
+  failLane(err: unknown, worker: number, item: unknown): void {
+    // once halted, an error is the stop itself (a fetch given ctx.signal rejects with AbortError)
+    // or comes from work nobody will read: when a later stage stopped reading, it must not fail a
+    // run that is still delivering
+    if (this.halted) {
+      this.exitLane()
+      return
+    }
+    if (item !== undefined) this.failed++
+    this.live--
+    this.exec.fail(err, this.name, worker, item)
+    this.exec.workerExited()
+  }
+
+  fail(err: unknown, worker: number, item: unknown): void {
+    if (this.halted) return
+    if (item !== undefined) this.failed++
+    this.exec.fail(err, this.name, worker, item)
+  }
+
+  /** Stops this stage: no new items are taken, `ctx.signal` aborts with `reason`. */
+  halt(reason: unknown): void {
+    if (this.halted) return
+    this.halted = true
+    this.input.abort()
+    this.output.abort()
+    this.ctl.abort(reason)
+  }
+}
+
+/**
+ * One worker's lane: its side of the stage's input and output, and its place in the time book. It
+ * is the worker's Waiter on both channels, so taking and sending allocate nothing; it enters the
+ * starved or blocked state where it parks and leaves it where it is woken, which is where the clock
+ * is read.
+ */
+export class WorkerLane extends Waiter implements Lane {
+  readonly ctx: StageContext
+  adopted: unknown = undefined
+  private readonly input: Inlet<unknown>
+  /** The state a park puts this lane in: set by the operation that may park. */
+  private parking: UnitState = STARVED
+  private parked = false
+  private n = 0
+
+  constructor(
+    readonly stage: StageRun,
+    readonly worker: number,
+    /** This lane's park and wake move it in the stage's time book (false when the kind counts its units). */
+    private readonly counted: boolean,
+  ) {
+    super()
+    this.ctx = stage.context(worker)
+    this.input = stage.input
+    this.handed = new Handed(stage.exec.turn)
+  }
+
+  get port(): StagePort {
+    return this.stage
+  }
+
+  override park(): Promise<void> {
+    this.parked = true
+    if (this.counted) this.stage.book.move(WORKING, this.parking)
+    return super.park()
+  }
+
+  override wake(): void {
+    if (this.parked) {
+      this.parked = false
+      if (this.counted) this.stage.book.move(this.parking, WORKING)
+    }
+    super.wake()
+  }
+
+  take(): unknown {
+    const x = this.input.poll(this)
+    if (x !== EMPTY && x !== DONE) this.stage.taken++
+    return x
+  }
+
+  wait(): Promise<void> {
+    this.parking = STARVED
+    return this.input.wait(this)
+  }
+
+  received(): unknown {
+    const x = this.item
+    this.item = undefined
+    // an item handed over just before the stage halted is not worked on: nobody will read its result
+    if (this.stage.halted) return DONE
+    if (x !== DONE && x !== EMPTY) this.stage.taken++
+    return x
+  }
+
+  cancel(): boolean {
+    if (!this.input.cancel(this)) return false
+    this.item = EMPTY
+    this.wake()
+    return true
+  }
+
+  emit(y: unknown): Promise<void> | undefined {
+    const s = this.stage
+    s.emitted++
+    if (s.next !== undefined) return sendFused(this, y)
+    const out = s.output as Channel<unknown>
+    if (out.offerLazy(y, this)) return undefined
+    this.parking = BLOCKED
+    return out.put(this, y)
+  }
+
+  /** Puts `y` into `out`, parking (blocked) while it is full: the end of a fused send. */
+  sendTo(out: Channel<unknown>, y: unknown): Promise<void> | undefined {
+    if (out.offerLazy(y, this)) return undefined
+    this.parking = BLOCKED
+    return out.put(this, y)
+  }
+
+  reserve(): Promise<void> | undefined {
+    const w = this.stage.output as OrderedChannel<unknown>
+    if (w.tryAcquire()) return undefined
+    this.parking = BLOCKED
+    return w.acquire(this)
+  }
+
+  release(): void {
+    ;(this.stage.output as OrderedChannel<unknown>).release()
+  }
+
+  call(fn: MapFn, x: unknown): unknown {
+    const s = this.stage
+    return (s.taken & s.sampleMask) !== 0 ? fn(x, this.ctx) : s.callTimed(fn, x, this.ctx)
+  }
+
+  pace(): Promise<void> | undefined {
+    if (++this.n !== CHECK_EVERY) return undefined
+    this.n = 0
+    return this.stage.exec.pace.turn()
+  }
+
+  exit(): void {
+    if (this.counted) this.stage.book.stop(WORKING)
+    this.stage.exitLane()
+  }
+
+  fail(err: unknown, item: unknown): void {
+    if (this.counted) this.stage.book.stop(WORKING)
+    this.stage.failLane(err, this.worker, item)
+  }
+}
