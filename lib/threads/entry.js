@@ -219,8 +219,7 @@ async function prepare() {
 }
 
 function wrap(what, cause) {
-  const name = cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause)
-  return new Error(`threadStage "${stage}": ${what}: ${name}`, { cause })
+  return new Error(`threadStage "${stage}": ${what}: ${describeCause(cause)}`, { cause })
 }
 
 /** The results of the batch being answered now, kept in case posting them fails (see below). */
@@ -406,7 +405,13 @@ function badResult(bad) {
 // result instead: the thread still dies (piscina's state for the task is gone), but with an error
 // that says which result and why. Anything else uncaught is rethrown as it was.
 process.on('uncaughtException', (err) => {
-  if (err?.name === 'DataCloneError' && answered !== undefined) {
+  let cloneError = false
+  try {
+    cloneError = err?.name === 'DataCloneError'
+  } catch {
+    // a thrown value whose name cannot be read is rethrown as it is
+  }
+  if (cloneError && answered !== undefined) {
     for (let i = 0; i < answered.length; i++) {
       try {
         structuredClone(answered[i])
@@ -452,28 +457,111 @@ function isBuiltin(p) {
   return /\{\s*\[native code\]\s*\}\s*$/.test(Function.prototype.toString.call(C))
 }
 
-/** An error (or any thrown value) as plain data that survives structured clone. */
+/**
+ * An error (or any thrown value) as plain data that survives structured clone. It never throws: a
+ * thrown value is user code, and a getter, a Proxy trap or a toString that throws while the value
+ * is read would otherwise reject the task, and the main thread would see a batch with no answer.
+ * An error whose name or message cannot be read is described as its class, the way
+ * describeCause() in lib/errors.ts describes it on the main thread (the wording is the same);
+ * parts that cannot be read (stack, cause, a property) are left out.
+ */
 function describe(err, depth) {
-  if (!(err instanceof Error) && Object.prototype.toString.call(err) !== '[object Error]') {
+  let isError
+  try {
+    isError = err instanceof Error || Object.prototype.toString.call(err) === '[object Error]'
+  } catch {
+    return { value: undescribable(err) }
+  }
+  if (!isError) {
     try {
       return { value: structuredClone(err) }
     } catch {
-      return { value: String(err) }
+      return { value: describeCause(err) }
     }
   }
-  const d = { name: String(err.name), message: String(err.message), stack: err.stack, props: undefined }
+  let d
+  try {
+    d = { name: String(err.name), message: String(err.message), stack: undefined, props: undefined }
+  } catch {
+    return { value: undescribable(err) }
+  }
+  try {
+    const stack = err.stack
+    if (typeof stack === 'string') d.stack = stack
+  } catch {
+    // a stack that cannot be read is left out
+  }
   const props = {}
   let any = false
-  for (const key of Object.keys(err)) {
+  let keys = []
+  try {
+    keys = Object.keys(err)
+  } catch {
+    // keys that cannot be listed: no properties
+  }
+  for (const key of keys) {
     if (key === 'cause' || key === 'name' || key === 'message' || key === 'stack') continue
     try {
       props[key] = structuredClone(err[key])
       any = true
     } catch {
-      // a property that cannot cross threads is left out
+      // a property that cannot be read or cross threads is left out
     }
   }
   if (any) d.props = props
-  if ('cause' in err && depth < 8) d.cause = describe(err.cause, depth + 1)
+  if (depth < 8) {
+    try {
+      if ('cause' in err) d.cause = describe(err.cause, depth + 1)
+    } catch {
+      // a cause that cannot be read is left out
+    }
+  }
   return d
+}
+
+/**
+ * A thrown value as text: `Name: message` for an Error, `String(value)` otherwise. Never throws.
+ * The thread's copy of describeCause() in lib/errors.ts (a thread cannot load .ts): keep the two,
+ * and their wording, in step.
+ */
+function describeCause(cause) {
+  let isError
+  try {
+    isError = cause instanceof Error
+  } catch {
+    return undescribable(cause)
+  }
+  if (isError) {
+    try {
+      return `${String(cause.name)}: ${String(cause.message)}`
+    } catch {
+      return undescribable(cause)
+    }
+  }
+  try {
+    return String(cause)
+  } catch {
+    // an object whose toString() throws: its tag, `[object Object]`
+  }
+  try {
+    return Object.prototype.toString.call(cause)
+  } catch {
+    return undescribable(cause)
+  }
+}
+
+/** What describeCause says of a value it could not read: its class's name, read without calling a getter. */
+function undescribable(cause) {
+  try {
+    const proto = Object.getPrototypeOf(cause)
+    const C =
+      proto === null || proto === undefined
+        ? undefined
+        : Object.getOwnPropertyDescriptor(proto, 'constructor')?.value
+    const name = typeof C === 'function' ? Object.getOwnPropertyDescriptor(C, 'name')?.value : undefined
+    if (typeof name === 'string' && name !== '') return `${name} (describing it threw)`
+  } catch {
+    // a Proxy whose traps throw: nothing about it can be read
+  }
+  return 'a value that could not be described'
 }

@@ -601,8 +601,7 @@ export class ThreadRun {
    * running batches return, or after the grace period for a function that ignores ctx.signal.
    */
   private readonly onHalt = (): void => {
-    const reason = this.g.ctl.signal.reason
-    const text = reason instanceof Error ? `${reason.name}\n${reason.message}` : `Error\n${String(reason)}`
+    const text = reasonText(this.g.ctl.signal.reason)
     const bytes = new TextEncoder().encode(text).subarray(0, REASON_BYTES)
     new Uint8Array(this.control, this.flags.byteLength).set(bytes)
     Atomics.store(this.flags, 2, bytes.length)
@@ -712,6 +711,28 @@ export class ThreadRun {
     }
     return this.destroyed
   }
+}
+
+/**
+ * The stop's reason as the threads rebuild it (entry.js poll()): `name` and `message` of an Error,
+ * or `Error` and the value as text. It never throws: the reason may be a caller's signal reason
+ * (any value), and onHalt() runs in an abort listener, where a throw would be an uncaught
+ * exception and leave the threads unaware of the stop. What cannot be read is described as
+ * describeCause() describes it.
+ */
+function reasonText(reason: unknown): string {
+  let name = 'Error'
+  let message: string
+  try {
+    if (reason instanceof Error) {
+      name = String(reason.name)
+      message = String(reason.message)
+    } else message = String(reason)
+  } catch {
+    name = 'Error'
+    message = describeCause(reason)
+  }
+  return `${name}\n${message}`
 }
 
 /** An error, or any thrown value, rebuilt from what entry.js sent: same name, message, stack and properties. */
