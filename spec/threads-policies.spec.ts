@@ -11,6 +11,8 @@ import {
   threadStage,
 } from '../lib/index.js'
 import {
+  defer,
+  flush,
   numbers,
   recordUnhandledRejections,
   rejectionOf,
@@ -217,6 +219,123 @@ describe('errors: skip', () => {
     expect((err.cause as Error).message).toBe('callback broke')
     expect([0, 5]).toContain(err.item)
   })
+})
+
+describe('callbacks that fail', () => {
+  test('an async onError that rejects fails the run with its error, on the item', async () => {
+    const broke = new Error('async callback broke')
+    const err = (await rejectionOf(
+      pipe(
+        numbers(10),
+        threadStage(POLICIES, {
+          export: 'failFives',
+          threads: 1,
+          ordered: true,
+          errors: 'skip',
+          onError: async () => {
+            await null
+            throw broke
+          },
+        }),
+      ).toArray(),
+    )) as TaskException
+    expect(err).toBeInstanceOf(TaskException)
+    expect(err.cause).toBe(broke)
+    expect([0, 5]).toContain(err.item)
+  })
+
+  test('an async onError is awaited: ordered results after its item wait for its promise', async () => {
+    // item 0 fails on every call and is skipped; item 1 succeeds, but comes after it in order
+    const { items, calls } = flakyItems(2, (i) => (i === 0 ? 10 : 0))
+    const called = defer()
+    const gate = defer()
+    const it = pipe(
+      items,
+      threadStage<Flaky, number>(POLICIES, {
+        export: 'flaky',
+        threads: 1,
+        ordered: true,
+        errors: 'skip',
+        onError: async () => {
+          called.resolve()
+          await gate.promise
+        },
+      }),
+    )[Symbol.asyncIterator]()
+    let next: IteratorResult<number> | undefined
+    const pending = it.next().then((r) => (next = r))
+    await called.promise
+    // item 1 has run in its thread, and its answer had time to come back
+    while (Atomics.load(calls, 1) === 0) await flush(1)
+    await flush(20)
+    expect(next).toBeUndefined()
+    gate.resolve()
+    await pending
+    expect(next).toEqual({ done: false, value: 1 })
+    expect((await it.next()).done).toBe(true)
+  })
+
+  test('a retryDelay that throws fails the run on the item, keeping both errors', async () => {
+    const { items } = flakyItems(4, (i) => (i === 2 ? 1 : 0))
+    const delayError = new Error('no delay today')
+    const err = (await rejectionOf(
+      pipe(
+        items,
+        threadStage(POLICIES, {
+          export: 'flaky',
+          threads: 1,
+          retries: 3,
+          retryDelay: () => {
+            throw delayError
+          },
+        }),
+      ).toArray(),
+    )) as TaskException
+    expect(err).toBeInstanceOf(TaskException)
+    expect(err.item).toBe(items[2])
+    const cause = err.cause as AggregateError
+    expect(cause).toBeInstanceOf(AggregateError)
+    expect(cause.message).toBe(
+      'threadStage "flaky": `retryDelay` threw deciding the wait before retry 1: Error: no delay today',
+    )
+    expect(cause.errors).toHaveLength(2)
+    expect((cause.errors[0] as Error).message).toBe('item 2 failed on call 1')
+    expect(cause.errors[1]).toBe(delayError)
+  })
+
+  test.each([
+    [Number.NaN, RangeError, 'NaN (number)'],
+    [-1, RangeError, '-1 (number)'],
+    ['5', TypeError, '"5" (string)'],
+    [Number.POSITIVE_INFINITY, RangeError, 'Infinity (number)'],
+    [2 ** 31, RangeError, '2147483648 (number)'],
+    [undefined, TypeError, 'undefined (undefined)'],
+  ])(
+    'a retryDelay that returns %s fails the run with a %o naming it, the item error as its cause',
+    async (returned, Kind, shown) => {
+      const { items, calls } = flakyItems(4, (i) => (i === 2 ? 1 : 0))
+      const err = (await rejectionOf(
+        pipe(
+          items,
+          threadStage(POLICIES, {
+            export: 'flaky',
+            threads: 1,
+            retries: 1,
+            retryDelay: () => returned as number,
+          }),
+        ).toArray(),
+      )) as TaskException
+      expect(err).toBeInstanceOf(TaskException)
+      expect(err.item).toBe(items[2])
+      expect(err.cause).toBeInstanceOf(Kind)
+      expect((err.cause as Error).message).toBe(
+        `threadStage "flaky": expected \`retryDelay\` to return a number of milliseconds from 0 to 2147483647 (about 24.8 days, the longest a timer can wait) before retry 1, got ${shown}`,
+      )
+      expect(((err.cause as Error).cause as Error).message).toBe('item 2 failed on call 1')
+      // no retry was made
+      expect(calls[2]).toBe(1)
+    },
+  )
 })
 
 describe('skip', () => {

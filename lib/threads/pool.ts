@@ -12,10 +12,11 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import type { TransferListItem, Worker } from 'node:worker_threads'
 import type { Piscina } from 'piscina'
+import { isThenable } from '../_utils.js'
 import { describeCause, TimeoutError } from '../errors.js'
 import type { Group } from '../group.js'
 import { got, SETTLE_GRACE_MS } from '../options.js'
-import type { MapContext, RateLimit } from '../policies.js'
+import { type MapContext, type RateLimit, retryDelayOf } from '../policies.js'
 import { type Channel, DONE, EMPTY, type OrderedChannel, SKIP, Waiter } from '../queue.js'
 
 /** What a run of a thread stage needs from the stage's options. */
@@ -118,12 +119,6 @@ class BatchFailure {
 
 const NO_RESULTS: unknown[] = []
 function noop(): void {}
-
-/** mapStage's rule: a retry waits retryDelay, or what the function says; anything but a finite number above 0 is no wait. */
-function delayOf(p: ThreadPolicies, retry: number, err: unknown): number {
-  const d = typeof p.retryDelay === 'function' ? p.retryDelay(retry, err) : p.retryDelay
-  return typeof d === 'number' && d > 0 && Number.isFinite(d) ? d : 0
-}
 
 export class ThreadRun {
   private pool: Piscina | undefined
@@ -404,7 +399,12 @@ export class ThreadRun {
       for (const f of pending) {
         if (p !== undefined && attempt < p.retries) {
           g.retried++
-          const d = delayOf(p, attempt + 1, f.err)
+          let d: number
+          try {
+            d = retryDelayOf(p.retryDelay, attempt + 1, f.err, `threadStage "${g.name}"`)
+          } catch (delayErr) {
+            throw new BatchFailure(delayErr, f.worker, items[f.at])
+          }
           if (d > delay) delay = d
           again.push(f.at)
         } else if (p?.onError !== undefined) {
@@ -418,7 +418,9 @@ export class ThreadRun {
             attempt,
           }
           try {
-            p.onError(f.err, items[f.at], ctx)
+            // an async onError is awaited: its rejection fails the run as a throw does
+            const r: unknown = p.onError(f.err, items[f.at], ctx)
+            if (isThenable(r)) await r
           } catch (cbErr) {
             throw new BatchFailure(cbErr, f.worker, items[f.at])
           }

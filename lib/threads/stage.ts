@@ -137,7 +137,10 @@ export interface ThreadStageOptions<I = unknown> extends Omit<StageOptions, 'wor
   /**
    * Milliseconds to wait before a retry, or a function of the retry number (1 for the first retry)
    * and the error, called on the main thread: `(n) => 100 * 2 ** n`. Items of one batch that fail
-   * together are retried together, after the longest of their delays.
+   * together are retried together, after the longest of their delays. From 0 to 2^31-1
+   * (`MAX_TIMER_MS`): a function that returns anything else fails the run on the item (a
+   * RangeError, or a TypeError for a non-number, whose `cause` is the item's error), and one that
+   * throws fails it with an AggregateError of the item's error and its own.
    * @default 0
    */
   retryDelay?: number | ((retry: number, error: unknown) => number)
@@ -161,7 +164,8 @@ export interface ThreadStageOptions<I = unknown> extends Omit<StageOptions, 'wor
   /**
    * Called on the main thread with every item skipped by `errors: 'skip'`, and the error as
    * rebuilt from the thread (a {@link TimeoutError} for a timeout). Required with it; if it throws,
-   * the run fails. `ctx.state` is undefined there: the state lives in the threads.
+   * or returns a promise that rejects (a returned promise is awaited), the run fails with its
+   * error. `ctx.state` is undefined there: the state lives in the threads.
    */
   onError?: (error: unknown, item: I, ctx: MapContext<undefined>) => void
   /**
