@@ -383,6 +383,50 @@ describe('errors', () => {
     expect([...buf!]).toEqual([104, 105])
   })
 
+  test.runIf(hasProc)(
+    "an error a thread's timer throws after its function returned fails the run, which is still running",
+    async () => {
+      const before = osThreads()
+      const err = (await rejectionOf(
+        pipe(numbers(3), threadStage(HOSTILE, { export: 'lateThrow', threads: 1 })).toArray(),
+      )) as TaskException
+      expect(err).toBeInstanceOf(TaskException)
+      expect(err.stage).toBe('lateThrow')
+      expect(err.item).toBeUndefined()
+      expect((err.cause as Error).message).toBe('late')
+      expect(await threadsBackTo(before)).toBe(before)
+    },
+  )
+
+  test.runIf(hasProc)('an error a thread throws after the run stopped is a process warning', async () => {
+    const before = osThreads()
+    const warnings: Error[] = []
+    const onWarning = (w: Error): void => {
+      warnings.push(w)
+    }
+    process.on('warning', onWarning)
+    try {
+      const state = shared(1)
+      const ac = new AbortController()
+      const p = pipe(
+        [{ n: 1, state }],
+        threadStage(HOSTILE, { export: 'throwsAfterStop', threads: 1 }),
+      ).toArray({ signal: ac.signal })
+      await whenSet(state, 0)
+      const reason = new Error('enough')
+      ac.abort(reason)
+      // the run's outcome is the stop's, whatever the thread did after it
+      expect(await rejectionOf(p)).toBe(reason)
+      expect(await threadsBackTo(before)).toBe(before)
+      await flush(3)
+      expect(warnings.map((w) => w.message)).toEqual([
+        'stageline: a thread of threadStage "throwsAfterStop" failed after the stage had stopped (the run\'s outcome is unchanged): Error: late, after the stop',
+      ])
+    } finally {
+      process.off('warning', onWarning)
+    }
+  })
+
   test.runIf(hasProc)('a thread that dies fails the run clearly, and its exit is waited for', async () => {
     const before = osThreads()
     const err = (await rejectionOf(

@@ -7,7 +7,7 @@
  * Protocol (the main side is lib/threads/pool.ts):
  * - workerData: `{ module, exportName, stage, control, slots, timeout, keepGoing }`; `control` is a
  *   SharedArrayBuffer laid out as Int32 [0] abort flag, [1] thread counter, [2] reason length,
- *   [3] threads arrived at the dispose barrier, then `slots` pairs (threadId, 1 while inside a
+ *   [3] threads arrived at the end barrier, then `slots` pairs (threadId, 1 while inside a
  *   batch) by thread index, then the reason's UTF-8 bytes. `timeout` is the per-item timeout in ms
  *   (undefined: none); `keepGoing` says a failed item does not end its batch (the stage retries or
  *   skips failures, on the main thread).
@@ -17,9 +17,10 @@
  *   function returned stageline's `skip`, `failed` `[index, error, timedOut]` per failed item with
  *   `keepGoing`), `{ worker, at, error, timedOut? }` when item `at` failed (at -1: the module or its
  *   init failed), or `{ worker, stopped: true }` when the run stopped before the batch was done.
- * - `{ dispose: n }` runs the module's `dispose` export in this thread, then holds the thread
- *   until `n` threads have their dispose task, so that each thread gets exactly one; the answer is
- *   `{ worker }` or `{ worker, error }`.
+ * - `{ end: n }` ends the run in this thread: runs the module's `dispose` export, lets the
+ *   thread's timers that are due run (one that throws kills the thread, and the task rejects with
+ *   its error), then holds the thread until `n` threads have their end task, so that each thread
+ *   gets exactly one; the answer is `{ worker }` or `{ worker, error }` (dispose threw).
  * - any other task is a check: load the module, find the export, run the `init` export; answer
  *   `{ worker, dispose }` (whether the module exports `dispose`) or `{ worker, error }`.
  * @module
@@ -230,7 +231,7 @@ export default async function run(task) {
   let items = task
   if (!Array.isArray(task)) {
     if (task.retry !== undefined) items = task.retry
-    else if (task.dispose !== undefined) return disposeTask(task.dispose)
+    else if (task.end !== undefined) return endTask(task.end)
     else {
       try {
         if (!prepared) await prepare()
@@ -360,8 +361,16 @@ async function runPolicyBatch(task) {
   return { worker, out, ms: performance.now() - start, skipped, failed }
 }
 
-/** Runs `dispose` in this thread once, then waits (without blocking) until `n` threads have a dispose task. */
-async function disposeTask(n) {
+/**
+ * The end of the run, in this thread: runs `dispose` once (if the module exports it), lets this
+ * thread's event loop turn, then waits (without blocking) until `n` threads have an end task.
+ */
+async function endTask(n) {
+  // held until every thread has its task: piscina hands a task to any idle thread, and one that
+  // answered at once could take a second task while another thread got none. Arrivals are
+  // counted, not finished tasks, so that a dispose that does not return holds no other thread
+  const seen = Atomics.add(flags, 3, 1) + 1
+  Atomics.notify(flags, 3)
   let error
   if (prepared && disposeFn !== undefined && !disposed) {
     disposed = true
@@ -374,22 +383,23 @@ async function disposeTask(n) {
       error = describe(err, 0)
     }
   }
-  // held until every thread has its task: piscina hands a task to any idle thread, and one that
-  // answered at once could take a second task while another thread got none
-  let seen = Atomics.add(flags, 3, 1) + 1
-  Atomics.notify(flags, 3)
-  const until = performance.now() + DISPOSE_BARRIER_MS
-  while (seen < n) {
+  // piscina blocks an idle thread (Atomics.wait) between tasks, so a timer the function set has
+  // had no turn: give the timers that are due one now, so that one that throws ends this thread
+  // with its error (the main thread fails the run with it) rather than vanish with the pool
+  await new Promise((resolve) => setTimeout(resolve, 0))
+  let arrived = Math.max(seen, Atomics.load(flags, 3))
+  const until = performance.now() + END_BARRIER_MS
+  while (arrived < n) {
     const left = until - performance.now()
     if (left <= 0) break
-    const r = Atomics.waitAsync(flags, 3, seen, left)
+    const r = Atomics.waitAsync(flags, 3, arrived, left)
     if (r.async) await r.value
-    seen = Atomics.load(flags, 3)
+    arrived = Atomics.load(flags, 3)
   }
   return error === undefined ? { worker } : { worker, error }
 }
-/** The longest a thread waits for the others at the dispose barrier (they are all idle by then). */
-const DISPOSE_BARRIER_MS = 5000
+/** The longest a thread waits for the others at the end barrier (they are all idle by then). */
+const END_BARRIER_MS = 5000
 
 /** Whether `y` is stageline's `skip`: by its description, since the thread's copy of stageline has its own symbol. */
 function isSkip(y) {

@@ -139,7 +139,7 @@ export class ThreadRun {
   private size = 1
   /** `plan.batch`, or 1 under a rate limit: a turn is taken per item right before it is sent. */
   private readonly maxBatch: number
-  /** The module exports `dispose` (a check said so): the pool is destroyed after a dispose round. */
+  /** The module exports `dispose` (a check said so): after a stop too, the pool is destroyed after the end round. */
   private disposes = false
 
   constructor(
@@ -357,7 +357,10 @@ export class ThreadRun {
       }
       answer = await this.pool!.run(batch, transferList === undefined ? undefined : { transferList })
     } catch (err) {
-      if (g.halted) return NO_RESULTS
+      if (g.halted) {
+        this.rejectedAfterHalt(err)
+        return NO_RESULTS
+      }
       throw this.explain(err, batch)
     } finally {
       g.busy -= n
@@ -496,7 +499,10 @@ export class ThreadRun {
       const answer: Answer = await this.pool!.run({ retry: items, attempt })
       return answer.stopped === true ? undefined : answer
     } catch (err) {
-      if (g.halted) return undefined
+      if (g.halted) {
+        this.rejectedAfterHalt(err)
+        return undefined
+      }
       throw this.explain(err, items)
     } finally {
       g.busy -= n
@@ -590,11 +596,29 @@ export class ThreadRun {
 
   private async loopEnded(failure: BatchFailure | undefined): Promise<void> {
     if (--this.active === 0) {
-      const disposeFailure = await this.close()
-      failure ??= disposeFailure
+      const late = await this.close()
+      // a failure of the end round (dispose threw, a thread's timer threw) fails a run that is
+      // still running; once the stage has stopped it no longer can, and it is not lost either
+      if (late !== undefined && failure === undefined && this.g.halted) this.lateWarning(late.err)
+      failure ??= late
     }
     if (failure !== undefined && !this.g.halted) this.g.fail(failure.err, failure.worker, failure.item)
     else this.g.exit()
+  }
+
+  /** A thread failed once the stage had stopped: the run's outcome stands, and the failure is a process warning. */
+  private lateWarning(err: unknown): void {
+    process.emitWarning(
+      `stageline: a thread of threadStage "${this.g.name}" failed after the stage had stopped (the run's outcome is unchanged): ${describeCause(err)}`,
+    )
+  }
+
+  /**
+   * A task was rejected after the stage stopped. The pool destroyed under it says nothing; a
+   * thread that died by itself meanwhile (an uncaught error, process.exit()) is a process warning.
+   */
+  private rejectedAfterHalt(err: unknown): void {
+    if (this.destroyed === undefined) this.lateWarning(err)
   }
 
   /**
@@ -639,19 +663,27 @@ export class ThreadRun {
     if (this.g.halted) this.destroyIfIdle()
   }
 
-  /** The pool failed outside any task (piscina emits 'error'): the run fails. */
+  /**
+   * The pool failed outside any task (piscina emits 'error': a thread threw while it held no
+   * task): the run fails, or, once the stage has stopped, it is a process warning. Once the pool
+   * is being destroyed, what piscina reports is its own teardown (an answer that arrives for a
+   * task it has just dropped), not a thread's failure.
+   */
   private readonly onPoolError = (err: unknown): void => {
     if (!this.g.halted) this.g.run.fail(err, this.g.name, 0, undefined)
+    else if (this.destroyed === undefined) this.lateWarning(err)
   }
 
   /**
-   * The last loop ended: runs the dispose round if the module exports `dispose`, then destroys the
-   * pool. Resolves to the failure of a dispose that threw, if any.
+   * The last loop ended: runs the end round (unless the stage stopped and the module exports no
+   * `dispose`), then destroys the pool. Resolves to the failure of the end round, if any.
    */
   private async close(): Promise<BatchFailure | undefined> {
     let failure: BatchFailure | undefined
     // the abort listener stays during the round: a stop then still bounds it (onHalt's timer)
-    if (this.disposes && this.destroyed === undefined) failure = await this.disposeRound()
+    if (this.pool !== undefined && this.destroyed === undefined && (this.disposes || !this.g.halted)) {
+      failure = await this.endRound(this.pool)
+    }
     this.g.ctl.signal.removeEventListener('abort', this.onHalt)
     clearTimeout(this.graceTimer)
     await this.destroy()
@@ -659,24 +691,29 @@ export class ThreadRun {
   }
 
   /**
-   * Runs `dispose` once in every thread: one task per thread, which entry.js holds until every
-   * thread has one (piscina gives a task to any idle thread). No batch is in flight by now.
+   * Ends the run in every thread: one task per thread, which entry.js holds until every thread has
+   * one (piscina gives a task to any idle thread). It runs `dispose` and lets the thread's timers
+   * that are due run: piscina blocks an idle thread, so a timer the function set after its last
+   * batch (one that throws, say) would otherwise never run, and its error would vanish with the
+   * pool. No batch is in flight by now. Resolves to the first failure: a dispose that threw, or a
+   * thread that died during the round.
    */
-  private async disposeRound(): Promise<BatchFailure | undefined> {
-    const pool = this.pool!
+  private async endRound(pool: Piscina): Promise<BatchFailure | undefined> {
     const n = pool.threads.length
     Atomics.store(this.flags, 3, 0)
-    const task = { dispose: n }
-    const answers = await Promise.allSettled(
-      Array.from({ length: n }, () => pool.run(task) as Promise<Answer>),
+    const task = { end: n }
+    const answers = await Promise.all(
+      Array.from({ length: n }, () =>
+        (pool.run(task) as Promise<Answer>).then(
+          (a) =>
+            a.error === undefined ? undefined : new BatchFailure(rebuild(a.error), a.worker, undefined),
+          // the pool destroyed under the round (the grace period after a stop ran out) says
+          // nothing; otherwise the thread died during it, of its own error
+          (err: unknown) => (this.destroyed === undefined ? new BatchFailure(err, 0, undefined) : undefined),
+        ),
+      ),
     )
-    for (const a of answers) {
-      // a rejection is the pool destroyed under the round (the grace period after a stop ran out)
-      if (a.status === 'fulfilled' && a.value.error !== undefined) {
-        return new BatchFailure(rebuild(a.value.error), a.value.worker, undefined)
-      }
-    }
-    return undefined
+    return answers.find((f) => f !== undefined)
   }
 
   /**
