@@ -27,6 +27,7 @@ const FIXTURES = new URL('./fixtures/threads/', import.meta.url)
 const POLICIES = new URL('policies.js', FIXTURES)
 const STATEFUL = new URL('stateful.js', FIXTURES)
 const WORK = new URL('work.js', FIXTURES)
+const DISPOSE_HANGS = new URL('dispose-hangs.js', FIXTURES)
 
 function shared(n: number): Int32Array {
   return new Int32Array(new SharedArrayBuffer(4 * n))
@@ -552,6 +553,72 @@ describe('init and dispose exports', () => {
       expect(await threadsBackTo(before)).toBe(before)
     },
   )
+})
+
+describe('disposeTimeout', () => {
+  test.runIf(hasProc).each(['sync', 'async'])(
+    'a dispose that does not return (%s) has its thread ended after disposeTimeout, with a warning; the run resolves',
+    async (mode) => {
+      const before = osThreads()
+      const state = shared(3)
+      const warnings: Error[] = []
+      const onWarning = (w: Error): void => {
+        warnings.push(w)
+      }
+      process.on('warning', onWarning)
+      try {
+        const out = await pipe(
+          numbers(5).map((n) => ({ n, state, mode })),
+          threadStage<{ n: number }, number>(DISPOSE_HANGS, {
+            threads: 1,
+            ordered: true,
+            disposeTimeout: 100,
+          }),
+        ).toArray()
+        expect(out).toEqual(numbers(5))
+        // dispose started and never returned: its thread was ended under it
+        expect(Atomics.load(state, 0)).toBe(1)
+        expect(await threadsBackTo(before)).toBe(before)
+        expect(Atomics.load(state, 1)).toBe(0)
+        await flush(3)
+        expect(warnings.map((w) => w.message)).toEqual([
+          'stageline: threadStage "dispose-hangs": dispose did not return within 100 ms (disposeTimeout) in 1 of its 1 threads; they were ended (the run\'s outcome is unchanged)',
+        ])
+      } finally {
+        process.off('warning', onWarning)
+        Atomics.store(state, 2, 1)
+      }
+    },
+  )
+
+  test('with a disposeTimeout, a dispose that throws still fails the run', async () => {
+    const counters = shared(3)
+    const err = (await rejectionOf(
+      pipe(
+        [{ n: 1, shared: counters, throwOnDispose: true }],
+        threadStage(STATEFUL, { threads: 1, name: 'db', disposeTimeout: 60_000 }),
+      ).toArray(),
+    )) as TaskException
+    expect(err.message).toBe('The task "db-0" raised Error: dispose failed in thread 0')
+  })
+
+  test.each([
+    [-1, RangeError, '-1 (number)'],
+    [0, RangeError, '0 (number)'],
+    ['soon', TypeError, '"soon" (string)'],
+    [2 ** 31, RangeError, '2147483648 (number)'],
+  ])('disposeTimeout: %o is refused, naming the range', (value, Kind, shown) => {
+    const message = `threadStage(): expected \`disposeTimeout\` to be a number of milliseconds above 0 and at most 2147483647 (about 24.8 days, the longest a timer can wait) or \`Infinity\`, got ${shown}`
+    expect(() => threadStage(WORK, { disposeTimeout: value as number })).toThrow(new Kind(message))
+    expect(() => threadStage(WORK).setup({ disposeTimeout: value } as never)).toThrow(new Kind(message))
+  })
+
+  test('disposeTimeout defaults to 5 s and takes Infinity', () => {
+    expect(threadStage(WORK).options).toMatchObject({ disposeTimeout: 5000 })
+    expect(threadStage(WORK, { disposeTimeout: Number.POSITIVE_INFINITY }).options).toMatchObject({
+      disposeTimeout: Number.POSITIVE_INFINITY,
+    })
+  })
 })
 
 describe('rate', () => {

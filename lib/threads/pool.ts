@@ -26,6 +26,8 @@ export interface ThreadPlan {
   readonly threads: number
   readonly batch: number
   readonly transfer: ((item: any) => readonly (TransferListItem | ArrayBufferView)[] | undefined) | undefined
+  /** How long the end round waits for `dispose` in the threads (ms; Infinity: as long as it takes). */
+  readonly disposeTimeout: number
   /** The step policies, or undefined when none is set (the batches then take the plain path). */
   readonly policies: ThreadPolicies | undefined
 }
@@ -702,18 +704,41 @@ export class ThreadRun {
     const n = pool.threads.length
     Atomics.store(this.flags, 3, 0)
     const task = { end: n }
-    const answers = await Promise.all(
+    let failure: BatchFailure | undefined
+    let answered = 0
+    const round = Promise.all(
       Array.from({ length: n }, () =>
         (pool.run(task) as Promise<Answer>).then(
-          (a) =>
-            a.error === undefined ? undefined : new BatchFailure(rebuild(a.error), a.worker, undefined),
-          // the pool destroyed under the round (the grace period after a stop ran out) says
-          // nothing; otherwise the thread died during it, of its own error
-          (err: unknown) => (this.destroyed === undefined ? new BatchFailure(err, 0, undefined) : undefined),
+          (a) => {
+            answered++
+            if (a.error !== undefined) failure ??= new BatchFailure(rebuild(a.error), a.worker, undefined)
+          },
+          (err: unknown) => {
+            answered++
+            // the pool destroyed under the round (the grace period after a stop ran out) says
+            // nothing; otherwise the thread died during it, of its own error
+            if (this.destroyed === undefined) failure ??= new BatchFailure(err, 0, undefined)
+          },
         ),
       ),
     )
-    return answers.find((f) => f !== undefined)
+    const ms = this.plan.disposeTimeout
+    if (ms === Number.POSITIVE_INFINITY) await round
+    else {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const late = new Promise<true>((resolve) => {
+        timer = setTimeout(resolve, ms, true)
+      })
+      const timedOut = await Promise.race([round, late])
+      clearTimeout(timer)
+      // a dispose that does not return: close() destroys the pool next, which ends its thread
+      if (timedOut === true && answered < n) {
+        process.emitWarning(
+          `stageline: threadStage "${this.g.name}": dispose did not return within ${ms} ms (disposeTimeout) in ${n - answered} of its ${n} threads; they were ended (the run's outcome is unchanged)`,
+        )
+      }
+    }
+    return failure
   }
 
   /**

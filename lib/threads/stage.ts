@@ -12,6 +12,7 @@ import type { StageContext } from '../group.js'
 import {
   checkFunction,
   checkInteger,
+  checkMs,
   checkObject,
   DEFAULT_QSIZE,
   got,
@@ -33,6 +34,8 @@ export const DEFAULT_BATCH = 1024
 export const MAX_THREADS = 1024
 /** The largest `batch` of a thread stage. */
 export const MAX_BATCH = 1_000_000
+/** How long the end of a run waits for a thread's `dispose` export, unless `disposeTimeout` says otherwise. */
+export const DEFAULT_DISPOSE_TIMEOUT_MS = 5000
 
 /**
  * What the function in a thread receives besides its item (and what the module's `init` and
@@ -175,6 +178,14 @@ export interface ThreadStageOptions<I = unknown> extends Omit<StageOptions, 'wor
    */
   rate?: RateLimit
   /**
+   * Milliseconds the end of a run waits for the worker module's `dispose` export to return in
+   * every thread. Past it, the threads still in `dispose` are ended, the stage emits a process
+   * warning naming itself, and the run ends as it would have (its results, or its error, stand).
+   * Above 0, up to 2^31-1 (`MAX_TIMER_MS`), or `Infinity` to wait as long as `dispose` takes.
+   * @default 5000
+   */
+  disposeTimeout?: number
+  /**
    * Not an option of a thread stage: a function cannot be sent to a thread. Export
    * `init(ctx)` from the worker module instead; it runs once in each thread, and what it returns
    * is `ctx.state` there.
@@ -207,6 +218,7 @@ export interface ResolvedThreadStageOptions extends ResolvedStageOptions {
   errors?: 'fail' | 'skip'
   onError?: (error: unknown, item: any, ctx: MapContext<undefined>) => void
   rate?: RateLimit
+  disposeTimeout: number
 }
 
 const WHERE = 'threadStage()'
@@ -223,7 +235,14 @@ const UNSUPPORTED: Readonly<Record<string, string>> = {
   limit:
     'the threads bound its concurrency (`threads`), and a limiter slot held on the main thread would cover a whole batch, not one call; use `rate` to space items out',
 }
-const OPTIONS: ReadonlySet<string> = new Set(['threads', 'batch', 'export', 'transfer', ...POLICIES])
+const OPTIONS: ReadonlySet<string> = new Set([
+  'threads',
+  'batch',
+  'export',
+  'transfer',
+  'disposeTimeout',
+  ...POLICIES,
+])
 const EXTRA: ReadonlySet<string> = new Set([...OPTIONS, ...Object.keys(UNSUPPORTED)])
 /** The `workers` value this stage derived last: a different one was set by hand through setup(). */
 const DERIVED: unique symbol = Symbol('stageline.threads.workers')
@@ -284,6 +303,7 @@ export function threadStage<I, O>(module: URL | string, options?: ThreadStageOpt
     batch: DEFAULT_BATCH,
     export: 'default',
     transfer: undefined,
+    disposeTimeout: DEFAULT_DISPOSE_TIMEOUT_MS,
     module: href,
   }
   const resolved = resolveStageOptions(WHERE, base, options, OPTIONS) as ResolvedThreadStageOptions
@@ -336,6 +356,7 @@ function checkThreadOptions(o: ResolvedThreadStageOptions & { [DERIVED]?: number
     )
   }
   if (o.transfer !== undefined) checkFunction(WHERE, 'transfer', o.transfer)
+  checkMs(WHERE, 'disposeTimeout', o.disposeTimeout, { above0: true, infinity: true })
   // the same checks, and messages, as mapStage's policies
   checkPolicies(WHERE, o as unknown as Record<string, unknown>)
   if (o.transfer !== undefined && o.retries !== undefined && o.retries > 0) {
@@ -386,6 +407,7 @@ const threadRunner: RunnerFactory = (options) => {
     threads: o.threads,
     batch: o.batch,
     transfer: o.transfer,
+    disposeTimeout: o.disposeTimeout,
     policies: policiesOf(o),
   }
   return {
