@@ -26,6 +26,7 @@ recordUnhandledRejections()
 const FIXTURES = new URL('./fixtures/threads/', import.meta.url)
 const POLICIES = new URL('policies.js', FIXTURES)
 const STATEFUL = new URL('stateful.js', FIXTURES)
+const STUCK = new URL('stuck.js', FIXTURES)
 const WORK = new URL('work.js', FIXTURES)
 const DISPOSE_HANGS = new URL('dispose-hangs.js', FIXTURES)
 
@@ -419,10 +420,11 @@ describe('timeout', () => {
 
   test('a result that arrives after the deadline counts as a timeout', async () => {
     const reported: unknown[] = []
-    // `busy` ignores its signal and takes at least 300 ms of wall time against a 20 ms timeout
+    // `busy` ignores its signal and takes at least 60 ms of wall time against a 20 ms timeout:
+    // late, but within the grace period after which its thread would be ended
     const items = [
-      { n: 0, ms: 300 },
-      { n: 1, ms: 300 },
+      { n: 0, ms: 60 },
+      { n: 1, ms: 60 },
     ]
     const out = await pipe(
       items,
@@ -475,6 +477,206 @@ describe('timeout', () => {
     expect(out).toEqual([0, 1, 2])
     expect([...calls]).toEqual([1, 2, 1])
     expect(stats.stage().retried).toBe(1)
+  })
+})
+
+interface Stuck {
+  n: number
+  spins: number
+  calls: Int32Array
+  attempts: Int32Array
+  state: Int32Array
+}
+
+interface StuckResult {
+  n: number
+  thread: number
+  initHere: boolean
+  bytes: number | undefined
+}
+
+/** Items 0..n-1 for `spinFirst`: item `stuck` spins on its first `spins` calls, the others return at once. */
+function stuckItems(n: number, stuck: number, spins = 1): Stuck[] {
+  const calls = shared(n)
+  const attempts = shared(n)
+  const state = shared(3)
+  return numbers(n).map((i) => ({ n: i, spins: i === stuck ? spins : 0, calls, attempts, state }))
+}
+
+/** Lets every spin of `items` that is still going end (a broken build's), so that no thread is left spinning. */
+function release(items: Stuck[]): void {
+  Atomics.store(items[0]!.state, 2, 1)
+}
+
+describe('timeout on a function that never looks at its signal', () => {
+  test.runIf(hasProc)(
+    'ends the thread once the time and a grace period are up: the run fails with a TimeoutError on the item',
+    async () => {
+      const before = osThreads()
+      const items = stuckItems(3, 1)
+      try {
+        const err = (await rejectionOf(
+          pipe(
+            items,
+            threadStage(STUCK, { export: 'spinFirst', threads: 1, ordered: true, timeout: 100 }),
+          ).toArray(),
+        )) as TaskException
+        expect(err).toBeInstanceOf(TaskException)
+        expect(err.cause).toBeInstanceOf(TimeoutError)
+        expect(err.item).toBe(items[1])
+        expect(err.message).toBe(
+          'The task "spinFirst-0" raised TimeoutError: stage "spinFirst" took longer than 100 ms on an item',
+        )
+        // the spin was cut short by the end of its thread: it never returned by itself
+        expect(await threadsBackTo(before)).toBe(before)
+        expect([...items[0]!.state]).toEqual([1, 0, 0])
+      } finally {
+        release(items)
+      }
+    },
+  )
+
+  test.runIf(hasProc)(
+    'with errors: skip, the item is skipped and every other item is delivered once, by a new thread that ran init',
+    async () => {
+      const before = osThreads()
+      const items = stuckItems(60, 30)
+      const { calls, attempts, state } = items[0]!
+      const reported: [unknown, unknown, number][] = []
+      const stats = lastStats()
+      try {
+        const out = await pipe(
+          items,
+          threadStage<Stuck, StuckResult>(STUCK, {
+            export: 'spinFirst',
+            threads: 1,
+            batch: 8,
+            ordered: true,
+            timeout: 100,
+            errors: 'skip',
+            onError: (err, item, ctx) => {
+              reported.push([err, item, ctx.attempt])
+            },
+          }),
+        ).toArray({ onProgress: stats.onProgress })
+        expect(out.map((r) => r.n)).toEqual(numbers(60).filter((n) => n !== 30))
+        expect(reported).toHaveLength(1)
+        expect(reported[0]![0]).toBeInstanceOf(TimeoutError)
+        expect(reported[0]![1]).toBe(items[30])
+        expect(reported[0]![2]).toBe(0)
+        // the stuck thread was ended and replaced: the items after it came from a new thread,
+        // whose init ran (every result says init ran in the thread that computed it)
+        expect(out.every((r) => r.initHere)).toBe(true)
+        const threads = [...new Set(out.map((r) => r.thread))]
+        expect(threads).toHaveLength(2)
+        expect(out.filter((r) => r.n > 30).every((r) => r.thread === threads[1])).toBe(true)
+        // the stuck item ran once; the items of its batch that ran before it ran again (their
+        // results were in the ended thread), and no other item ran twice; none of this is a retry
+        expect(calls[30]).toBe(1)
+        const twice = numbers(60).filter((n) => calls[n] === 2)
+        expect(numbers(60).every((n) => calls[n] === 1 || twice.includes(n))).toBe(true)
+        expect(twice).toEqual(
+          twice.length === 0 ? [] : numbers(twice.length).map((k) => 30 - twice.length + k),
+        )
+        expect(twice.length).toBeLessThan(8)
+        expect([...attempts].every((a) => a === 0)).toBe(true)
+        expect(stats.stage()).toMatchObject({ in: 60, out: 59, failed: 1, retried: 0 })
+        expect(await threadsBackTo(before)).toBe(before)
+        expect([...state]).toEqual([1, 0, 0])
+      } finally {
+        release(items)
+      }
+    },
+  )
+
+  test.runIf(hasProc)(
+    'with retries, the timed-out item is retried like any failure, on a new thread',
+    async () => {
+      const before = osThreads()
+      const items = stuckItems(20, 10)
+      const { calls, attempts } = items[0]!
+      const stats = lastStats()
+      try {
+        const out = await pipe(
+          items,
+          threadStage<Stuck, StuckResult>(STUCK, {
+            export: 'spinFirst',
+            threads: 2,
+            ordered: true,
+            timeout: 100,
+            retries: 1,
+          }),
+        ).toArray({ onProgress: stats.onProgress })
+        expect(out.map((r) => r.n)).toEqual(numbers(20))
+        expect(out.every((r) => r.initHere)).toBe(true)
+        expect(calls[10]).toBe(2)
+        // its second call was its retry (attempt 1); every other call was a first try
+        expect(attempts[10]).toBe(1)
+        expect(numbers(20).every((n) => n === 10 || attempts[n] === 0)).toBe(true)
+        expect(stats.stage()).toMatchObject({ in: 20, out: 20, failed: 0, retried: 1 })
+        expect(await threadsBackTo(before)).toBe(before)
+        // the first call was cut short by the end of its thread
+        expect([...items[0]!.state]).toEqual([1, 0, 0])
+      } finally {
+        release(items)
+      }
+    },
+  )
+
+  test.runIf(hasProc)(
+    'with transfer, items go one per batch: none is sent again after its buffer moved to an ended thread',
+    async () => {
+      const before = osThreads()
+      const items = stuckItems(12, 5).map((x) => ({ ...x, buf: new ArrayBuffer(8) }))
+      const skipped: unknown[] = []
+      try {
+        const out = await pipe(
+          items,
+          threadStage<Stuck & { buf: ArrayBuffer }, StuckResult & { bytes: number }>(STUCK, {
+            export: 'spinFirst',
+            threads: 1,
+            batch: 8,
+            ordered: true,
+            timeout: 100,
+            errors: 'skip',
+            onError: (_err, item) => {
+              skipped.push(item)
+            },
+            transfer: (item) => [item.buf],
+          }),
+        ).toArray()
+        expect(out.map((r) => r.n)).toEqual(numbers(12).filter((n) => n !== 5))
+        // every item ran once, with its 8 bytes: none was sent again with a buffer already moved
+        expect(out.map((r) => r.bytes)).toEqual(out.map(() => 8))
+        expect([...items[0]!.calls]).toEqual(numbers(12).map(() => 1))
+        expect(skipped).toEqual([items[5]])
+        expect(await threadsBackTo(before)).toBe(before)
+      } finally {
+        release(items)
+      }
+    },
+  )
+
+  test('an async function that never settles is given up at its deadline, and its thread goes on', async () => {
+    const reported: unknown[] = []
+    const out = await pipe(
+      numbers(10).map((n) => ({ n, hang: n % 4 === 1 })),
+      threadStage<{ n: number }, StuckResult>(STUCK, {
+        export: 'hangAsync',
+        threads: 1,
+        ordered: true,
+        timeout: 30,
+        errors: 'skip',
+        onError: (err) => {
+          reported.push(err)
+        },
+      }),
+    ).toArray()
+    expect(out.map((r) => r.n)).toEqual([0, 2, 3, 4, 6, 7, 8])
+    expect(reported).toHaveLength(3)
+    expect(reported.every((e) => e instanceof TimeoutError)).toBe(true)
+    // one thread did it all: none was ended
+    expect(new Set(out.map((r) => r.thread)).size).toBe(1)
   })
 })
 

@@ -5,14 +5,13 @@
  * a worker thread loads modules with Node's own loader, which does not read .ts.
  *
  * Protocol (the main side is lib/threads/pool.ts):
- * - workerData: `{ module, exportName, stage, control, slots, timeout, keepGoing }`; `control` is a
- *   SharedArrayBuffer laid out as Int32 [0] abort flag, [1] thread counter, [2] reason length,
- *   [3] threads arrived at the end barrier, then `slots` pairs (threadId, 1 while inside a
- *   batch) by thread index, then the reason's UTF-8 bytes. `timeout` is the per-item timeout in ms
- *   (undefined: none); `keepGoing` says a failed item does not end its batch (the stage retries or
- *   skips failures, on the main thread).
- * - a task that is an array is a batch of items on their first try; `{ retry, attempt }` is a
- *   batch of items on try `attempt` + 1. The answer is `{ worker, out, ms, skipped?, failed? }`
+ * - workerData: `{ module, exportName, stage, control, slots, timeout, keepGoing }`; `control` is
+ *   the control block (a SharedArrayBuffer; its layout is below, and in pool.ts). `timeout` is the
+ *   per-item timeout in ms (undefined: none); `keepGoing` says a failed item does not end its batch
+ *   (the stage retries or skips failures, on the main thread).
+ * - a task that is an array is a batch of items on their first try; `{ items, attempt, id }` is a
+ *   batch of items on try `attempt` + 1 (0: a first try; with `timeout`, every batch comes so),
+ *   `id` the batch's id (not 0 with `timeout`: the thread writes it in its slot). The answer is `{ worker, out, ms, skipped?, failed? }`
  *   (one result per item, `ms` the time spent on the batch, `skipped` the indexes of items whose
  *   function returned stageline's `skip`, `failed` `[index, error, timedOut]` per failed item with
  *   `keepGoing`), `{ worker, at, error, timedOut? }` when item `at` failed (at -1: the module or its
@@ -28,13 +27,66 @@
 import { MessagePort, threadId, workerData } from 'node:worker_threads'
 
 const { module: moduleHref, exportName, stage, control, slots, timeout, keepGoing } = workerData
-const flags = new Int32Array(control, 0, 4 + 2 * slots)
-const reasonBytes = new Uint8Array(control, 4 * (4 + 2 * slots))
+
+// The control block, shared with the main thread (pool.ts lays it out the same way: keep the two
+// in step). Int32 header: [0] abort flag, [1] thread counter, [2] reason length, [3] threads
+// arrived at the end barrier. Then `slots` slots of SLOT Int32 each: a thread claims a free one
+// when it starts, and the main thread frees it when the thread exits. Then, 8-byte aligned, a
+// Float64 per slot: the deadline of the item its thread is running under a timeout, on the clock
+// of sharedNow(). Then the abort reason's UTF-8 bytes.
+const HEADER = 4
+const SLOT = 6
+/** In a slot: the threadId of the thread that holds it; 0 while it is free. */
+const S_THREAD = 0
+/** In a slot: 1 while its thread is inside a batch. */
+const S_RUNNING = 1
+/** In a slot: a seqlock over S_BATCH, S_ITEM and the deadline: odd while the thread writes them. */
+const S_SEQ = 2
+/** In a slot: the id of the batch whose item runs under a timeout; 0 when none does. */
+const S_BATCH = 3
+/** In a slot: the index, within its batch, of that item. */
+const S_ITEM = 4
+/** In a slot: the thread's index (ctx.worker). */
+const S_WORKER = 5
+const int32s = HEADER + SLOT * slots
+const deadlinesAt = Math.ceil((4 * int32s) / 8) * 8
+const flags = new Int32Array(control, 0, int32s)
+const deadlines = new Float64Array(control, deadlinesAt, slots)
+const reasonBytes = new Uint8Array(control, deadlinesAt + 8 * slots)
 /** This thread's 0-based index in its pool, in the order the threads started. */
 const worker = Atomics.add(flags, 1, 1)
-/** Where this thread says it is inside a batch (-1 past the slots: only a run with many dead threads). */
-const running = worker < slots ? 4 + 2 * worker + 1 : -1
-if (running >= 0) Atomics.store(flags, running - 1, threadId)
+/** Where this thread's slot starts (-1 if none was free: only a run with many dead threads). */
+let slot = -1
+for (let k = 0; k < slots && slot < 0; k++) {
+  if (Atomics.compareExchange(flags, HEADER + SLOT * k + S_THREAD, 0, threadId) === 0)
+    slot = HEADER + SLOT * k
+}
+const deadlineAt = slot < 0 ? -1 : (slot - HEADER) / SLOT
+if (slot >= 0) Atomics.store(flags, slot + S_WORKER, worker)
+/**
+ * performance.now() is relative to this thread's start; the deadlines in the control block are
+ * on the process's monotonic clock (process.hrtime, the one performance.now() reads), which the
+ * main thread reads too. Both are read once first: the first call of each loads what it needs,
+ * which would skew the offset by milliseconds.
+ */
+performance.now()
+process.hrtime.bigint()
+const clockOffset = Number(process.hrtime.bigint()) / 1e6 - performance.now()
+/** The batch being run, as the main thread numbered it (0: not watched). */
+let batchId = 0
+
+/**
+ * Writes in this thread's slot that item `i` of the batch runs until `deadline` (i -1: no item runs
+ * under a timeout). The main thread reads it to find a thread stuck past an item's deadline.
+ */
+function mark(i) {
+  if (slot < 0) return
+  Atomics.add(flags, slot + S_SEQ, 1)
+  Atomics.store(flags, slot + S_BATCH, i < 0 ? 0 : batchId)
+  Atomics.store(flags, slot + S_ITEM, i)
+  deadlines[deadlineAt] = deadline + clockOffset
+  Atomics.add(flags, slot + S_SEQ, 1)
+}
 
 const ctl = new AbortController()
 const signal = ctl.signal
@@ -230,7 +282,7 @@ export default async function run(task) {
   answered = undefined
   let items = task
   if (!Array.isArray(task)) {
-    if (task.retry !== undefined) items = task.retry
+    if (task.items !== undefined) items = task.items
     else if (task.end !== undefined) return endTask(task.end)
     else {
       try {
@@ -243,7 +295,7 @@ export default async function run(task) {
   }
   // marked running before the stop flag is read: either this batch sees the stop, or the main
   // thread sees it running (and gives it the grace period instead of destroying the pool at once)
-  if (running >= 0) Atomics.store(flags, running, 1)
+  if (slot >= 0) Atomics.store(flags, slot + S_RUNNING, 1)
   try {
     if (poll()) return { worker, stopped: true }
     transfers = []
@@ -254,15 +306,22 @@ export default async function run(task) {
         return { worker, at: -1, error: describe(err, 0) }
       }
     }
-    attempt = items === task ? 0 : task.attempt
+    if (items === task) attempt = 0
+    else {
+      attempt = task.attempt
+      batchId = task.id
+    }
     const answer = await (timeout === undefined && !keepGoing ? runBatch(items) : runPolicyBatch(items))
+    // no item runs any more (what follows may await: loading piscina's move() below)
+    if (timeout !== undefined) mark(-1)
     if (transfers.length === 0 || answer.out === undefined) return answer
     const list = [...new Set(transfers)]
     // piscina moves what a "movable" answer lists; its marker symbol is private, so ask its move()
     const { move, transferableSymbol, valueSymbol } = await import('piscina')
     return move({ [transferableSymbol]: list, [valueSymbol]: answer })
   } finally {
-    if (running >= 0) Atomics.store(flags, running, 0)
+    if (timeout !== undefined) mark(-1)
+    if (slot >= 0) Atomics.store(flags, slot + S_RUNNING, 0)
   }
 }
 
@@ -319,6 +378,8 @@ async function runPolicyBatch(task) {
     if (timeout !== undefined) {
       itemCtl = undefined
       deadline = now + timeout
+      // the main thread ends this thread if it is still on this item some time past the deadline
+      mark(i)
     }
     try {
       y = f(task[i], ctx)

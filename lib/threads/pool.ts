@@ -57,11 +57,52 @@ export const IN_FLIGHT_PER_THREAD = 2
 const TARGET_BATCH_MS = 2
 
 /**
- * The control block shared with the threads (see entry.js): Int32 [0] abort flag, [1] thread
- * counter, [2] reason length, [3] unused, then a pair (threadId, inside a batch) per thread index,
- * then the abort reason's UTF-8 bytes (up to REASON_BYTES).
+ * The control block shared with the threads (a SharedArrayBuffer; entry.js reads it the same way:
+ * keep the two in step). Int32 header: [0] abort flag, [1] thread counter (a thread's ctx.worker),
+ * [2] reason length, [3] threads arrived at the end barrier. Then `slots` slots of SLOT Int32 each
+ * (the S_ offsets below): a thread claims a free one when it starts, and threadExited() frees it.
+ * Then, 8-byte aligned, a Float64 per slot: the deadline of the item its thread runs under a
+ * timeout, on the clock of sharedNow(). Then the abort reason's UTF-8 bytes (up to REASON_BYTES).
  */
+const HEADER = 4
+const SLOT = 6
+/** In a slot: the threadId of the thread that holds it; 0 while it is free. */
+const S_THREAD = 0
+/** In a slot: 1 while its thread is inside a batch. */
+const S_RUNNING = 1
+/** In a slot: a seqlock over S_BATCH, S_ITEM and the deadline: odd while the thread writes them. */
+const S_SEQ = 2
+/** In a slot: the id of the batch whose item runs under a timeout; 0 when none does. */
+const S_BATCH = 3
+/** In a slot: the index, within its batch, of that item. */
+const S_ITEM = 4
+/** In a slot: the thread's index (ctx.worker). */
+const S_WORKER = 5
 const REASON_BYTES = 1024
+
+/**
+ * How long a thread may stay on an item past the item's deadline before the stage ends the thread
+ * (a function that does not look at its signal, or blocks its thread: nothing else can stop it).
+ * Long enough for a thread that has just finished the item to move on, short next to any timeout
+ * worth setting.
+ */
+export const STUCK_GRACE_MS = 100
+
+/**
+ * The offset from performance.now() to the process's monotonic clock, which the threads read too
+ * (entry.js). Both are read once first: the first call of each loads what it needs, which would
+ * skew the offset by milliseconds.
+ */
+const CLOCK_OFFSET = (() => {
+  performance.now()
+  process.hrtime.bigint()
+  return Number(process.hrtime.bigint()) / 1e6 - performance.now()
+})()
+
+/** Now, on the clock of the deadlines in the control block. */
+function sharedNow(): number {
+  return performance.now() + CLOCK_OFFSET
+}
 
 /** The thread side, next to this file: lib/threads/entry.js, or dist/threads/entry.js once built. */
 const ENTRY = new URL('./entry.js', import.meta.url)
@@ -95,12 +136,21 @@ interface Answer {
   stopped?: boolean
   /** Indexes of the items whose function returned `skip`. */
   skipped?: number[]
-  /** `[index, error, timedOut]` of each item that failed, when the policies keep batches going. */
-  failed?: [number, Described | undefined, boolean][]
+  /**
+   * `[index, error, timedOut, worker?]` of each item that failed, when the policies keep batches
+   * going; `worker` where it is not the answer's (an item whose thread was ended).
+   */
+  failed?: [number, Described | undefined, boolean, number?][]
   /** Item `at` failed by its timeout. */
   timedOut?: boolean
   /** A check's answer: the module exports `dispose`. */
   dispose?: boolean
+}
+
+/** A task whose thread the watchdog ended: the index of the item it was stuck on, and the thread's index. */
+interface Stuck {
+  at: number
+  worker: number
 }
 
 /** An item that failed a try: its position in the batch, its error, and the thread that ran it. */
@@ -135,6 +185,20 @@ export class ThreadRun {
   private readonly slots: number
   private readonly control: SharedArrayBuffer
   private readonly flags: Int32Array
+  /** Per slot: the deadline of the item its thread runs under a timeout (sharedNow()'s clock). */
+  private readonly deadlines: Float64Array
+  /** Where the abort reason's bytes start in the control block. */
+  private readonly reasonAt: number
+  /** The last batch id given (batches are numbered only under a timeout, from 1). */
+  private batchIds = 0
+  /** The watchdog's next look at the slots (only with a timeout; see watch()). */
+  private watchTimer: ReturnType<typeof setTimeout> | undefined
+  /** Threads the watchdog ended, by threadId, until their exit is seen. */
+  private readonly ending = new Set<number>()
+  /** Tasks whose thread the watchdog ended, by batch id, until their rejection is seen. */
+  private readonly ended = new Map<number, Stuck>()
+  /** The end round has begun: no thread is replaced any more. */
+  private closing = false
   /** What an item costs, in ms, averaged over recent batches (see learn()); -1 before the first batch returns. */
   private perItem = -1
   /** Items per batch now: starts at 1 and follows `perItem`, up to `maxBatch`. */
@@ -151,10 +215,21 @@ export class ThreadRun {
   ) {
     const loops = plan.threads * IN_FLIGHT_PER_THREAD
     this.active = loops
-    this.maxBatch = plan.policies?.rate === undefined ? plan.batch : 1
+    // one item per batch under a rate limit (a turn is taken per item right before it is sent),
+    // and with `transfer` under a timeout: the other items of a batch whose thread is ended are
+    // sent again, but `transfer` moved their buffers into the ended thread
+    this.maxBatch =
+      plan.policies?.rate === undefined &&
+      (plan.transfer === undefined || plan.policies?.timeout === undefined)
+        ? plan.batch
+        : 1
     this.slots = 2 * plan.threads + 8
-    this.control = new SharedArrayBuffer(4 * (4 + 2 * this.slots) + REASON_BYTES)
-    this.flags = new Int32Array(this.control, 0, 4 + 2 * this.slots)
+    const int32s = HEADER + SLOT * this.slots
+    const deadlinesAt = Math.ceil((4 * int32s) / 8) * 8
+    this.reasonAt = deadlinesAt + 8 * this.slots
+    this.control = new SharedArrayBuffer(this.reasonAt + REASON_BYTES)
+    this.flags = new Int32Array(this.control, 0, int32s)
+    this.deadlines = new Float64Array(this.control, deadlinesAt, this.slots)
     g.ctl.signal.addEventListener('abort', this.onHalt, { once: true })
     this.ready = this.start()
     // Group.spawn would start `g.workers` loops, but a thread stage's `workers` counts the items it
@@ -187,7 +262,9 @@ export class ThreadRun {
       minThreads: 0,
       idleTimeout: Number.POSITIVE_INFINITY,
       maxThreads: this.plan.threads,
-      maxQueue: this.plan.threads * IN_FLIGHT_PER_THREAD,
+      // the loops keep at most this many tasks in flight; the rest is room for the checks that
+      // replace threads the watchdog ended (see replace())
+      maxQueue: this.plan.threads * IN_FLIGHT_PER_THREAD + this.slots,
       concurrentTasksPerWorker: 1,
       recordTiming: false,
       workerData: {
@@ -197,10 +274,7 @@ export class ThreadRun {
         control: this.control,
         slots: this.slots,
         timeout: this.plan.policies?.timeout,
-        // a failed item does not end its batch when it may be retried or skipped
-        keepGoing:
-          this.plan.policies !== undefined &&
-          (this.plan.policies.retries > 0 || this.plan.policies.onError !== undefined),
+        keepGoing: this.keepGoing,
       },
     })
     this.pool = pool
@@ -213,6 +287,7 @@ export class ThreadRun {
       if (answer.error !== undefined) throw new BatchFailure(rebuild(answer.error), answer.worker, undefined)
       if (answer.dispose === true) this.disposes = true
     }
+    if (this.plan.policies?.timeout !== undefined && !this.g.halted) this.watch()
   }
 
   /** A batch loop, outputs in completion order. */
@@ -357,7 +432,10 @@ export class ThreadRun {
           sent = performance.now()
         }
       }
-      answer = await this.pool!.run(batch, transferList === undefined ? undefined : { transferList })
+      answer =
+        this.plan.policies?.timeout === undefined
+          ? await this.pool!.run(batch, transferList === undefined ? undefined : { transferList })
+          : await this.runWatched(batch, 0, transferList)
     } catch (err) {
       if (g.halted) {
         this.rejectedAfterHalt(err)
@@ -475,11 +553,11 @@ export class ThreadRun {
       }
     }
     if (answer.failed !== undefined) {
-      for (const [k, d, timedOut] of answer.failed) {
+      for (const [k, d, timedOut, worker] of answer.failed) {
         failed.push({
           at: at === undefined ? k : at[k]!,
           err: timedOut ? new TimeoutError(this.g.name, this.plan.policies!.timeout!) : rebuild(d!),
-          worker: answer.worker,
+          worker: worker ?? answer.worker,
         })
       }
     }
@@ -498,7 +576,10 @@ export class ThreadRun {
         if (turn !== undefined) await turn
         if (g.halted) return undefined
       }
-      const answer: Answer = await this.pool!.run({ retry: items, attempt })
+      const answer =
+        this.plan.policies?.timeout === undefined
+          ? ((await this.pool!.run({ items, attempt, id: 0 })) as Answer)
+          : await this.runWatched(items, attempt, undefined)
       return answer.stopped === true ? undefined : answer
     } catch (err) {
       if (g.halted) {
@@ -510,6 +591,138 @@ export class ThreadRun {
       g.busy -= n
       if (g.halted) this.destroyIfIdle()
     }
+  }
+
+  /**
+   * Runs `items` on try `attempt` + 1 under a timeout: the task carries a batch id, which its
+   * thread writes in its slot with the item it is on, so that the watchdog can end a thread stuck
+   * on an item. A task whose thread was ended is answered by afterStuck().
+   */
+  private async runWatched(
+    items: unknown[],
+    attempt: number,
+    transferList: TransferListItem[] | undefined,
+  ): Promise<Answer> {
+    const id = (this.batchIds = (this.batchIds % 0x7fffffff) + 1)
+    try {
+      const answer = (await this.pool!.run(
+        { items, attempt, id },
+        transferList === undefined ? undefined : { transferList },
+      )) as Answer
+      // ended by the watchdog as it answered: its answer stands
+      this.ended.delete(id)
+      return answer
+    } catch (err) {
+      const stuck = this.ended.get(id)
+      if (stuck === undefined || stuck.at >= items.length) throw err
+      this.ended.delete(id)
+      if (this.g.halted) return { worker: stuck.worker, stopped: true }
+      return this.afterStuck(items, attempt, stuck)
+    }
+  }
+
+  /**
+   * The answer of a task whose thread the watchdog ended while it was stuck on item `stuck.at`:
+   * that item timed out. The task's other items go again, on the same try (they never finished,
+   * so it is not a retry; the items before the stuck one did run, but their results were lost
+   * with the thread, so their function runs again), and their outcome is merged into the answer.
+   * Without `keepGoing` the timeout ends the task, as a failure does.
+   */
+  private async afterStuck(items: unknown[], attempt: number, stuck: Stuck): Promise<Answer> {
+    const timeout = this.plan.policies!.timeout!
+    if (!this.keepGoing) return { worker: stuck.worker, at: stuck.at, timedOut: true }
+    const n = items.length
+    const out = new Array<unknown>(n)
+    const failed: NonNullable<Answer['failed']> = [[stuck.at, undefined, true, stuck.worker]]
+    let skipped: number[] | undefined
+    let ms = timeout
+    if (n > 1) {
+      const others: number[] = []
+      for (let i = 0; i < n; i++) if (i !== stuck.at) others.push(i)
+      const again = await this.runWatched(
+        others.map((i) => items[i]),
+        attempt,
+        undefined,
+      )
+      if (again.out === undefined)
+        return again.at === undefined || again.at < 0 ? again : { ...again, at: others[again.at] }
+      for (let k = 0; k < others.length; k++) out[others[k]!] = again.out[k]
+      if (again.skipped !== undefined) skipped = again.skipped.map((k) => others[k]!)
+      if (again.failed !== undefined) {
+        for (const [k, d, timedOut, w] of again.failed)
+          failed.push([others[k]!, d, timedOut, w ?? again.worker])
+        failed.sort((a, b) => a[0] - b[0])
+      }
+      ms += again.ms ?? 0
+    }
+    return { worker: stuck.worker, out, ms, skipped, failed }
+  }
+
+  /**
+   * The watchdog, with a timeout: looks at the slots, ends the thread of any that has been on one
+   * item past its deadline and STUCK_GRACE_MS (a function that never looks at its signal, a thread
+   * blocked in a synchronous call: nothing else can stop it), and comes back when the next item it
+   * knows of would be due (or after a timeout and the grace period, for items not started yet).
+   */
+  private readonly watch = (): void => {
+    this.watchTimer = undefined
+    if (this.g.halted || this.closing || this.destroyed !== undefined) return
+    const flags = this.flags
+    const now = sharedNow()
+    let next = now + this.plan.policies!.timeout! + STUCK_GRACE_MS
+    for (let k = 0; k < this.slots; k++) {
+      const b = HEADER + SLOT * k
+      const seq = Atomics.load(flags, b + S_SEQ)
+      const threadId = Atomics.load(flags, b + S_THREAD)
+      const batch = Atomics.load(flags, b + S_BATCH)
+      const at = Atomics.load(flags, b + S_ITEM)
+      const worker = Atomics.load(flags, b + S_WORKER)
+      const due = this.deadlines[k]! + STUCK_GRACE_MS
+      if ((seq & 1) !== 0 || Atomics.load(flags, b + S_SEQ) !== seq) {
+        // its thread is writing it: look again in a moment
+        next = Math.min(next, now + 1)
+        continue
+      }
+      if (threadId === 0 || batch === 0 || this.ending.has(threadId)) continue
+      if (now >= due) this.endStuck(threadId, batch, at, worker)
+      else if (due < next) next = due
+    }
+    this.watchTimer = setTimeout(this.watch, next - now)
+    // the task in flight keeps the process alive, not the watchdog
+    this.watchTimer.unref()
+  }
+
+  /**
+   * Ends the thread `threadId`, stuck on item `at` of batch `batch`: its task is rejected once it
+   * has exited, and runWatched() finds why here. A new thread replaces it (see threadExited()).
+   */
+  private endStuck(threadId: number, batch: number, at: number, worker: number): void {
+    let thread: Worker | undefined
+    for (const t of this.pool!.threads) if (t.threadId === threadId) thread = t
+    if (thread === undefined) return
+    this.ending.add(threadId)
+    this.ended.set(batch, { at, worker })
+    void thread.terminate().then(noop, noop)
+  }
+
+  /**
+   * Starts a thread in place of one the watchdog ended: a check task, which makes piscina start a
+   * thread (it starts one when a task finds no idle thread; with minThreads 0 it never does so by
+   * itself, and tasks queued for the ended thread would wait for one). The new thread runs `init`;
+   * if that fails, the run fails.
+   */
+  private replace(): void {
+    if (this.g.halted || this.closing || this.destroyed !== undefined) return
+    ;(this.pool!.run(CHECK) as Promise<Answer>).then((a) => {
+      if (a.error !== undefined && !this.g.halted)
+        this.g.run.fail(rebuild(a.error), this.g.name, a.worker, undefined)
+    }, noop)
+  }
+
+  /** A failed item does not end its batch when it may be retried or skipped. */
+  private get keepGoing(): boolean {
+    const p = this.plan.policies
+    return p !== undefined && (p.retries > 0 || p.onError !== undefined)
   }
 
   /** Adds what `transfer(item)` returned to the batch's transfer list, once each; a view moves its buffer. */
@@ -630,8 +843,9 @@ export class ThreadRun {
    */
   private readonly onHalt = (): void => {
     const text = reasonText(this.g.ctl.signal.reason)
+    clearTimeout(this.watchTimer)
     const bytes = new TextEncoder().encode(text).subarray(0, REASON_BYTES)
-    new Uint8Array(this.control, this.flags.byteLength).set(bytes)
+    new Uint8Array(this.control, this.reasonAt).set(bytes)
     Atomics.store(this.flags, 2, bytes.length)
     Atomics.store(this.flags, 0, 1)
     Atomics.notify(this.flags, 0)
@@ -651,17 +865,29 @@ export class ThreadRun {
     // with a dispose export, the loops end by themselves (batches that start now stop at once),
     // and the last one runs the dispose round before it destroys the pool (close())
     if (this.disposes) return false
-    const started = Math.min(Atomics.load(this.flags, 1), this.slots)
-    for (let i = 0; i < started; i++) if (Atomics.load(this.flags, 4 + 2 * i + 1) !== 0) return false
+    for (let k = 0; k < this.slots; k++) {
+      if (Atomics.load(this.flags, HEADER + SLOT * k + S_RUNNING) !== 0) return false
+    }
     void this.destroy()
     return true
   }
 
-  /** A thread exited: it runs nothing any more (one that died inside a batch left its flag raised). */
+  /**
+   * A thread exited: it runs nothing any more (one that died inside a batch left its flags
+   * raised), and its slot is free for a new thread. One the watchdog ended is replaced.
+   */
   private threadExited(threadId: number): void {
-    for (let i = 0; i < this.slots; i++) {
-      if (Atomics.load(this.flags, 4 + 2 * i) === threadId) Atomics.store(this.flags, 4 + 2 * i + 1, 0)
+    const flags = this.flags
+    for (let k = 0; k < this.slots; k++) {
+      const b = HEADER + SLOT * k
+      if (Atomics.load(flags, b + S_THREAD) !== threadId) continue
+      // ended in the middle of a write, it may have left the seqlock odd
+      Atomics.store(flags, b + S_SEQ, 0)
+      Atomics.store(flags, b + S_BATCH, 0)
+      Atomics.store(flags, b + S_RUNNING, 0)
+      Atomics.store(flags, b + S_THREAD, 0)
     }
+    if (this.ending.delete(threadId)) this.replace()
     if (this.g.halted) this.destroyIfIdle()
   }
 
@@ -682,6 +908,8 @@ export class ThreadRun {
    */
   private async close(): Promise<BatchFailure | undefined> {
     let failure: BatchFailure | undefined
+    this.closing = true
+    clearTimeout(this.watchTimer)
     // the abort listener stays during the round: a stop then still bounds it (onHalt's timer)
     if (this.pool !== undefined && this.destroyed === undefined && (this.disposes || !this.g.halted)) {
       failure = await this.endRound(this.pool)

@@ -148,12 +148,17 @@ export interface ThreadStageOptions<I = unknown> extends Omit<StageOptions, 'wor
    */
   retryDelay?: number | ((retry: number, error: unknown) => number)
   /**
-   * Milliseconds one try of an item may take, counted from when its thread starts it. A running
-   * synchronous function cannot be interrupted: once the time is up, `ctx.signal` reports aborted
-   * (reason: an Error named `TimeoutError`), so a loop that checks `signal.aborted` or calls
-   * `signal.throwIfAborted()` stops; a result that arrives late counts as a timeout. An async
-   * function's promise is given up at the deadline, as in mapStage. The failure is a
-   * {@link TimeoutError}, retried, skipped or failing the run like any other.
+   * Milliseconds one try of an item may take, counted from when its thread starts it. Once the
+   * time is up, `ctx.signal` reports aborted (reason: an Error named `TimeoutError`), so a loop
+   * that checks `signal.aborted` or calls `signal.throwIfAborted()` stops, and an async function's
+   * promise is given up, as in mapStage; a result that arrives late counts as a timeout. A thread
+   * still on the item 100 ms after that (a function that never looks at its signal, a blocking
+   * call) is ended, whatever its function does: a new thread replaces it (it runs the module's
+   * `init`; the ended thread's `dispose` does not run), and the other items of its batch are sent
+   * again, on the same try; those that had run before the stuck one run a second time, since their
+   * results were lost with the thread. The failure is a {@link TimeoutError}, retried, skipped or
+   * failing the run like any other. With `transfer`, items then go one per batch (a moved buffer
+   * cannot be sent again).
    * @default no timeout
    */
   timeout?: number
