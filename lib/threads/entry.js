@@ -31,28 +31,25 @@ const { module: moduleHref, exportName, stage, control, slots, timeout, keepGoin
 // The control block, shared with the main thread (pool.ts lays it out the same way: keep the two
 // in step). Int32 header: [0] abort flag, [1] thread counter, [2] reason length, [3] threads
 // arrived at the end barrier. Then `slots` slots of SLOT Int32 each: a thread claims a free one
-// when it starts, and the main thread frees it when the thread exits. Then, 8-byte aligned, a
-// Float64 per slot: the deadline of the item its thread is running under a timeout, on the clock
-// of sharedNow(). Then the abort reason's UTF-8 bytes.
+// when it starts, and the main thread frees it when the thread exits. Then the abort reason's
+// UTF-8 bytes.
 const HEADER = 4
 const SLOT = 6
 /** In a slot: the threadId of the thread that holds it; 0 while it is free. */
 const S_THREAD = 0
 /** In a slot: 1 while its thread is inside a batch. */
 const S_RUNNING = 1
-/** In a slot: a seqlock over S_BATCH, S_ITEM and the deadline: odd while the thread writes them. */
-const S_SEQ = 2
 /** In a slot: the id of the batch whose item runs under a timeout; 0 when none does. */
-const S_BATCH = 3
+const S_BATCH = 2
 /** In a slot: the index, within its batch, of that item. */
-const S_ITEM = 4
+const S_ITEM = 3
+/** In a slot: that item's deadline, in whole ms of the process's monotonic clock (wrapping Int32). */
+const S_DEADLINE = 4
 /** In a slot: the thread's index (ctx.worker). */
 const S_WORKER = 5
 const int32s = HEADER + SLOT * slots
-const deadlinesAt = Math.ceil((4 * int32s) / 8) * 8
 const flags = new Int32Array(control, 0, int32s)
-const deadlines = new Float64Array(control, deadlinesAt, slots)
-const reasonBytes = new Uint8Array(control, deadlinesAt + 8 * slots)
+const reasonBytes = new Uint8Array(control, 4 * int32s)
 /** This thread's 0-based index in its pool, in the order the threads started. */
 const worker = Atomics.add(flags, 1, 1)
 /** Where this thread's slot starts (-1 if none was free: only a run with many dead threads). */
@@ -61,7 +58,6 @@ for (let k = 0; k < slots && slot < 0; k++) {
   if (Atomics.compareExchange(flags, HEADER + SLOT * k + S_THREAD, 0, threadId) === 0)
     slot = HEADER + SLOT * k
 }
-const deadlineAt = slot < 0 ? -1 : (slot - HEADER) / SLOT
 if (slot >= 0) Atomics.store(flags, slot + S_WORKER, worker)
 /**
  * performance.now() is relative to this thread's start; the deadlines in the control block are
@@ -76,16 +72,23 @@ const clockOffset = Number(process.hrtime.bigint()) / 1e6 - performance.now()
 let batchId = 0
 
 /**
- * Writes in this thread's slot that item `i` of the batch runs until `deadline` (i -1: no item runs
- * under a timeout). The main thread reads it to find a thread stuck past an item's deadline.
+ * Writes in this thread's slot that item `i` of the batch runs until `deadline`; the main thread
+ * reads it to find a thread stuck past an item's deadline. One plain store and one or two atomic
+ * ones per item: the deadline first, then the batch (on a batch's first item), then the item,
+ * whose atomic store publishes the others. The reader (pool.ts watch()) loads them in the
+ * opposite order, so that it sees a deadline at least as recent as the item it read: a deadline
+ * it finds long past is that item's, and that item is still the thread's.
  */
 function mark(i) {
   if (slot < 0) return
-  Atomics.add(flags, slot + S_SEQ, 1)
-  Atomics.store(flags, slot + S_BATCH, i < 0 ? 0 : batchId)
+  flags[slot + S_DEADLINE] = Math.ceil(deadline + clockOffset) | 0
+  if (i === 0) Atomics.store(flags, slot + S_BATCH, batchId)
   Atomics.store(flags, slot + S_ITEM, i)
-  deadlines[deadlineAt] = deadline + clockOffset
-  Atomics.add(flags, slot + S_SEQ, 1)
+}
+
+/** No item of this thread runs under a timeout any more. */
+function unmark() {
+  if (slot >= 0) Atomics.store(flags, slot + S_BATCH, 0)
 }
 
 const ctl = new AbortController()
@@ -313,14 +316,14 @@ export default async function run(task) {
     }
     const answer = await (timeout === undefined && !keepGoing ? runBatch(items) : runPolicyBatch(items))
     // no item runs any more (what follows may await: loading piscina's move() below)
-    if (timeout !== undefined) mark(-1)
+    if (timeout !== undefined) unmark()
     if (transfers.length === 0 || answer.out === undefined) return answer
     const list = [...new Set(transfers)]
     // piscina moves what a "movable" answer lists; its marker symbol is private, so ask its move()
     const { move, transferableSymbol, valueSymbol } = await import('piscina')
     return move({ [transferableSymbol]: list, [valueSymbol]: answer })
   } finally {
-    if (timeout !== undefined) mark(-1)
+    if (timeout !== undefined) unmark()
     if (slot >= 0) Atomics.store(flags, slot + S_RUNNING, 0)
   }
 }

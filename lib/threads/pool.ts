@@ -61,8 +61,7 @@ const TARGET_BATCH_MS = 2
  * keep the two in step). Int32 header: [0] abort flag, [1] thread counter (a thread's ctx.worker),
  * [2] reason length, [3] threads arrived at the end barrier. Then `slots` slots of SLOT Int32 each
  * (the S_ offsets below): a thread claims a free one when it starts, and threadExited() frees it.
- * Then, 8-byte aligned, a Float64 per slot: the deadline of the item its thread runs under a
- * timeout, on the clock of sharedNow(). Then the abort reason's UTF-8 bytes (up to REASON_BYTES).
+ * Then the abort reason's UTF-8 bytes (up to REASON_BYTES).
  */
 const HEADER = 4
 const SLOT = 6
@@ -70,12 +69,12 @@ const SLOT = 6
 const S_THREAD = 0
 /** In a slot: 1 while its thread is inside a batch. */
 const S_RUNNING = 1
-/** In a slot: a seqlock over S_BATCH, S_ITEM and the deadline: odd while the thread writes them. */
-const S_SEQ = 2
 /** In a slot: the id of the batch whose item runs under a timeout; 0 when none does. */
-const S_BATCH = 3
+const S_BATCH = 2
 /** In a slot: the index, within its batch, of that item. */
-const S_ITEM = 4
+const S_ITEM = 3
+/** In a slot: that item's deadline, in whole ms of sharedNow()'s clock (a wrapping Int32). */
+const S_DEADLINE = 4
 /** In a slot: the thread's index (ctx.worker). */
 const S_WORKER = 5
 const REASON_BYTES = 1024
@@ -185,8 +184,6 @@ export class ThreadRun {
   private readonly slots: number
   private readonly control: SharedArrayBuffer
   private readonly flags: Int32Array
-  /** Per slot: the deadline of the item its thread runs under a timeout (sharedNow()'s clock). */
-  private readonly deadlines: Float64Array
   /** Where the abort reason's bytes start in the control block. */
   private readonly reasonAt: number
   /** The last batch id given (batches are numbered only under a timeout, from 1). */
@@ -225,11 +222,9 @@ export class ThreadRun {
         : 1
     this.slots = 2 * plan.threads + 8
     const int32s = HEADER + SLOT * this.slots
-    const deadlinesAt = Math.ceil((4 * int32s) / 8) * 8
-    this.reasonAt = deadlinesAt + 8 * this.slots
+    this.reasonAt = 4 * int32s
     this.control = new SharedArrayBuffer(this.reasonAt + REASON_BYTES)
     this.flags = new Int32Array(this.control, 0, int32s)
-    this.deadlines = new Float64Array(this.control, deadlinesAt, this.slots)
     g.ctl.signal.addEventListener('abort', this.onHalt, { once: true })
     this.ready = this.start()
     // Group.spawn would start `g.workers` loops, but a thread stage's `workers` counts the items it
@@ -669,23 +664,21 @@ export class ThreadRun {
     if (this.g.halted || this.closing || this.destroyed !== undefined) return
     const flags = this.flags
     const now = sharedNow()
+    const nowMs = Math.floor(now) | 0
     let next = now + this.plan.policies!.timeout! + STUCK_GRACE_MS
     for (let k = 0; k < this.slots; k++) {
       const b = HEADER + SLOT * k
-      const seq = Atomics.load(flags, b + S_SEQ)
-      const threadId = Atomics.load(flags, b + S_THREAD)
-      const batch = Atomics.load(flags, b + S_BATCH)
+      // the opposite order of entry.js mark(): the deadline read is at least as recent as the
+      // item, so one that is long past belongs to that item, which its thread is still on
       const at = Atomics.load(flags, b + S_ITEM)
-      const worker = Atomics.load(flags, b + S_WORKER)
-      const due = this.deadlines[k]! + STUCK_GRACE_MS
-      if ((seq & 1) !== 0 || Atomics.load(flags, b + S_SEQ) !== seq) {
-        // its thread is writing it: look again in a moment
-        next = Math.min(next, now + 1)
-        continue
-      }
+      const batch = Atomics.load(flags, b + S_BATCH)
+      const deadline = Atomics.load(flags, b + S_DEADLINE)
+      const threadId = Atomics.load(flags, b + S_THREAD)
       if (threadId === 0 || batch === 0 || this.ending.has(threadId)) continue
-      if (now >= due) this.endStuck(threadId, batch, at, worker)
-      else if (due < next) next = due
+      // ms past the deadline (Int32 arithmetic: the clock's whole ms wrap around in the slot)
+      const late = (nowMs - deadline) | 0
+      if (late >= STUCK_GRACE_MS) this.endStuck(threadId, batch, at, Atomics.load(flags, b + S_WORKER))
+      else if (now + STUCK_GRACE_MS - late < next) next = now + STUCK_GRACE_MS - late
     }
     this.watchTimer = setTimeout(this.watch, next - now)
     // the task in flight keeps the process alive, not the watchdog
@@ -881,8 +874,6 @@ export class ThreadRun {
     for (let k = 0; k < this.slots; k++) {
       const b = HEADER + SLOT * k
       if (Atomics.load(flags, b + S_THREAD) !== threadId) continue
-      // ended in the middle of a write, it may have left the seqlock odd
-      Atomics.store(flags, b + S_SEQ, 0)
       Atomics.store(flags, b + S_BATCH, 0)
       Atomics.store(flags, b + S_RUNNING, 0)
       Atomics.store(flags, b + S_THREAD, 0)
