@@ -623,6 +623,48 @@ describe('timeout on a function that never looks at its signal', () => {
     },
   )
 
+  test('the other items of an ended batch that fail or return skip are reported once, as in any batch', async () => {
+    const items = stuckItems(40, 20).map((x) => ({ ...x, throws: x.n % 5 === 1, drop: x.n % 5 === 2 }))
+    const reported: [string, number][] = []
+    const stats = lastStats()
+    try {
+      const out = await pipe(
+        items,
+        threadStage<Stuck, StuckResult>(STUCK, {
+          export: 'spinFirst',
+          threads: 1,
+          batch: 8,
+          ordered: true,
+          timeout: 100,
+          errors: 'skip',
+          onError: (err, item) => {
+            reported.push([(err as Error).name, item.n])
+          },
+        }),
+      ).toArray({ onProgress: stats.onProgress })
+      const throws = numbers(40).filter((n) => n % 5 === 1)
+      const drops = numbers(40).filter((n) => n % 5 === 2)
+      expect(out.map((r) => r.n)).toEqual(
+        numbers(40).filter((n) => n !== 20 && !throws.includes(n) && !drops.includes(n)),
+      )
+      // once each (batches settle in any order)
+      expect(reported.sort((a, b) => a[1] - b[1])).toEqual(
+        [
+          ...throws.map((n) => ['Error', n] as [string, number]),
+          ['TimeoutError', 20] as [string, number],
+        ].sort((a, b) => a[1] - b[1]),
+      )
+      expect(stats.stage()).toMatchObject({
+        in: 40,
+        failed: throws.length + 1,
+        skipped: drops.length,
+        retried: 0,
+      })
+    } finally {
+      release(items)
+    }
+  })
+
   test.runIf(hasProc)(
     'with transfer, items go one per batch: none is sent again after its buffer moved to an ended thread',
     async () => {
@@ -815,11 +857,20 @@ describe('disposeTimeout', () => {
     expect(() => threadStage(WORK).setup({ disposeTimeout: value } as never)).toThrow(new Kind(message))
   })
 
-  test('disposeTimeout defaults to 5 s and takes Infinity', () => {
+  test('disposeTimeout defaults to 5 s and takes Infinity, which waits for dispose as long as it takes', async () => {
     expect(threadStage(WORK).options).toMatchObject({ disposeTimeout: 5000 })
-    expect(threadStage(WORK, { disposeTimeout: Number.POSITIVE_INFINITY }).options).toMatchObject({
+    const forever = threadStage<{ n: number }, unknown>(STATEFUL, {
+      threads: 2,
       disposeTimeout: Number.POSITIVE_INFINITY,
     })
+    expect(forever.options).toMatchObject({ disposeTimeout: Number.POSITIVE_INFINITY })
+    const counters = shared(3)
+    const out = await pipe(
+      numbers(50).map((n) => ({ n, shared: counters })),
+      forever,
+    ).toArray()
+    expect(out).toHaveLength(50)
+    expect(counters[1]).toBe(50)
   })
 })
 
