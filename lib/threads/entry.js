@@ -11,11 +11,12 @@
  *   (the stage retries or skips failures, on the main thread).
  * - a task that is an array is a batch of items on their first try; `{ items, attempt, id }` is a
  *   batch of items on try `attempt` + 1 (0: a first try; with `timeout`, every batch comes so),
- *   `id` the batch's id (not 0 with `timeout`: the thread writes it in its slot). The answer is `{ worker, out, ms, skipped?, failed? }`
- *   (one result per item, `ms` the time spent on the batch, `skipped` the indexes of items whose
- *   function returned stageline's `skip`, `failed` `[index, error, timedOut]` per failed item with
- *   `keepGoing`), `{ worker, at, error, timedOut? }` when item `at` failed (at -1: the module or its
- *   init failed), or `{ worker, stopped: true }` when the run stopped before the batch was done.
+ *   `id` the batch's id (not 0 with `timeout`: the thread writes it in its slot, with the item it
+ *   runs). The answer is `{ worker, out, ms, skipped?, failed? }` (one result per item, `ms` the
+ *   time spent on the batch, `skipped` the indexes of items whose function returned stageline's
+ *   `skip`, `failed` `[index, error, timedOut]` per failed item with `keepGoing`),
+ *   `{ worker, at, error, timedOut? }` when item `at` failed (at -1: the module or its init
+ *   failed), or `{ worker, stopped: true }` when the run stopped before the batch was done.
  * - `{ end: n }` ends the run in this thread: runs the module's `dispose` export, lets the
  *   thread's timers that are due run (one that throws kills the thread, and the task rejects with
  *   its error), then holds the thread until `n` threads have their end task, so that each thread

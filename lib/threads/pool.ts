@@ -125,7 +125,7 @@ interface Described {
   cause?: Described
 }
 
-/** The answer of a batch, or of a check or dispose task (see entry.js). */
+/** The answer of a batch, or of a check or end task (see entry.js). */
 interface Answer {
   worker: number
   out?: unknown[]
@@ -844,7 +844,7 @@ export class ThreadRun {
     Atomics.notify(this.flags, 0)
     if (this.destroyIfIdle()) return
     // half the run's grace period, so that the threads are gone within it and the run settles
-    // after; it also bounds the dispose round after a stop
+    // after; it also bounds the end round after a stop
     this.graceTimer = setTimeout(this.destroy, SETTLE_GRACE_MS / 2)
     this.graceTimer.unref()
   }
@@ -856,7 +856,7 @@ export class ThreadRun {
    */
   private destroyIfIdle(): boolean {
     // with a dispose export, the loops end by themselves (batches that start now stop at once),
-    // and the last one runs the dispose round before it destroys the pool (close())
+    // and the last one runs the end round before it destroys the pool (close())
     if (this.disposes) return false
     for (let k = 0; k < this.slots; k++) {
       if (Atomics.load(this.flags, HEADER + SLOT * k + S_RUNNING) !== 0) return false
