@@ -7,7 +7,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { CHECK_EVERY, dueForTurn, isThenable, nextTurn } from './_utils.js'
-import { TimeoutError } from './errors.js'
+import { describeCause, TimeoutError } from './errors.js'
 import { send } from './fusion.js'
 import type { Group, StageContext } from './group.js'
 import { checkFunction, checkInteger, checkMs, got, MAX_TIMER_MS } from './options.js'
@@ -272,6 +272,46 @@ class WorkerContext implements MapContext<unknown> {
     readonly worker: number,
     readonly stage: string,
   ) {}
+}
+
+/**
+ * The milliseconds to wait before retry `retry` (1 for the first) of an item that failed with
+ * `itemError`: `retryDelay` itself when it is a number (checked when the stage was built), or what
+ * the function returns for `(retry, itemError)`. Where the function fails, this throws the error
+ * the run is to fail with (on the item), and the item's own error is kept in it:
+ * - the function throws: an AggregateError of `[itemError, delayError]`, whose message says that
+ *   `retryDelay` threw deciding the wait before retry `retry`;
+ * - it returns anything but a number of milliseconds from 0 to {@link MAX_TIMER_MS} (NaN, a
+ *   negative number, Infinity, more than a timer can wait, a string): a RangeError, or a TypeError
+ *   for a value that is not a number, naming what it returned and the range, with `itemError` as
+ *   its `cause`.
+ *
+ * `where` starts the messages: `mapStage "fetch"`, `threadStage "render"`. Shared by the map and
+ * thread stages' policies, so that both judge a delay the same way.
+ * @internal
+ */
+export function retryDelayOf(
+  retryDelay: number | ((retry: number, error: unknown) => number),
+  retry: number,
+  itemError: unknown,
+  where: string,
+): number {
+  if (typeof retryDelay !== 'function') return retryDelay
+  let d: unknown
+  try {
+    d = retryDelay(retry, itemError)
+  } catch (delayError) {
+    throw new AggregateError(
+      [itemError, delayError],
+      `${where}: \`retryDelay\` threw deciding the wait before retry ${retry}: ${describeCause(delayError)}`,
+    )
+  }
+  if (typeof d === 'number' && d >= 0 && d <= MAX_TIMER_MS) return d
+  const Kind = typeof d === 'number' ? RangeError : TypeError
+  throw new Kind(
+    `${where}: expected \`retryDelay\` to return a number of milliseconds from 0 to ${MAX_TIMER_MS} (about 24.8 days, the longest a timer can wait) before retry ${retry}, got ${got(d)}`,
+    { cause: itemError },
+  )
 }
 
 function delayOf(p: Policies, retry: number, err: unknown): number {
