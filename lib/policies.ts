@@ -314,11 +314,6 @@ export function retryDelayOf(
   )
 }
 
-function delayOf(p: Policies, retry: number, err: unknown): number {
-  const d = typeof p.retryDelay === 'function' ? p.retryDelay(retry, err) : p.retryDelay
-  return typeof d === 'number' && d > 0 && Number.isFinite(d) ? d : 0
-}
-
 /** Runs one try of `x` under the timeout, if any. */
 function tryOnce(p: Policies, g: Group, x: unknown, ctx: WorkerContext): unknown {
   if (p.timeout === undefined) {
@@ -455,8 +450,14 @@ async function processItem(p: Policies, g: Group, x: unknown, ctx: WorkerContext
     } catch (err) {
       if (g.halted) return HALTED
       if (attempt < p.retries) {
+        let d: number
+        try {
+          d = retryDelayOf(p.retryDelay, attempt + 1, err, `mapStage "${g.name}"`)
+        } catch (delayErr) {
+          ctx.lastError = delayErr
+          return FAILED
+        }
         g.retried++
-        const d = delayOf(p, attempt + 1, err)
         if (d > 0) {
           await sleep(d, undefined, { signal: g.ctl.signal }).catch(() => {})
           if (g.halted) return HALTED
