@@ -558,3 +558,76 @@ describe('millisecond options stay within what a timer can wait', () => {
     }
   })
 })
+
+describe('a retryDelay function that fails', () => {
+  const itemError = new Error('item 2 failed')
+  const flaky = (n: number): number => {
+    if (n === 2) throw itemError
+    return n
+  }
+
+  test.each([false, true])(
+    'one that throws fails the run on the item, keeping both errors (ordered: %s)',
+    async (ordered) => {
+      const delayError = new Error('no delay today')
+      const err = (await rejectionOf(
+        pipe(
+          numbers(4),
+          mapStage(flaky, {
+            ordered,
+            retries: 3,
+            retryDelay: () => {
+              throw delayError
+            },
+          }),
+        ).toArray(),
+      )) as TaskException
+      expect(err).toBeInstanceOf(TaskException)
+      expect(err.item).toBe(2)
+      const cause = err.cause as AggregateError
+      expect(cause).toBeInstanceOf(AggregateError)
+      expect(cause.message).toBe(
+        'mapStage "flaky": `retryDelay` threw deciding the wait before retry 1: Error: no delay today',
+      )
+      expect(cause.errors).toEqual([itemError, delayError])
+    },
+  )
+
+  test.each([
+    [Number.NaN, RangeError, 'NaN (number)'],
+    [-1, RangeError, '-1 (number)'],
+    ['5', TypeError, '"5" (string)'],
+    [Number.POSITIVE_INFINITY, RangeError, 'Infinity (number)'],
+    [2 ** 31, RangeError, '2147483648 (number)'],
+    [undefined, TypeError, 'undefined (undefined)'],
+  ])(
+    'one that returns %s fails the run with a %o naming it, the item error as its cause',
+    async (returned, Kind, shown) => {
+      let calls = 0
+      const err = (await rejectionOf(
+        pipe(
+          numbers(4),
+          mapStage(
+            function flaky(n: number): number {
+              if (n === 2) {
+                calls++
+                throw itemError
+              }
+              return n
+            },
+            { retries: 1, retryDelay: () => returned as number },
+          ),
+        ).toArray(),
+      )) as TaskException
+      expect(err).toBeInstanceOf(TaskException)
+      expect(err.item).toBe(2)
+      expect(err.cause).toBeInstanceOf(Kind)
+      expect((err.cause as Error).message).toBe(
+        `mapStage "flaky": expected \`retryDelay\` to return a number of milliseconds from 0 to 2147483647 (about 24.8 days, the longest a timer can wait) before retry 1, got ${shown}`,
+      )
+      expect((err.cause as Error).cause).toBe(itemError)
+      // no retry was made
+      expect(calls).toBe(1)
+    },
+  )
+})

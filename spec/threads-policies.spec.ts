@@ -11,6 +11,8 @@ import {
   threadStage,
 } from '../lib/index.js'
 import {
+  defer,
+  flush,
   numbers,
   recordUnhandledRejections,
   rejectionOf,
@@ -24,7 +26,9 @@ recordUnhandledRejections()
 const FIXTURES = new URL('./fixtures/threads/', import.meta.url)
 const POLICIES = new URL('policies.js', FIXTURES)
 const STATEFUL = new URL('stateful.js', FIXTURES)
+const STUCK = new URL('stuck.js', FIXTURES)
 const WORK = new URL('work.js', FIXTURES)
+const DISPOSE_HANGS = new URL('dispose-hangs.js', FIXTURES)
 
 function shared(n: number): Int32Array {
   return new Int32Array(new SharedArrayBuffer(4 * n))
@@ -219,6 +223,123 @@ describe('errors: skip', () => {
   })
 })
 
+describe('callbacks that fail', () => {
+  test('an async onError that rejects fails the run with its error, on the item', async () => {
+    const broke = new Error('async callback broke')
+    const err = (await rejectionOf(
+      pipe(
+        numbers(10),
+        threadStage(POLICIES, {
+          export: 'failFives',
+          threads: 1,
+          ordered: true,
+          errors: 'skip',
+          onError: async () => {
+            await null
+            throw broke
+          },
+        }),
+      ).toArray(),
+    )) as TaskException
+    expect(err).toBeInstanceOf(TaskException)
+    expect(err.cause).toBe(broke)
+    expect([0, 5]).toContain(err.item)
+  })
+
+  test('an async onError is awaited: ordered results after its item wait for its promise', async () => {
+    // item 0 fails on every call and is skipped; item 1 succeeds, but comes after it in order
+    const { items, calls } = flakyItems(2, (i) => (i === 0 ? 10 : 0))
+    const called = defer()
+    const gate = defer()
+    const it = pipe(
+      items,
+      threadStage<Flaky, number>(POLICIES, {
+        export: 'flaky',
+        threads: 1,
+        ordered: true,
+        errors: 'skip',
+        onError: async () => {
+          called.resolve()
+          await gate.promise
+        },
+      }),
+    )[Symbol.asyncIterator]()
+    let next: IteratorResult<number> | undefined
+    const pending = it.next().then((r) => (next = r))
+    await called.promise
+    // item 1 has run in its thread, and its answer had time to come back
+    while (Atomics.load(calls, 1) === 0) await flush(1)
+    await flush(20)
+    expect(next).toBeUndefined()
+    gate.resolve()
+    await pending
+    expect(next).toEqual({ done: false, value: 1 })
+    expect((await it.next()).done).toBe(true)
+  })
+
+  test('a retryDelay that throws fails the run on the item, keeping both errors', async () => {
+    const { items } = flakyItems(4, (i) => (i === 2 ? 1 : 0))
+    const delayError = new Error('no delay today')
+    const err = (await rejectionOf(
+      pipe(
+        items,
+        threadStage(POLICIES, {
+          export: 'flaky',
+          threads: 1,
+          retries: 3,
+          retryDelay: () => {
+            throw delayError
+          },
+        }),
+      ).toArray(),
+    )) as TaskException
+    expect(err).toBeInstanceOf(TaskException)
+    expect(err.item).toBe(items[2])
+    const cause = err.cause as AggregateError
+    expect(cause).toBeInstanceOf(AggregateError)
+    expect(cause.message).toBe(
+      'threadStage "flaky": `retryDelay` threw deciding the wait before retry 1: Error: no delay today',
+    )
+    expect(cause.errors).toHaveLength(2)
+    expect((cause.errors[0] as Error).message).toBe('item 2 failed on call 1')
+    expect(cause.errors[1]).toBe(delayError)
+  })
+
+  test.each([
+    [Number.NaN, RangeError, 'NaN (number)'],
+    [-1, RangeError, '-1 (number)'],
+    ['5', TypeError, '"5" (string)'],
+    [Number.POSITIVE_INFINITY, RangeError, 'Infinity (number)'],
+    [2 ** 31, RangeError, '2147483648 (number)'],
+    [undefined, TypeError, 'undefined (undefined)'],
+  ])(
+    'a retryDelay that returns %s fails the run with a %o naming it, the item error as its cause',
+    async (returned, Kind, shown) => {
+      const { items, calls } = flakyItems(4, (i) => (i === 2 ? 1 : 0))
+      const err = (await rejectionOf(
+        pipe(
+          items,
+          threadStage(POLICIES, {
+            export: 'flaky',
+            threads: 1,
+            retries: 1,
+            retryDelay: () => returned as number,
+          }),
+        ).toArray(),
+      )) as TaskException
+      expect(err).toBeInstanceOf(TaskException)
+      expect(err.item).toBe(items[2])
+      expect(err.cause).toBeInstanceOf(Kind)
+      expect((err.cause as Error).message).toBe(
+        `threadStage "flaky": expected \`retryDelay\` to return a number of milliseconds from 0 to 2147483647 (about 24.8 days, the longest a timer can wait) before retry 1, got ${shown}`,
+      )
+      expect(((err.cause as Error).cause as Error).message).toBe('item 2 failed on call 1')
+      // no retry was made
+      expect(calls[2]).toBe(1)
+    },
+  )
+})
+
 describe('skip', () => {
   test('returning stageline skip from the thread drops the item, in order and out of order, and counts it', async () => {
     // what the fixture returns is its own symbol with skip's description, as a thread's copy of stageline has
@@ -299,10 +420,11 @@ describe('timeout', () => {
 
   test('a result that arrives after the deadline counts as a timeout', async () => {
     const reported: unknown[] = []
-    // `busy` ignores its signal and takes at least 300 ms of wall time against a 20 ms timeout
+    // `busy` ignores its signal and takes at least 60 ms of wall time against a 20 ms timeout:
+    // late, but within the grace period after which its thread would be ended
     const items = [
-      { n: 0, ms: 300 },
-      { n: 1, ms: 300 },
+      { n: 0, ms: 60 },
+      { n: 1, ms: 60 },
     ]
     const out = await pipe(
       items,
@@ -355,6 +477,248 @@ describe('timeout', () => {
     expect(out).toEqual([0, 1, 2])
     expect([...calls]).toEqual([1, 2, 1])
     expect(stats.stage().retried).toBe(1)
+  })
+})
+
+interface Stuck {
+  n: number
+  spins: number
+  calls: Int32Array
+  attempts: Int32Array
+  state: Int32Array
+}
+
+interface StuckResult {
+  n: number
+  thread: number
+  initHere: boolean
+  bytes: number | undefined
+}
+
+/** Items 0..n-1 for `spinFirst`: item `stuck` spins on its first `spins` calls, the others return at once. */
+function stuckItems(n: number, stuck: number, spins = 1): Stuck[] {
+  const calls = shared(n)
+  const attempts = shared(n)
+  const state = shared(3)
+  return numbers(n).map((i) => ({ n: i, spins: i === stuck ? spins : 0, calls, attempts, state }))
+}
+
+/** Lets every spin of `items` that is still going end (a broken build's), so that no thread is left spinning. */
+function release(items: Stuck[]): void {
+  Atomics.store(items[0]!.state, 2, 1)
+}
+
+describe('timeout on a function that never looks at its signal', () => {
+  test.runIf(hasProc)(
+    'ends the thread once the time and a grace period are up: the run fails with a TimeoutError on the item',
+    async () => {
+      const before = osThreads()
+      const items = stuckItems(3, 1)
+      try {
+        const err = (await rejectionOf(
+          pipe(
+            items,
+            threadStage(STUCK, { export: 'spinFirst', threads: 1, ordered: true, timeout: 100 }),
+          ).toArray(),
+        )) as TaskException
+        expect(err).toBeInstanceOf(TaskException)
+        expect(err.cause).toBeInstanceOf(TimeoutError)
+        expect(err.item).toBe(items[1])
+        expect(err.message).toBe(
+          'The task "spinFirst-0" raised TimeoutError: stage "spinFirst" took longer than 100 ms on an item',
+        )
+        // the spin was cut short by the end of its thread: it never returned by itself
+        expect(await threadsBackTo(before)).toBe(before)
+        expect([...items[0]!.state]).toEqual([1, 0, 0])
+      } finally {
+        release(items)
+      }
+    },
+  )
+
+  test.runIf(hasProc)(
+    'with errors: skip, the item is skipped and every other item is delivered once, by a new thread that ran init',
+    async () => {
+      const before = osThreads()
+      const items = stuckItems(60, 30)
+      const { calls, attempts, state } = items[0]!
+      const reported: [unknown, unknown, number][] = []
+      const stats = lastStats()
+      try {
+        const out = await pipe(
+          items,
+          threadStage<Stuck, StuckResult>(STUCK, {
+            export: 'spinFirst',
+            threads: 1,
+            batch: 8,
+            ordered: true,
+            timeout: 100,
+            errors: 'skip',
+            onError: (err, item, ctx) => {
+              reported.push([err, item, ctx.attempt])
+            },
+          }),
+        ).toArray({ onProgress: stats.onProgress })
+        expect(out.map((r) => r.n)).toEqual(numbers(60).filter((n) => n !== 30))
+        expect(reported).toHaveLength(1)
+        expect(reported[0]![0]).toBeInstanceOf(TimeoutError)
+        expect(reported[0]![1]).toBe(items[30])
+        expect(reported[0]![2]).toBe(0)
+        // the stuck thread was ended and replaced: the items after it came from a new thread,
+        // whose init ran (every result says init ran in the thread that computed it)
+        expect(out.every((r) => r.initHere)).toBe(true)
+        const threads = [...new Set(out.map((r) => r.thread))]
+        expect(threads).toHaveLength(2)
+        expect(out.filter((r) => r.n > 30).every((r) => r.thread === threads[1])).toBe(true)
+        // the stuck item ran once; the items of its batch that ran before it ran again (their
+        // results were in the ended thread), and no other item ran twice; none of this is a retry
+        expect(calls[30]).toBe(1)
+        const twice = numbers(60).filter((n) => calls[n] === 2)
+        expect(numbers(60).every((n) => calls[n] === 1 || twice.includes(n))).toBe(true)
+        expect(twice).toEqual(
+          twice.length === 0 ? [] : numbers(twice.length).map((k) => 30 - twice.length + k),
+        )
+        expect(twice.length).toBeLessThan(8)
+        expect([...attempts].every((a) => a === 0)).toBe(true)
+        expect(stats.stage()).toMatchObject({ in: 60, out: 59, failed: 1, retried: 0 })
+        expect(await threadsBackTo(before)).toBe(before)
+        expect([...state]).toEqual([1, 0, 0])
+      } finally {
+        release(items)
+      }
+    },
+  )
+
+  test.runIf(hasProc)(
+    'with retries, the timed-out item is retried like any failure, on a new thread',
+    async () => {
+      const before = osThreads()
+      const items = stuckItems(20, 10)
+      const { calls, attempts } = items[0]!
+      const stats = lastStats()
+      try {
+        const out = await pipe(
+          items,
+          threadStage<Stuck, StuckResult>(STUCK, {
+            export: 'spinFirst',
+            threads: 2,
+            ordered: true,
+            timeout: 100,
+            retries: 1,
+          }),
+        ).toArray({ onProgress: stats.onProgress })
+        expect(out.map((r) => r.n)).toEqual(numbers(20))
+        expect(out.every((r) => r.initHere)).toBe(true)
+        expect(calls[10]).toBe(2)
+        // its second call was its retry (attempt 1); every other call was a first try
+        expect(attempts[10]).toBe(1)
+        expect(numbers(20).every((n) => n === 10 || attempts[n] === 0)).toBe(true)
+        expect(stats.stage()).toMatchObject({ in: 20, out: 20, failed: 0, retried: 1 })
+        expect(await threadsBackTo(before)).toBe(before)
+        // the first call was cut short by the end of its thread
+        expect([...items[0]!.state]).toEqual([1, 0, 0])
+      } finally {
+        release(items)
+      }
+    },
+  )
+
+  test('the other items of an ended batch that fail or return skip are reported once, as in any batch', async () => {
+    const items = stuckItems(40, 20).map((x) => ({ ...x, throws: x.n % 5 === 1, drop: x.n % 5 === 2 }))
+    const reported: [string, number][] = []
+    const stats = lastStats()
+    try {
+      const out = await pipe(
+        items,
+        threadStage<Stuck, StuckResult>(STUCK, {
+          export: 'spinFirst',
+          threads: 1,
+          batch: 8,
+          ordered: true,
+          timeout: 100,
+          errors: 'skip',
+          onError: (err, item) => {
+            reported.push([(err as Error).name, item.n])
+          },
+        }),
+      ).toArray({ onProgress: stats.onProgress })
+      const throws = numbers(40).filter((n) => n % 5 === 1)
+      const drops = numbers(40).filter((n) => n % 5 === 2)
+      expect(out.map((r) => r.n)).toEqual(
+        numbers(40).filter((n) => n !== 20 && !throws.includes(n) && !drops.includes(n)),
+      )
+      // once each (batches settle in any order)
+      expect(reported.sort((a, b) => a[1] - b[1])).toEqual(
+        [
+          ...throws.map((n) => ['Error', n] as [string, number]),
+          ['TimeoutError', 20] as [string, number],
+        ].sort((a, b) => a[1] - b[1]),
+      )
+      expect(stats.stage()).toMatchObject({
+        in: 40,
+        failed: throws.length + 1,
+        skipped: drops.length,
+        retried: 0,
+      })
+    } finally {
+      release(items)
+    }
+  })
+
+  test.runIf(hasProc)(
+    'with transfer, items go one per batch: none is sent again after its buffer moved to an ended thread',
+    async () => {
+      const before = osThreads()
+      const items = stuckItems(12, 5).map((x) => ({ ...x, buf: new ArrayBuffer(8) }))
+      const skipped: unknown[] = []
+      try {
+        const out = await pipe(
+          items,
+          threadStage<Stuck & { buf: ArrayBuffer }, StuckResult & { bytes: number }>(STUCK, {
+            export: 'spinFirst',
+            threads: 1,
+            batch: 8,
+            ordered: true,
+            timeout: 100,
+            errors: 'skip',
+            onError: (_err, item) => {
+              skipped.push(item)
+            },
+            transfer: (item) => [item.buf],
+          }),
+        ).toArray()
+        expect(out.map((r) => r.n)).toEqual(numbers(12).filter((n) => n !== 5))
+        // every item ran once, with its 8 bytes: none was sent again with a buffer already moved
+        expect(out.map((r) => r.bytes)).toEqual(out.map(() => 8))
+        expect([...items[0]!.calls]).toEqual(numbers(12).map(() => 1))
+        expect(skipped).toEqual([items[5]])
+        expect(await threadsBackTo(before)).toBe(before)
+      } finally {
+        release(items)
+      }
+    },
+  )
+
+  test('an async function that never settles is given up at its deadline, and its thread goes on', async () => {
+    const reported: unknown[] = []
+    const out = await pipe(
+      numbers(10).map((n) => ({ n, hang: n % 4 === 1 })),
+      threadStage<{ n: number }, StuckResult>(STUCK, {
+        export: 'hangAsync',
+        threads: 1,
+        ordered: true,
+        timeout: 30,
+        errors: 'skip',
+        onError: (err) => {
+          reported.push(err)
+        },
+      }),
+    ).toArray()
+    expect(out.map((r) => r.n)).toEqual([0, 2, 3, 4, 6, 7, 8])
+    expect(reported).toHaveLength(3)
+    expect(reported.every((e) => e instanceof TimeoutError)).toBe(true)
+    // one thread did it all: none was ended
+    expect(new Set(out.map((r) => r.thread)).size).toBe(1)
   })
 })
 
@@ -433,6 +797,81 @@ describe('init and dispose exports', () => {
       expect(await threadsBackTo(before)).toBe(before)
     },
   )
+})
+
+describe('disposeTimeout', () => {
+  test.runIf(hasProc).each(['sync', 'async'])(
+    'a dispose that does not return (%s) has its thread ended after disposeTimeout, with a warning; the run resolves',
+    async (mode) => {
+      const before = osThreads()
+      const state = shared(3)
+      const warnings: Error[] = []
+      const onWarning = (w: Error): void => {
+        warnings.push(w)
+      }
+      process.on('warning', onWarning)
+      try {
+        const out = await pipe(
+          numbers(5).map((n) => ({ n, state, mode })),
+          threadStage<{ n: number }, number>(DISPOSE_HANGS, {
+            threads: 1,
+            ordered: true,
+            disposeTimeout: 100,
+          }),
+        ).toArray()
+        expect(out).toEqual(numbers(5))
+        // dispose started and never returned: its thread was ended under it
+        expect(Atomics.load(state, 0)).toBe(1)
+        expect(await threadsBackTo(before)).toBe(before)
+        expect(Atomics.load(state, 1)).toBe(0)
+        await flush(3)
+        expect(warnings.map((w) => w.message)).toEqual([
+          'stageline: threadStage "dispose-hangs": dispose did not return within 100 ms (disposeTimeout) in 1 of its 1 threads; they were ended (the run\'s outcome is unchanged)',
+        ])
+      } finally {
+        process.off('warning', onWarning)
+        Atomics.store(state, 2, 1)
+      }
+    },
+  )
+
+  test('with a disposeTimeout, a dispose that throws still fails the run', async () => {
+    const counters = shared(3)
+    const err = (await rejectionOf(
+      pipe(
+        [{ n: 1, shared: counters, throwOnDispose: true }],
+        threadStage(STATEFUL, { threads: 1, name: 'db', disposeTimeout: 60_000 }),
+      ).toArray(),
+    )) as TaskException
+    expect(err.message).toBe('The task "db-0" raised Error: dispose failed in thread 0')
+  })
+
+  test.each([
+    [-1, RangeError, '-1 (number)'],
+    [0, RangeError, '0 (number)'],
+    ['soon', TypeError, '"soon" (string)'],
+    [2 ** 31, RangeError, '2147483648 (number)'],
+  ])('disposeTimeout: %o is refused, naming the range', (value, Kind, shown) => {
+    const message = `threadStage(): expected \`disposeTimeout\` to be a number of milliseconds above 0 and at most 2147483647 (about 24.8 days, the longest a timer can wait) or \`Infinity\`, got ${shown}`
+    expect(() => threadStage(WORK, { disposeTimeout: value as number })).toThrow(new Kind(message))
+    expect(() => threadStage(WORK).setup({ disposeTimeout: value } as never)).toThrow(new Kind(message))
+  })
+
+  test('disposeTimeout defaults to 5 s and takes Infinity, which waits for dispose as long as it takes', async () => {
+    expect(threadStage(WORK).options).toMatchObject({ disposeTimeout: 5000 })
+    const forever = threadStage<{ n: number }, unknown>(STATEFUL, {
+      threads: 2,
+      disposeTimeout: Number.POSITIVE_INFINITY,
+    })
+    expect(forever.options).toMatchObject({ disposeTimeout: Number.POSITIVE_INFINITY })
+    const counters = shared(3)
+    const out = await pipe(
+      numbers(50).map((n) => ({ n, shared: counters })),
+      forever,
+    ).toArray()
+    expect(out).toHaveLength(50)
+    expect(counters[1]).toBe(50)
+  })
 })
 
 describe('rate', () => {

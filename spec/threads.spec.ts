@@ -27,6 +27,7 @@ import { hasProc, osThreads, threadsBackTo } from './helpers/threads.js'
 
 const FIXTURES = new URL('./fixtures/threads/', import.meta.url)
 const WORK = new URL('work.js', FIXTURES)
+const HOSTILE = new URL('hostile.js', FIXTURES)
 // the same functions, loaded on this thread, to compare against
 const work: any = await import(WORK.href)
 
@@ -382,6 +383,50 @@ describe('errors', () => {
     expect([...buf!]).toEqual([104, 105])
   })
 
+  test.runIf(hasProc)(
+    "an error a thread's timer throws after its function returned fails the run, which is still running",
+    async () => {
+      const before = osThreads()
+      const err = (await rejectionOf(
+        pipe(numbers(3), threadStage(HOSTILE, { export: 'lateThrow', threads: 1 })).toArray(),
+      )) as TaskException
+      expect(err).toBeInstanceOf(TaskException)
+      expect(err.stage).toBe('lateThrow')
+      expect(err.item).toBeUndefined()
+      expect((err.cause as Error).message).toBe('late')
+      expect(await threadsBackTo(before)).toBe(before)
+    },
+  )
+
+  test.runIf(hasProc)('an error a thread throws after the run stopped is a process warning', async () => {
+    const before = osThreads()
+    const warnings: Error[] = []
+    const onWarning = (w: Error): void => {
+      warnings.push(w)
+    }
+    process.on('warning', onWarning)
+    try {
+      const state = shared(1)
+      const ac = new AbortController()
+      const p = pipe(
+        [{ n: 1, state }],
+        threadStage(HOSTILE, { export: 'throwsAfterStop', threads: 1 }),
+      ).toArray({ signal: ac.signal })
+      await whenSet(state, 0)
+      const reason = new Error('enough')
+      ac.abort(reason)
+      // the run's outcome is the stop's, whatever the thread did after it
+      expect(await rejectionOf(p)).toBe(reason)
+      expect(await threadsBackTo(before)).toBe(before)
+      await flush(3)
+      expect(warnings.map((w) => w.message)).toEqual([
+        'stageline: a thread of threadStage "throwsAfterStop" failed after the stage had stopped (the run\'s outcome is unchanged): Error: late, after the stop',
+      ])
+    } finally {
+      process.off('warning', onWarning)
+    }
+  })
+
   test.runIf(hasProc)('a thread that dies fails the run clearly, and its exit is waited for', async () => {
     const before = osThreads()
     const err = (await rejectionOf(
@@ -392,6 +437,50 @@ describe('errors', () => {
       'threadStage "exitsOnThree": a batch of 1 items got no answer from its thread (it could not be sent, or the thread died): Error: worker exited with code: 3',
     )
     expect(await threadsBackTo(before)).toBe(before)
+  })
+
+  test.each([
+    ['message', 'Error (describing it threw)'],
+    ['name', 'HostileError (describing it threw)'],
+    ['proxy', 'a value that could not be described'],
+    ['toString', '[object Object]'],
+    ['bare', '[object Object]'],
+  ])(
+    'a thrown value that cannot be read (%s) is described as describeCause would, on its item',
+    async (kind, text) => {
+      const items = numbers(3).map((n) => ({ n, kind }))
+      const err = (await rejectionOf(
+        pipe(items, threadStage(HOSTILE, { export: 'throwsHostile', threads: 1 })).toArray(),
+      )) as TaskException
+      expect(err).toBeInstanceOf(TaskException)
+      expect(err.item).toBe(items[1])
+      expect(err.cause).toBe(text)
+      expect(err.message).toBe(`The task "throwsHostile-0" raised ${text}`)
+    },
+  )
+
+  test('an error whose stack, cause and properties throw when read keeps what can be read', async () => {
+    const items = numbers(3).map((n) => ({ n, kind: 'parts' }))
+    const err = (await rejectionOf(
+      pipe(items, threadStage(HOSTILE, { export: 'throwsHostile', threads: 1 })).toArray(),
+    )) as TaskException
+    expect(err.item).toBe(items[1])
+    const cause = err.cause as RangeError
+    expect(cause).toBeInstanceOf(RangeError)
+    expect(cause.message).toBe('readable message')
+    expect(cause.cause).toBeUndefined()
+    expect(Object.keys(cause)).not.toContain('code')
+  })
+
+  test('a module that throws an unreadable error while loading fails the run with a message that says so', async () => {
+    const href = new URL('hostile-load.js', FIXTURES).href
+    const err = (await rejectionOf(
+      pipe([1], threadStage(new URL('hostile-load.js', FIXTURES))).toArray(),
+    )) as TaskException
+    expect((err.cause as Error).message).toBe(
+      `threadStage "hostile-load": could not load its module ${href}: Error (describing it threw)`,
+    )
+    expect((err.cause as Error).cause).toBe('Error (describing it threw)')
   })
 
   test.each([
@@ -500,6 +589,51 @@ describe('cancellation and cleanup', () => {
     expect(reason).toBe(`RunStopped: ${new RunStopped('the consumer stopped reading the results').message}`)
     expect((await pending).done).toBe(true)
   })
+
+  test.each([
+    [
+      'an Error whose message getter throws',
+      () =>
+        Object.defineProperty(new Error('unreadable'), 'message', {
+          get() {
+            throw new Error('no message for you')
+          },
+        }),
+      'Error: Error (describing it threw)',
+    ],
+    [
+      'a revoked Proxy',
+      () => {
+        const { proxy, revoke } = Proxy.revocable({}, {})
+        revoke()
+        return proxy
+      },
+      'Error: a value that could not be described',
+    ],
+  ])(
+    'a stop whose reason cannot be read (%s) still reaches the threads, described',
+    async (_, reasonOf, text) => {
+      const state = shared(3)
+      const bytes = new Uint8Array(new SharedArrayBuffer(128))
+      const ac = new AbortController()
+      const p = pipe(
+        [{ n: 1, state, text: bytes }],
+        threadStage(WORK, { export: 'awaitAbort', threads: 1 }),
+      ).toArray({ signal: ac.signal })
+      await whenSet(state, 0)
+      const reason = reasonOf()
+      ac.abort(reason)
+      // not through rejectionOf(): an async function returning a revoked Proxy would read its `then`
+      let caught: unknown
+      await p.catch((err: unknown) => {
+        caught = err
+      })
+      expect(caught === reason).toBe(true)
+      // the thread saw the stop: its 'abort' listener ran, with the reason as the stage described it
+      expect(Atomics.load(state, 1)).toBe(1)
+      expect(new TextDecoder().decode(bytes.slice(0, Atomics.load(state, 2)))).toBe(text)
+    },
+  )
 
   test.runIf(hasProc)('a thread that ignores its signal is terminated after the grace period', async () => {
     const before = osThreads()

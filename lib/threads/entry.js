@@ -5,21 +5,22 @@
  * a worker thread loads modules with Node's own loader, which does not read .ts.
  *
  * Protocol (the main side is lib/threads/pool.ts):
- * - workerData: `{ module, exportName, stage, control, slots, timeout, keepGoing }`; `control` is a
- *   SharedArrayBuffer laid out as Int32 [0] abort flag, [1] thread counter, [2] reason length,
- *   [3] threads arrived at the dispose barrier, then `slots` pairs (threadId, 1 while inside a
- *   batch) by thread index, then the reason's UTF-8 bytes. `timeout` is the per-item timeout in ms
- *   (undefined: none); `keepGoing` says a failed item does not end its batch (the stage retries or
- *   skips failures, on the main thread).
- * - a task that is an array is a batch of items on their first try; `{ retry, attempt }` is a
- *   batch of items on try `attempt` + 1. The answer is `{ worker, out, ms, skipped?, failed? }`
- *   (one result per item, `ms` the time spent on the batch, `skipped` the indexes of items whose
- *   function returned stageline's `skip`, `failed` `[index, error, timedOut]` per failed item with
- *   `keepGoing`), `{ worker, at, error, timedOut? }` when item `at` failed (at -1: the module or its
- *   init failed), or `{ worker, stopped: true }` when the run stopped before the batch was done.
- * - `{ dispose: n }` runs the module's `dispose` export in this thread, then holds the thread
- *   until `n` threads have their dispose task, so that each thread gets exactly one; the answer is
- *   `{ worker }` or `{ worker, error }`.
+ * - workerData: `{ module, exportName, stage, control, slots, timeout, keepGoing }`; `control` is
+ *   the control block (a SharedArrayBuffer; its layout is below, and in pool.ts). `timeout` is the
+ *   per-item timeout in ms (undefined: none); `keepGoing` says a failed item does not end its batch
+ *   (the stage retries or skips failures, on the main thread).
+ * - a task that is an array is a batch of items on their first try; `{ items, attempt, id }` is a
+ *   batch of items on try `attempt` + 1 (0: a first try; with `timeout`, every batch comes so),
+ *   `id` the batch's id (not 0 with `timeout`: the thread writes it in its slot, with the item it
+ *   runs). The answer is `{ worker, out, ms, skipped?, failed? }` (one result per item, `ms` the
+ *   time spent on the batch, `skipped` the indexes of items whose function returned stageline's
+ *   `skip`, `failed` `[index, error, timedOut]` per failed item with `keepGoing`),
+ *   `{ worker, at, error, timedOut? }` when item `at` failed (at -1: the module or its init
+ *   failed), or `{ worker, stopped: true }` when the run stopped before the batch was done.
+ * - `{ end: n }` ends the run in this thread: runs the module's `dispose` export, lets the
+ *   thread's timers that are due run (one that throws kills the thread, and the task rejects with
+ *   its error), then holds the thread until `n` threads have their end task, so that each thread
+ *   gets exactly one; the answer is `{ worker }` or `{ worker, error }` (dispose threw).
  * - any other task is a check: load the module, find the export, run the `init` export; answer
  *   `{ worker, dispose }` (whether the module exports `dispose`) or `{ worker, error }`.
  * @module
@@ -27,13 +28,69 @@
 import { MessagePort, threadId, workerData } from 'node:worker_threads'
 
 const { module: moduleHref, exportName, stage, control, slots, timeout, keepGoing } = workerData
-const flags = new Int32Array(control, 0, 4 + 2 * slots)
-const reasonBytes = new Uint8Array(control, 4 * (4 + 2 * slots))
+
+// The control block, shared with the main thread (pool.ts lays it out the same way: keep the two
+// in step). Int32 header: [0] abort flag, [1] thread counter, [2] reason length, [3] threads
+// arrived at the end barrier. Then `slots` slots of SLOT Int32 each: a thread claims a free one
+// when it starts, and the main thread frees it when the thread exits. Then the abort reason's
+// UTF-8 bytes.
+const HEADER = 4
+const SLOT = 6
+/** In a slot: the threadId of the thread that holds it; 0 while it is free. */
+const S_THREAD = 0
+/** In a slot: 1 while its thread is inside a batch. */
+const S_RUNNING = 1
+/** In a slot: the id of the batch whose item runs under a timeout; 0 when none does. */
+const S_BATCH = 2
+/** In a slot: the index, within its batch, of that item. */
+const S_ITEM = 3
+/** In a slot: that item's deadline, in whole ms of the process's monotonic clock (wrapping Int32). */
+const S_DEADLINE = 4
+/** In a slot: the thread's index (ctx.worker). */
+const S_WORKER = 5
+const int32s = HEADER + SLOT * slots
+const flags = new Int32Array(control, 0, int32s)
+const reasonBytes = new Uint8Array(control, 4 * int32s)
 /** This thread's 0-based index in its pool, in the order the threads started. */
 const worker = Atomics.add(flags, 1, 1)
-/** Where this thread says it is inside a batch (-1 past the slots: only a run with many dead threads). */
-const running = worker < slots ? 4 + 2 * worker + 1 : -1
-if (running >= 0) Atomics.store(flags, running - 1, threadId)
+/** Where this thread's slot starts (-1 if none was free: only a run with many dead threads). */
+let slot = -1
+for (let k = 0; k < slots && slot < 0; k++) {
+  if (Atomics.compareExchange(flags, HEADER + SLOT * k + S_THREAD, 0, threadId) === 0)
+    slot = HEADER + SLOT * k
+}
+if (slot >= 0) Atomics.store(flags, slot + S_WORKER, worker)
+/**
+ * performance.now() is relative to this thread's start; the deadlines in the control block are
+ * on the process's monotonic clock (process.hrtime, the one performance.now() reads), which the
+ * main thread reads too. Both are read once first: the first call of each loads what it needs,
+ * which would skew the offset by milliseconds.
+ */
+performance.now()
+process.hrtime.bigint()
+const clockOffset = Number(process.hrtime.bigint()) / 1e6 - performance.now()
+/** The batch being run, as the main thread numbered it (0: not watched). */
+let batchId = 0
+
+/**
+ * Writes in this thread's slot that item `i` of the batch runs until `deadline`; the main thread
+ * reads it to find a thread stuck past an item's deadline. One plain store and one or two atomic
+ * ones per item: the deadline first, then the batch (on a batch's first item), then the item,
+ * whose atomic store publishes the others. The reader (pool.ts watch()) loads them in the
+ * opposite order, so that it sees a deadline at least as recent as the item it read: a deadline
+ * it finds long past is that item's, and that item is still the thread's.
+ */
+function mark(i) {
+  if (slot < 0) return
+  flags[slot + S_DEADLINE] = Math.ceil(deadline + clockOffset) | 0
+  if (i === 0) Atomics.store(flags, slot + S_BATCH, batchId)
+  Atomics.store(flags, slot + S_ITEM, i)
+}
+
+/** No item of this thread runs under a timeout any more. */
+function unmark() {
+  if (slot >= 0) Atomics.store(flags, slot + S_BATCH, 0)
+}
 
 const ctl = new AbortController()
 const signal = ctl.signal
@@ -219,8 +276,7 @@ async function prepare() {
 }
 
 function wrap(what, cause) {
-  const name = cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause)
-  return new Error(`threadStage "${stage}": ${what}: ${name}`, { cause })
+  return new Error(`threadStage "${stage}": ${what}: ${describeCause(cause)}`, { cause })
 }
 
 /** The results of the batch being answered now, kept in case posting them fails (see below). */
@@ -230,8 +286,8 @@ export default async function run(task) {
   answered = undefined
   let items = task
   if (!Array.isArray(task)) {
-    if (task.retry !== undefined) items = task.retry
-    else if (task.dispose !== undefined) return disposeTask(task.dispose)
+    if (task.items !== undefined) items = task.items
+    else if (task.end !== undefined) return endTask(task.end)
     else {
       try {
         if (!prepared) await prepare()
@@ -243,7 +299,7 @@ export default async function run(task) {
   }
   // marked running before the stop flag is read: either this batch sees the stop, or the main
   // thread sees it running (and gives it the grace period instead of destroying the pool at once)
-  if (running >= 0) Atomics.store(flags, running, 1)
+  if (slot >= 0) Atomics.store(flags, slot + S_RUNNING, 1)
   try {
     if (poll()) return { worker, stopped: true }
     transfers = []
@@ -254,15 +310,22 @@ export default async function run(task) {
         return { worker, at: -1, error: describe(err, 0) }
       }
     }
-    attempt = items === task ? 0 : task.attempt
+    if (items === task) attempt = 0
+    else {
+      attempt = task.attempt
+      batchId = task.id
+    }
     const answer = await (timeout === undefined && !keepGoing ? runBatch(items) : runPolicyBatch(items))
+    // no item runs any more (what follows may await: loading piscina's move() below)
+    if (timeout !== undefined) unmark()
     if (transfers.length === 0 || answer.out === undefined) return answer
     const list = [...new Set(transfers)]
     // piscina moves what a "movable" answer lists; its marker symbol is private, so ask its move()
     const { move, transferableSymbol, valueSymbol } = await import('piscina')
     return move({ [transferableSymbol]: list, [valueSymbol]: answer })
   } finally {
-    if (running >= 0) Atomics.store(flags, running, 0)
+    if (timeout !== undefined) unmark()
+    if (slot >= 0) Atomics.store(flags, slot + S_RUNNING, 0)
   }
 }
 
@@ -319,6 +382,8 @@ async function runPolicyBatch(task) {
     if (timeout !== undefined) {
       itemCtl = undefined
       deadline = now + timeout
+      // the main thread ends this thread if it is still on this item some time past the deadline
+      mark(i)
     }
     try {
       y = f(task[i], ctx)
@@ -361,8 +426,16 @@ async function runPolicyBatch(task) {
   return { worker, out, ms: performance.now() - start, skipped, failed }
 }
 
-/** Runs `dispose` in this thread once, then waits (without blocking) until `n` threads have a dispose task. */
-async function disposeTask(n) {
+/**
+ * The end of the run, in this thread: runs `dispose` once (if the module exports it), lets this
+ * thread's event loop turn, then waits (without blocking) until `n` threads have an end task.
+ */
+async function endTask(n) {
+  // held until every thread has its task: piscina hands a task to any idle thread, and one that
+  // answered at once could take a second task while another thread got none. Arrivals are
+  // counted, not finished tasks, so that a dispose that does not return holds no other thread
+  const seen = Atomics.add(flags, 3, 1) + 1
+  Atomics.notify(flags, 3)
   let error
   if (prepared && disposeFn !== undefined && !disposed) {
     disposed = true
@@ -375,22 +448,23 @@ async function disposeTask(n) {
       error = describe(err, 0)
     }
   }
-  // held until every thread has its task: piscina hands a task to any idle thread, and one that
-  // answered at once could take a second task while another thread got none
-  let seen = Atomics.add(flags, 3, 1) + 1
-  Atomics.notify(flags, 3)
-  const until = performance.now() + DISPOSE_BARRIER_MS
-  while (seen < n) {
+  // piscina blocks an idle thread (Atomics.wait) between tasks, so a timer the function set has
+  // had no turn: give the timers that are due one now, so that one that throws ends this thread
+  // with its error (the main thread fails the run with it) rather than vanish with the pool
+  await new Promise((resolve) => setTimeout(resolve, 0))
+  let arrived = Math.max(seen, Atomics.load(flags, 3))
+  const until = performance.now() + END_BARRIER_MS
+  while (arrived < n) {
     const left = until - performance.now()
     if (left <= 0) break
-    const r = Atomics.waitAsync(flags, 3, seen, left)
+    const r = Atomics.waitAsync(flags, 3, arrived, left)
     if (r.async) await r.value
-    seen = Atomics.load(flags, 3)
+    arrived = Atomics.load(flags, 3)
   }
   return error === undefined ? { worker } : { worker, error }
 }
-/** The longest a thread waits for the others at the dispose barrier (they are all idle by then). */
-const DISPOSE_BARRIER_MS = 5000
+/** The longest a thread waits for the others at the end barrier (they are all idle by then). */
+const END_BARRIER_MS = 5000
 
 /** Whether `y` is stageline's `skip`: by its description, since the thread's copy of stageline has its own symbol. */
 function isSkip(y) {
@@ -406,7 +480,13 @@ function badResult(bad) {
 // result instead: the thread still dies (piscina's state for the task is gone), but with an error
 // that says which result and why. Anything else uncaught is rethrown as it was.
 process.on('uncaughtException', (err) => {
-  if (err?.name === 'DataCloneError' && answered !== undefined) {
+  let cloneError = false
+  try {
+    cloneError = err?.name === 'DataCloneError'
+  } catch {
+    // a thrown value whose name cannot be read is rethrown as it is
+  }
+  if (cloneError && answered !== undefined) {
     for (let i = 0; i < answered.length; i++) {
       try {
         structuredClone(answered[i])
@@ -452,28 +532,111 @@ function isBuiltin(p) {
   return /\{\s*\[native code\]\s*\}\s*$/.test(Function.prototype.toString.call(C))
 }
 
-/** An error (or any thrown value) as plain data that survives structured clone. */
+/**
+ * An error (or any thrown value) as plain data that survives structured clone. It never throws: a
+ * thrown value is user code, and a getter, a Proxy trap or a toString that throws while the value
+ * is read would otherwise reject the task, and the main thread would see a batch with no answer.
+ * An error whose name or message cannot be read is described as its class, the way
+ * describeCause() in lib/errors.ts describes it on the main thread (the wording is the same);
+ * parts that cannot be read (stack, cause, a property) are left out.
+ */
 function describe(err, depth) {
-  if (!(err instanceof Error) && Object.prototype.toString.call(err) !== '[object Error]') {
+  let isError
+  try {
+    isError = err instanceof Error || Object.prototype.toString.call(err) === '[object Error]'
+  } catch {
+    return { value: undescribable(err) }
+  }
+  if (!isError) {
     try {
       return { value: structuredClone(err) }
     } catch {
-      return { value: String(err) }
+      return { value: describeCause(err) }
     }
   }
-  const d = { name: String(err.name), message: String(err.message), stack: err.stack, props: undefined }
+  let d
+  try {
+    d = { name: String(err.name), message: String(err.message), stack: undefined, props: undefined }
+  } catch {
+    return { value: undescribable(err) }
+  }
+  try {
+    const stack = err.stack
+    if (typeof stack === 'string') d.stack = stack
+  } catch {
+    // a stack that cannot be read is left out
+  }
   const props = {}
   let any = false
-  for (const key of Object.keys(err)) {
+  let keys = []
+  try {
+    keys = Object.keys(err)
+  } catch {
+    // keys that cannot be listed: no properties
+  }
+  for (const key of keys) {
     if (key === 'cause' || key === 'name' || key === 'message' || key === 'stack') continue
     try {
       props[key] = structuredClone(err[key])
       any = true
     } catch {
-      // a property that cannot cross threads is left out
+      // a property that cannot be read or cross threads is left out
     }
   }
   if (any) d.props = props
-  if ('cause' in err && depth < 8) d.cause = describe(err.cause, depth + 1)
+  if (depth < 8) {
+    try {
+      if ('cause' in err) d.cause = describe(err.cause, depth + 1)
+    } catch {
+      // a cause that cannot be read is left out
+    }
+  }
   return d
+}
+
+/**
+ * A thrown value as text: `Name: message` for an Error, `String(value)` otherwise. Never throws.
+ * The thread's copy of describeCause() in lib/errors.ts (a thread cannot load .ts): keep the two,
+ * and their wording, in step.
+ */
+function describeCause(cause) {
+  let isError
+  try {
+    isError = cause instanceof Error
+  } catch {
+    return undescribable(cause)
+  }
+  if (isError) {
+    try {
+      return `${String(cause.name)}: ${String(cause.message)}`
+    } catch {
+      return undescribable(cause)
+    }
+  }
+  try {
+    return String(cause)
+  } catch {
+    // an object whose toString() throws: its tag, `[object Object]`
+  }
+  try {
+    return Object.prototype.toString.call(cause)
+  } catch {
+    return undescribable(cause)
+  }
+}
+
+/** What describeCause says of a value it could not read: its class's name, read without calling a getter. */
+function undescribable(cause) {
+  try {
+    const proto = Object.getPrototypeOf(cause)
+    const C =
+      proto === null || proto === undefined
+        ? undefined
+        : Object.getOwnPropertyDescriptor(proto, 'constructor')?.value
+    const name = typeof C === 'function' ? Object.getOwnPropertyDescriptor(C, 'name')?.value : undefined
+    if (typeof name === 'string' && name !== '') return `${name} (describing it threw)`
+  } catch {
+    // a Proxy whose traps throw: nothing about it can be read
+  }
+  return 'a value that could not be described'
 }

@@ -12,10 +12,11 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import type { TransferListItem, Worker } from 'node:worker_threads'
 import type { Piscina } from 'piscina'
+import { isThenable } from '../_utils.js'
 import { describeCause, TimeoutError } from '../errors.js'
 import type { Group } from '../group.js'
 import { got, SETTLE_GRACE_MS } from '../options.js'
-import type { MapContext, RateLimit } from '../policies.js'
+import { type MapContext, type RateLimit, retryDelayOf } from '../policies.js'
 import { type Channel, DONE, EMPTY, type OrderedChannel, SKIP, Waiter } from '../queue.js'
 
 /** What a run of a thread stage needs from the stage's options. */
@@ -25,6 +26,8 @@ export interface ThreadPlan {
   readonly threads: number
   readonly batch: number
   readonly transfer: ((item: any) => readonly (TransferListItem | ArrayBufferView)[] | undefined) | undefined
+  /** How long the end round waits for `dispose` in the threads (ms; Infinity: as long as it takes). */
+  readonly disposeTimeout: number
   /** The step policies, or undefined when none is set (the batches then take the plain path). */
   readonly policies: ThreadPolicies | undefined
 }
@@ -54,11 +57,51 @@ export const IN_FLIGHT_PER_THREAD = 2
 const TARGET_BATCH_MS = 2
 
 /**
- * The control block shared with the threads (see entry.js): Int32 [0] abort flag, [1] thread
- * counter, [2] reason length, [3] unused, then a pair (threadId, inside a batch) per thread index,
- * then the abort reason's UTF-8 bytes (up to REASON_BYTES).
+ * The control block shared with the threads (a SharedArrayBuffer; entry.js reads it the same way:
+ * keep the two in step). Int32 header: [0] abort flag, [1] thread counter (a thread's ctx.worker),
+ * [2] reason length, [3] threads arrived at the end barrier. Then `slots` slots of SLOT Int32 each
+ * (the S_ offsets below): a thread claims a free one when it starts, and threadExited() frees it.
+ * Then the abort reason's UTF-8 bytes (up to REASON_BYTES).
  */
+const HEADER = 4
+const SLOT = 6
+/** In a slot: the threadId of the thread that holds it; 0 while it is free. */
+const S_THREAD = 0
+/** In a slot: 1 while its thread is inside a batch. */
+const S_RUNNING = 1
+/** In a slot: the id of the batch whose item runs under a timeout; 0 when none does. */
+const S_BATCH = 2
+/** In a slot: the index, within its batch, of that item. */
+const S_ITEM = 3
+/** In a slot: that item's deadline, in whole ms of sharedNow()'s clock (a wrapping Int32). */
+const S_DEADLINE = 4
+/** In a slot: the thread's index (ctx.worker). */
+const S_WORKER = 5
 const REASON_BYTES = 1024
+
+/**
+ * How long a thread may stay on an item past the item's deadline before the stage ends the thread
+ * (a function that does not look at its signal, or blocks its thread: nothing else can stop it).
+ * Long enough for a thread that has just finished the item to move on, short next to any timeout
+ * worth setting.
+ */
+export const STUCK_GRACE_MS = 100
+
+/**
+ * The offset from performance.now() to the process's monotonic clock, which the threads read too
+ * (entry.js). Both are read once first: the first call of each loads what it needs, which would
+ * skew the offset by milliseconds.
+ */
+const CLOCK_OFFSET = (() => {
+  performance.now()
+  process.hrtime.bigint()
+  return Number(process.hrtime.bigint()) / 1e6 - performance.now()
+})()
+
+/** Now, on the clock of the deadlines in the control block. */
+function sharedNow(): number {
+  return performance.now() + CLOCK_OFFSET
+}
 
 /** The thread side, next to this file: lib/threads/entry.js, or dist/threads/entry.js once built. */
 const ENTRY = new URL('./entry.js', import.meta.url)
@@ -82,7 +125,7 @@ interface Described {
   cause?: Described
 }
 
-/** The answer of a batch, or of a check or dispose task (see entry.js). */
+/** The answer of a batch, or of a check or end task (see entry.js). */
 interface Answer {
   worker: number
   out?: unknown[]
@@ -92,12 +135,21 @@ interface Answer {
   stopped?: boolean
   /** Indexes of the items whose function returned `skip`. */
   skipped?: number[]
-  /** `[index, error, timedOut]` of each item that failed, when the policies keep batches going. */
-  failed?: [number, Described | undefined, boolean][]
+  /**
+   * `[index, error, timedOut, worker?]` of each item that failed, when the policies keep batches
+   * going; `worker` where it is not the answer's (an item whose thread was ended).
+   */
+  failed?: [number, Described | undefined, boolean, number?][]
   /** Item `at` failed by its timeout. */
   timedOut?: boolean
   /** A check's answer: the module exports `dispose`. */
   dispose?: boolean
+}
+
+/** A task whose thread the watchdog ended: the index of the item it was stuck on, and the thread's index. */
+interface Stuck {
+  at: number
+  worker: number
 }
 
 /** An item that failed a try: its position in the batch, its error, and the thread that ran it. */
@@ -119,12 +171,6 @@ class BatchFailure {
 const NO_RESULTS: unknown[] = []
 function noop(): void {}
 
-/** mapStage's rule: a retry waits retryDelay, or what the function says; anything but a finite number above 0 is no wait. */
-function delayOf(p: ThreadPolicies, retry: number, err: unknown): number {
-  const d = typeof p.retryDelay === 'function' ? p.retryDelay(retry, err) : p.retryDelay
-  return typeof d === 'number' && d > 0 && Number.isFinite(d) ? d : 0
-}
-
 export class ThreadRun {
   private pool: Piscina | undefined
   private readonly ready: Promise<void>
@@ -138,13 +184,25 @@ export class ThreadRun {
   private readonly slots: number
   private readonly control: SharedArrayBuffer
   private readonly flags: Int32Array
+  /** Where the abort reason's bytes start in the control block. */
+  private readonly reasonAt: number
+  /** The last batch id given (batches are numbered only under a timeout, from 1). */
+  private batchIds = 0
+  /** The watchdog's next look at the slots (only with a timeout; see watch()). */
+  private watchTimer: ReturnType<typeof setTimeout> | undefined
+  /** Threads the watchdog ended, by threadId, until their exit is seen. */
+  private readonly ending = new Set<number>()
+  /** Tasks whose thread the watchdog ended, by batch id, until their rejection is seen. */
+  private readonly ended = new Map<number, Stuck>()
+  /** The end round has begun: no thread is replaced any more. */
+  private closing = false
   /** What an item costs, in ms, averaged over recent batches (see learn()); -1 before the first batch returns. */
   private perItem = -1
   /** Items per batch now: starts at 1 and follows `perItem`, up to `maxBatch`. */
   private size = 1
   /** `plan.batch`, or 1 under a rate limit: a turn is taken per item right before it is sent. */
   private readonly maxBatch: number
-  /** The module exports `dispose` (a check said so): the pool is destroyed after a dispose round. */
+  /** The module exports `dispose` (a check said so): after a stop too, the pool is destroyed after the end round. */
   private disposes = false
 
   constructor(
@@ -154,10 +212,19 @@ export class ThreadRun {
   ) {
     const loops = plan.threads * IN_FLIGHT_PER_THREAD
     this.active = loops
-    this.maxBatch = plan.policies?.rate === undefined ? plan.batch : 1
+    // one item per batch under a rate limit (a turn is taken per item right before it is sent),
+    // and with `transfer` under a timeout: the other items of a batch whose thread is ended are
+    // sent again, but `transfer` moved their buffers into the ended thread
+    this.maxBatch =
+      plan.policies?.rate === undefined &&
+      (plan.transfer === undefined || plan.policies?.timeout === undefined)
+        ? plan.batch
+        : 1
     this.slots = 2 * plan.threads + 8
-    this.control = new SharedArrayBuffer(4 * (4 + 2 * this.slots) + REASON_BYTES)
-    this.flags = new Int32Array(this.control, 0, 4 + 2 * this.slots)
+    const int32s = HEADER + SLOT * this.slots
+    this.reasonAt = 4 * int32s
+    this.control = new SharedArrayBuffer(this.reasonAt + REASON_BYTES)
+    this.flags = new Int32Array(this.control, 0, int32s)
     g.ctl.signal.addEventListener('abort', this.onHalt, { once: true })
     this.ready = this.start()
     // Group.spawn would start `g.workers` loops, but a thread stage's `workers` counts the items it
@@ -190,7 +257,9 @@ export class ThreadRun {
       minThreads: 0,
       idleTimeout: Number.POSITIVE_INFINITY,
       maxThreads: this.plan.threads,
-      maxQueue: this.plan.threads * IN_FLIGHT_PER_THREAD,
+      // the loops keep at most this many tasks in flight; the rest is room for the checks that
+      // replace threads the watchdog ended (see replace())
+      maxQueue: this.plan.threads * IN_FLIGHT_PER_THREAD + this.slots,
       concurrentTasksPerWorker: 1,
       recordTiming: false,
       workerData: {
@@ -200,10 +269,7 @@ export class ThreadRun {
         control: this.control,
         slots: this.slots,
         timeout: this.plan.policies?.timeout,
-        // a failed item does not end its batch when it may be retried or skipped
-        keepGoing:
-          this.plan.policies !== undefined &&
-          (this.plan.policies.retries > 0 || this.plan.policies.onError !== undefined),
+        keepGoing: this.keepGoing,
       },
     })
     this.pool = pool
@@ -216,6 +282,7 @@ export class ThreadRun {
       if (answer.error !== undefined) throw new BatchFailure(rebuild(answer.error), answer.worker, undefined)
       if (answer.dispose === true) this.disposes = true
     }
+    if (this.plan.policies?.timeout !== undefined && !this.g.halted) this.watch()
   }
 
   /** A batch loop, outputs in completion order. */
@@ -360,9 +427,15 @@ export class ThreadRun {
           sent = performance.now()
         }
       }
-      answer = await this.pool!.run(batch, transferList === undefined ? undefined : { transferList })
+      answer =
+        this.plan.policies?.timeout === undefined
+          ? await this.pool!.run(batch, transferList === undefined ? undefined : { transferList })
+          : await this.runWatched(batch, 0, transferList)
     } catch (err) {
-      if (g.halted) return NO_RESULTS
+      if (g.halted) {
+        this.rejectedAfterHalt(err)
+        return NO_RESULTS
+      }
       throw this.explain(err, batch)
     } finally {
       g.busy -= n
@@ -404,7 +477,12 @@ export class ThreadRun {
       for (const f of pending) {
         if (p !== undefined && attempt < p.retries) {
           g.retried++
-          const d = delayOf(p, attempt + 1, f.err)
+          let d: number
+          try {
+            d = retryDelayOf(p.retryDelay, attempt + 1, f.err, `threadStage "${g.name}"`)
+          } catch (delayErr) {
+            throw new BatchFailure(delayErr, f.worker, items[f.at])
+          }
           if (d > delay) delay = d
           again.push(f.at)
         } else if (p?.onError !== undefined) {
@@ -418,7 +496,9 @@ export class ThreadRun {
             attempt,
           }
           try {
-            p.onError(f.err, items[f.at], ctx)
+            // an async onError is awaited: its rejection fails the run as a throw does
+            const r: unknown = p.onError(f.err, items[f.at], ctx)
+            if (isThenable(r)) await r
           } catch (cbErr) {
             throw new BatchFailure(cbErr, f.worker, items[f.at])
           }
@@ -468,11 +548,11 @@ export class ThreadRun {
       }
     }
     if (answer.failed !== undefined) {
-      for (const [k, d, timedOut] of answer.failed) {
+      for (const [k, d, timedOut, worker] of answer.failed) {
         failed.push({
           at: at === undefined ? k : at[k]!,
           err: timedOut ? new TimeoutError(this.g.name, this.plan.policies!.timeout!) : rebuild(d!),
-          worker: answer.worker,
+          worker: worker ?? answer.worker,
         })
       }
     }
@@ -491,15 +571,151 @@ export class ThreadRun {
         if (turn !== undefined) await turn
         if (g.halted) return undefined
       }
-      const answer: Answer = await this.pool!.run({ retry: items, attempt })
+      const answer =
+        this.plan.policies?.timeout === undefined
+          ? ((await this.pool!.run({ items, attempt, id: 0 })) as Answer)
+          : await this.runWatched(items, attempt, undefined)
       return answer.stopped === true ? undefined : answer
     } catch (err) {
-      if (g.halted) return undefined
+      if (g.halted) {
+        this.rejectedAfterHalt(err)
+        return undefined
+      }
       throw this.explain(err, items)
     } finally {
       g.busy -= n
       if (g.halted) this.destroyIfIdle()
     }
+  }
+
+  /**
+   * Runs `items` on try `attempt` + 1 under a timeout: the task carries a batch id, which its
+   * thread writes in its slot with the item it is on, so that the watchdog can end a thread stuck
+   * on an item. A task whose thread was ended is answered by afterStuck().
+   */
+  private async runWatched(
+    items: unknown[],
+    attempt: number,
+    transferList: TransferListItem[] | undefined,
+  ): Promise<Answer> {
+    const id = (this.batchIds = (this.batchIds % 0x7fffffff) + 1)
+    try {
+      const answer = (await this.pool!.run(
+        { items, attempt, id },
+        transferList === undefined ? undefined : { transferList },
+      )) as Answer
+      // ended by the watchdog as it answered: its answer stands
+      this.ended.delete(id)
+      return answer
+    } catch (err) {
+      const stuck = this.ended.get(id)
+      if (stuck === undefined || stuck.at >= items.length) throw err
+      this.ended.delete(id)
+      if (this.g.halted) return { worker: stuck.worker, stopped: true }
+      return this.afterStuck(items, attempt, stuck)
+    }
+  }
+
+  /**
+   * The answer of a task whose thread the watchdog ended while it was stuck on item `stuck.at`:
+   * that item timed out. The task's other items go again, on the same try (they never finished,
+   * so it is not a retry; the items before the stuck one did run, but their results were lost
+   * with the thread, so their function runs again), and their outcome is merged into the answer.
+   * Without `keepGoing` the timeout ends the task, as a failure does.
+   */
+  private async afterStuck(items: unknown[], attempt: number, stuck: Stuck): Promise<Answer> {
+    const timeout = this.plan.policies!.timeout!
+    if (!this.keepGoing) return { worker: stuck.worker, at: stuck.at, timedOut: true }
+    const n = items.length
+    const out = new Array<unknown>(n)
+    const failed: NonNullable<Answer['failed']> = [[stuck.at, undefined, true, stuck.worker]]
+    let skipped: number[] | undefined
+    let ms = timeout
+    if (n > 1) {
+      const others: number[] = []
+      for (let i = 0; i < n; i++) if (i !== stuck.at) others.push(i)
+      const again = await this.runWatched(
+        others.map((i) => items[i]),
+        attempt,
+        undefined,
+      )
+      if (again.out === undefined)
+        return again.at === undefined || again.at < 0 ? again : { ...again, at: others[again.at] }
+      for (let k = 0; k < others.length; k++) out[others[k]!] = again.out[k]
+      if (again.skipped !== undefined) skipped = again.skipped.map((k) => others[k]!)
+      if (again.failed !== undefined) {
+        for (const [k, d, timedOut, w] of again.failed)
+          failed.push([others[k]!, d, timedOut, w ?? again.worker])
+        failed.sort((a, b) => a[0] - b[0])
+      }
+      ms += again.ms ?? 0
+    }
+    return { worker: stuck.worker, out, ms, skipped, failed }
+  }
+
+  /**
+   * The watchdog, with a timeout: looks at the slots, ends the thread of any that has been on one
+   * item past its deadline and STUCK_GRACE_MS (a function that never looks at its signal, a thread
+   * blocked in a synchronous call: nothing else can stop it), and comes back when the next item it
+   * knows of would be due (or after a timeout and the grace period, for items not started yet).
+   */
+  private readonly watch = (): void => {
+    this.watchTimer = undefined
+    if (this.g.halted || this.closing || this.destroyed !== undefined) return
+    const flags = this.flags
+    const now = sharedNow()
+    const nowMs = Math.floor(now) | 0
+    let next = now + this.plan.policies!.timeout! + STUCK_GRACE_MS
+    for (let k = 0; k < this.slots; k++) {
+      const b = HEADER + SLOT * k
+      // the opposite order of entry.js mark(): the deadline read is at least as recent as the
+      // item, so one that is long past belongs to that item, which its thread is still on
+      const at = Atomics.load(flags, b + S_ITEM)
+      const batch = Atomics.load(flags, b + S_BATCH)
+      const deadline = Atomics.load(flags, b + S_DEADLINE)
+      const threadId = Atomics.load(flags, b + S_THREAD)
+      if (threadId === 0 || batch === 0 || this.ending.has(threadId)) continue
+      // ms past the deadline (Int32 arithmetic: the clock's whole ms wrap around in the slot)
+      const late = (nowMs - deadline) | 0
+      if (late >= STUCK_GRACE_MS) this.endStuck(threadId, batch, at, Atomics.load(flags, b + S_WORKER))
+      else if (now + STUCK_GRACE_MS - late < next) next = now + STUCK_GRACE_MS - late
+    }
+    this.watchTimer = setTimeout(this.watch, next - now)
+    // the task in flight keeps the process alive, not the watchdog
+    this.watchTimer.unref()
+  }
+
+  /**
+   * Ends the thread `threadId`, stuck on item `at` of batch `batch`: its task is rejected once it
+   * has exited, and runWatched() finds why here. A new thread replaces it (see threadExited()).
+   */
+  private endStuck(threadId: number, batch: number, at: number, worker: number): void {
+    let thread: Worker | undefined
+    for (const t of this.pool!.threads) if (t.threadId === threadId) thread = t
+    if (thread === undefined) return
+    this.ending.add(threadId)
+    this.ended.set(batch, { at, worker })
+    void thread.terminate().then(noop, noop)
+  }
+
+  /**
+   * Starts a thread in place of one the watchdog ended: a check task, which makes piscina start a
+   * thread (it starts one when a task finds no idle thread; with minThreads 0 it never does so by
+   * itself, and tasks queued for the ended thread would wait for one). The new thread runs `init`;
+   * if that fails, the run fails.
+   */
+  private replace(): void {
+    if (this.g.halted || this.closing || this.destroyed !== undefined) return
+    ;(this.pool!.run(CHECK) as Promise<Answer>).then((a) => {
+      if (a.error !== undefined && !this.g.halted)
+        this.g.run.fail(rebuild(a.error), this.g.name, a.worker, undefined)
+    }, noop)
+  }
+
+  /** A failed item does not end its batch when it may be retried or skipped. */
+  private get keepGoing(): boolean {
+    const p = this.plan.policies
+    return p !== undefined && (p.retries > 0 || p.onError !== undefined)
   }
 
   /** Adds what `transfer(item)` returned to the batch's transfer list, once each; a view moves its buffer. */
@@ -588,11 +804,29 @@ export class ThreadRun {
 
   private async loopEnded(failure: BatchFailure | undefined): Promise<void> {
     if (--this.active === 0) {
-      const disposeFailure = await this.close()
-      failure ??= disposeFailure
+      const late = await this.close()
+      // a failure of the end round (dispose threw, a thread's timer threw) fails a run that is
+      // still running; once the stage has stopped it no longer can, and it is not lost either
+      if (late !== undefined && failure === undefined && this.g.halted) this.lateWarning(late.err)
+      failure ??= late
     }
     if (failure !== undefined && !this.g.halted) this.g.fail(failure.err, failure.worker, failure.item)
     else this.g.exit()
+  }
+
+  /** A thread failed once the stage had stopped: the run's outcome stands, and the failure is a process warning. */
+  private lateWarning(err: unknown): void {
+    process.emitWarning(
+      `stageline: a thread of threadStage "${this.g.name}" failed after the stage had stopped (the run's outcome is unchanged): ${describeCause(err)}`,
+    )
+  }
+
+  /**
+   * A task was rejected after the stage stopped. The pool destroyed under it says nothing; a
+   * thread that died by itself meanwhile (an uncaught error, process.exit()) is a process warning.
+   */
+  private rejectedAfterHalt(err: unknown): void {
+    if (this.destroyed === undefined) this.lateWarning(err)
   }
 
   /**
@@ -601,16 +835,16 @@ export class ThreadRun {
    * running batches return, or after the grace period for a function that ignores ctx.signal.
    */
   private readonly onHalt = (): void => {
-    const reason = this.g.ctl.signal.reason
-    const text = reason instanceof Error ? `${reason.name}\n${reason.message}` : `Error\n${String(reason)}`
+    const text = reasonText(this.g.ctl.signal.reason)
+    clearTimeout(this.watchTimer)
     const bytes = new TextEncoder().encode(text).subarray(0, REASON_BYTES)
-    new Uint8Array(this.control, this.flags.byteLength).set(bytes)
+    new Uint8Array(this.control, this.reasonAt).set(bytes)
     Atomics.store(this.flags, 2, bytes.length)
     Atomics.store(this.flags, 0, 1)
     Atomics.notify(this.flags, 0)
     if (this.destroyIfIdle()) return
     // half the run's grace period, so that the threads are gone within it and the run settles
-    // after; it also bounds the dispose round after a stop
+    // after; it also bounds the end round after a stop
     this.graceTimer = setTimeout(this.destroy, SETTLE_GRACE_MS / 2)
     this.graceTimer.unref()
   }
@@ -622,35 +856,55 @@ export class ThreadRun {
    */
   private destroyIfIdle(): boolean {
     // with a dispose export, the loops end by themselves (batches that start now stop at once),
-    // and the last one runs the dispose round before it destroys the pool (close())
+    // and the last one runs the end round before it destroys the pool (close())
     if (this.disposes) return false
-    const started = Math.min(Atomics.load(this.flags, 1), this.slots)
-    for (let i = 0; i < started; i++) if (Atomics.load(this.flags, 4 + 2 * i + 1) !== 0) return false
+    for (let k = 0; k < this.slots; k++) {
+      if (Atomics.load(this.flags, HEADER + SLOT * k + S_RUNNING) !== 0) return false
+    }
     void this.destroy()
     return true
   }
 
-  /** A thread exited: it runs nothing any more (one that died inside a batch left its flag raised). */
+  /**
+   * A thread exited: it runs nothing any more (one that died inside a batch left its flags
+   * raised), and its slot is free for a new thread. One the watchdog ended is replaced.
+   */
   private threadExited(threadId: number): void {
-    for (let i = 0; i < this.slots; i++) {
-      if (Atomics.load(this.flags, 4 + 2 * i) === threadId) Atomics.store(this.flags, 4 + 2 * i + 1, 0)
+    const flags = this.flags
+    for (let k = 0; k < this.slots; k++) {
+      const b = HEADER + SLOT * k
+      if (Atomics.load(flags, b + S_THREAD) !== threadId) continue
+      Atomics.store(flags, b + S_BATCH, 0)
+      Atomics.store(flags, b + S_RUNNING, 0)
+      Atomics.store(flags, b + S_THREAD, 0)
     }
+    if (this.ending.delete(threadId)) this.replace()
     if (this.g.halted) this.destroyIfIdle()
   }
 
-  /** The pool failed outside any task (piscina emits 'error'): the run fails. */
+  /**
+   * The pool failed outside any task (piscina emits 'error': a thread threw while it held no
+   * task): the run fails, or, once the stage has stopped, it is a process warning. Once the pool
+   * is being destroyed, what piscina reports is its own teardown (an answer that arrives for a
+   * task it has just dropped), not a thread's failure.
+   */
   private readonly onPoolError = (err: unknown): void => {
     if (!this.g.halted) this.g.run.fail(err, this.g.name, 0, undefined)
+    else if (this.destroyed === undefined) this.lateWarning(err)
   }
 
   /**
-   * The last loop ended: runs the dispose round if the module exports `dispose`, then destroys the
-   * pool. Resolves to the failure of a dispose that threw, if any.
+   * The last loop ended: runs the end round (unless the stage stopped and the module exports no
+   * `dispose`), then destroys the pool. Resolves to the failure of the end round, if any.
    */
   private async close(): Promise<BatchFailure | undefined> {
     let failure: BatchFailure | undefined
+    this.closing = true
+    clearTimeout(this.watchTimer)
     // the abort listener stays during the round: a stop then still bounds it (onHalt's timer)
-    if (this.disposes && this.destroyed === undefined) failure = await this.disposeRound()
+    if (this.pool !== undefined && this.destroyed === undefined && (this.disposes || !this.g.halted)) {
+      failure = await this.endRound(this.pool)
+    }
     this.g.ctl.signal.removeEventListener('abort', this.onHalt)
     clearTimeout(this.graceTimer)
     await this.destroy()
@@ -658,24 +912,52 @@ export class ThreadRun {
   }
 
   /**
-   * Runs `dispose` once in every thread: one task per thread, which entry.js holds until every
-   * thread has one (piscina gives a task to any idle thread). No batch is in flight by now.
+   * Ends the run in every thread: one task per thread, which entry.js holds until every thread has
+   * one (piscina gives a task to any idle thread). It runs `dispose` and lets the thread's timers
+   * that are due run: piscina blocks an idle thread, so a timer the function set after its last
+   * batch (one that throws, say) would otherwise never run, and its error would vanish with the
+   * pool. No batch is in flight by now. Resolves to the first failure: a dispose that threw, or a
+   * thread that died during the round.
    */
-  private async disposeRound(): Promise<BatchFailure | undefined> {
-    const pool = this.pool!
+  private async endRound(pool: Piscina): Promise<BatchFailure | undefined> {
     const n = pool.threads.length
     Atomics.store(this.flags, 3, 0)
-    const task = { dispose: n }
-    const answers = await Promise.allSettled(
-      Array.from({ length: n }, () => pool.run(task) as Promise<Answer>),
+    const task = { end: n }
+    let failure: BatchFailure | undefined
+    let answered = 0
+    const round = Promise.all(
+      Array.from({ length: n }, () =>
+        (pool.run(task) as Promise<Answer>).then(
+          (a) => {
+            answered++
+            if (a.error !== undefined) failure ??= new BatchFailure(rebuild(a.error), a.worker, undefined)
+          },
+          (err: unknown) => {
+            answered++
+            // the pool destroyed under the round (the grace period after a stop ran out) says
+            // nothing; otherwise the thread died during it, of its own error
+            if (this.destroyed === undefined) failure ??= new BatchFailure(err, 0, undefined)
+          },
+        ),
+      ),
     )
-    for (const a of answers) {
-      // a rejection is the pool destroyed under the round (the grace period after a stop ran out)
-      if (a.status === 'fulfilled' && a.value.error !== undefined) {
-        return new BatchFailure(rebuild(a.value.error), a.value.worker, undefined)
+    const ms = this.plan.disposeTimeout
+    if (ms === Number.POSITIVE_INFINITY) await round
+    else {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const late = new Promise<true>((resolve) => {
+        timer = setTimeout(resolve, ms, true)
+      })
+      const timedOut = await Promise.race([round, late])
+      clearTimeout(timer)
+      // a dispose that does not return: close() destroys the pool next, which ends its thread
+      if (timedOut === true && answered < n) {
+        process.emitWarning(
+          `stageline: threadStage "${this.g.name}": dispose did not return within ${ms} ms (disposeTimeout) in ${n - answered} of its ${n} threads; they were ended (the run's outcome is unchanged)`,
+        )
       }
     }
-    return undefined
+    return failure
   }
 
   /**
@@ -712,6 +994,28 @@ export class ThreadRun {
     }
     return this.destroyed
   }
+}
+
+/**
+ * The stop's reason as the threads rebuild it (entry.js poll()): `name` and `message` of an Error,
+ * or `Error` and the value as text. It never throws: the reason may be a caller's signal reason
+ * (any value), and onHalt() runs in an abort listener, where a throw would be an uncaught
+ * exception and leave the threads unaware of the stop. What cannot be read is described as
+ * describeCause() describes it.
+ */
+function reasonText(reason: unknown): string {
+  let name = 'Error'
+  let message: string
+  try {
+    if (reason instanceof Error) {
+      name = String(reason.name)
+      message = String(reason.message)
+    } else message = String(reason)
+  } catch {
+    name = 'Error'
+    message = describeCause(reason)
+  }
+  return `${name}\n${message}`
 }
 
 /** An error, or any thrown value, rebuilt from what entry.js sent: same name, message, stack and properties. */

@@ -12,6 +12,7 @@ import type { StageContext } from '../group.js'
 import {
   checkFunction,
   checkInteger,
+  checkMs,
   checkObject,
   DEFAULT_QSIZE,
   got,
@@ -33,6 +34,8 @@ export const DEFAULT_BATCH = 1024
 export const MAX_THREADS = 1024
 /** The largest `batch` of a thread stage. */
 export const MAX_BATCH = 1_000_000
+/** How long the end of a run waits for a thread's `dispose` export, unless `disposeTimeout` says otherwise. */
+export const DEFAULT_DISPOSE_TIMEOUT_MS = 5000
 
 /**
  * What the function in a thread receives besides its item (and what the module's `init` and
@@ -137,17 +140,25 @@ export interface ThreadStageOptions<I = unknown> extends Omit<StageOptions, 'wor
   /**
    * Milliseconds to wait before a retry, or a function of the retry number (1 for the first retry)
    * and the error, called on the main thread: `(n) => 100 * 2 ** n`. Items of one batch that fail
-   * together are retried together, after the longest of their delays.
+   * together are retried together, after the longest of their delays. From 0 to 2^31-1
+   * (`MAX_TIMER_MS`): a function that returns anything else fails the run on the item (a
+   * RangeError, or a TypeError for a non-number, whose `cause` is the item's error), and one that
+   * throws fails it with an AggregateError of the item's error and its own.
    * @default 0
    */
   retryDelay?: number | ((retry: number, error: unknown) => number)
   /**
-   * Milliseconds one try of an item may take, counted from when its thread starts it. A running
-   * synchronous function cannot be interrupted: once the time is up, `ctx.signal` reports aborted
-   * (reason: an Error named `TimeoutError`), so a loop that checks `signal.aborted` or calls
-   * `signal.throwIfAborted()` stops; a result that arrives late counts as a timeout. An async
-   * function's promise is given up at the deadline, as in mapStage. The failure is a
-   * {@link TimeoutError}, retried, skipped or failing the run like any other.
+   * Milliseconds one try of an item may take, counted from when its thread starts it. Once the
+   * time is up, `ctx.signal` reports aborted (reason: an Error named `TimeoutError`), so a loop
+   * that checks `signal.aborted` or calls `signal.throwIfAborted()` stops, and an async function's
+   * promise is given up, as in mapStage; a result that arrives late counts as a timeout. A thread
+   * still on the item 100 ms after that (a function that never looks at its signal, a blocking
+   * call) is ended, whatever its function does: a new thread replaces it (it runs the module's
+   * `init`; the ended thread's `dispose` does not run), and the other items of its batch are sent
+   * again, on the same try; those that had run before the stuck one run a second time, since their
+   * results were lost with the thread. The failure is a {@link TimeoutError}, retried, skipped or
+   * failing the run like any other. With `transfer`, items then go one per batch (a moved buffer
+   * cannot be sent again).
    * @default no timeout
    */
   timeout?: number
@@ -161,7 +172,8 @@ export interface ThreadStageOptions<I = unknown> extends Omit<StageOptions, 'wor
   /**
    * Called on the main thread with every item skipped by `errors: 'skip'`, and the error as
    * rebuilt from the thread (a {@link TimeoutError} for a timeout). Required with it; if it throws,
-   * the run fails. `ctx.state` is undefined there: the state lives in the threads.
+   * or returns a promise that rejects (a returned promise is awaited), the run fails with its
+   * error. `ctx.state` is undefined there: the state lives in the threads.
    */
   onError?: (error: unknown, item: I, ctx: MapContext<undefined>) => void
   /**
@@ -170,6 +182,14 @@ export interface ThreadStageOptions<I = unknown> extends Omit<StageOptions, 'wor
    * @default no rate limit
    */
   rate?: RateLimit
+  /**
+   * Milliseconds the end of a run waits for the worker module's `dispose` export to return in
+   * every thread. Past it, the threads still in `dispose` are ended, the stage emits a process
+   * warning naming itself, and the run ends as it would have (its results, or its error, stand).
+   * Above 0, up to 2^31-1 (`MAX_TIMER_MS`), or `Infinity` to wait as long as `dispose` takes.
+   * @default 5000
+   */
+  disposeTimeout?: number
   /**
    * Not an option of a thread stage: a function cannot be sent to a thread. Export
    * `init(ctx)` from the worker module instead; it runs once in each thread, and what it returns
@@ -203,6 +223,7 @@ export interface ResolvedThreadStageOptions extends ResolvedStageOptions {
   errors?: 'fail' | 'skip'
   onError?: (error: unknown, item: any, ctx: MapContext<undefined>) => void
   rate?: RateLimit
+  disposeTimeout: number
 }
 
 const WHERE = 'threadStage()'
@@ -219,7 +240,14 @@ const UNSUPPORTED: Readonly<Record<string, string>> = {
   limit:
     'the threads bound its concurrency (`threads`), and a limiter slot held on the main thread would cover a whole batch, not one call; use `rate` to space items out',
 }
-const OPTIONS: ReadonlySet<string> = new Set(['threads', 'batch', 'export', 'transfer', ...POLICIES])
+const OPTIONS: ReadonlySet<string> = new Set([
+  'threads',
+  'batch',
+  'export',
+  'transfer',
+  'disposeTimeout',
+  ...POLICIES,
+])
 const EXTRA: ReadonlySet<string> = new Set([...OPTIONS, ...Object.keys(UNSUPPORTED)])
 /** The `workers` value this stage derived last: a different one was set by hand through setup(). */
 const DERIVED: unique symbol = Symbol('stageline.threads.workers')
@@ -280,6 +308,7 @@ export function threadStage<I, O>(module: URL | string, options?: ThreadStageOpt
     batch: DEFAULT_BATCH,
     export: 'default',
     transfer: undefined,
+    disposeTimeout: DEFAULT_DISPOSE_TIMEOUT_MS,
     module: href,
   }
   const resolved = resolveStageOptions(WHERE, base, options, OPTIONS) as ResolvedThreadStageOptions
@@ -332,6 +361,7 @@ function checkThreadOptions(o: ResolvedThreadStageOptions & { [DERIVED]?: number
     )
   }
   if (o.transfer !== undefined) checkFunction(WHERE, 'transfer', o.transfer)
+  checkMs(WHERE, 'disposeTimeout', o.disposeTimeout, { above0: true, infinity: true })
   // the same checks, and messages, as mapStage's policies
   checkPolicies(WHERE, o as unknown as Record<string, unknown>)
   if (o.transfer !== undefined && o.retries !== undefined && o.retries > 0) {
@@ -382,6 +412,7 @@ const threadRunner: RunnerFactory = (options) => {
     threads: o.threads,
     batch: o.batch,
     transfer: o.transfer,
+    disposeTimeout: o.disposeTimeout,
     policies: policiesOf(o),
   }
   return {
