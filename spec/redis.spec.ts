@@ -5,8 +5,8 @@
 import { createServer } from 'node:net'
 import { inspect } from 'node:util'
 import { pack, unpackMultiple } from 'msgpackr'
-import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { mapStage, pipe, RunStopped, TaskException } from '../lib/index.js'
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
+import { MAX_TIMER_MS, mapStage, pipe, RunStopped, TaskException } from '../lib/index.js'
 import {
   DeliveryLimitError,
   RedisConnectionError,
@@ -408,13 +408,77 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
     const run = pipe([41], redisStage<number, number>(name, { url })).toArray()
     await waitFor('the item to start', () => begun)
     await expect(w.close({ grace: -1 })).rejects.toThrow(
-      'worker.close(): expected `grace` to be a number of milliseconds >= 0, got -1 (number)',
+      'worker.close(): expected `grace` to be a number of milliseconds from 0 to 2147483647 (about 24.8 days, the longest a timer can wait) or `Infinity`, got -1 (number)',
     )
     await w.close({ grace: 50 })
     await w.closed
     expect(await run).toEqual([42])
     // the signal aborted after the grace period, while the item was still running
     expect(abortedAt).toBeGreaterThanOrEqual(40)
+  })
+
+  test('close({ grace: Infinity }) never aborts held items, and a grace past a timer is refused', async () => {
+    const name = fresh()
+    let begun = false
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let aborted: boolean | undefined
+    const w = await serve(name, async (x: number, ctx: WorkerContext) => {
+      begun = true
+      await gate
+      aborted = ctx.signal.aborted
+      return x + 1
+    })
+    const run = pipe([1], redisStage<number, number>(name, { url })).toArray()
+    await waitFor('the item to start', () => begun)
+    await expect(w.close({ grace: 2 ** 31 })).rejects.toThrow(
+      'worker.close(): expected `grace` to be a number of milliseconds from 0 to 2147483647 (about 24.8 days, the longest a timer can wait) or `Infinity`, got 2147483648 (number)',
+    )
+    // a timer asked to wait longer than 2^31-1 ms (or Infinity) fires after 1 ms instead
+    const timers = vi.spyOn(globalThis, 'setTimeout')
+    try {
+      const closing = w.close({ grace: Number.POSITIVE_INFINITY })
+      expect(timers.mock.calls.filter((c) => !((c[1] ?? 0) <= MAX_TIMER_MS))).toEqual([])
+      release()
+      await closing
+    } finally {
+      timers.mockRestore()
+    }
+    expect(aborted).toBe(false)
+    expect(await run).toEqual([2])
+  })
+
+  test('maxWait: Infinity sends an entry only when it is full or the input ends, with no timer', async () => {
+    const name = fresh()
+    await serve(name, (x: number) => x)
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let parked = false
+    async function* source(): AsyncGenerator<number> {
+      yield* [0, 1, 2, 3]
+      parked = true
+      await gate
+    }
+    const out: number[] = []
+    const timers = vi.spyOn(globalThis, 'setTimeout')
+    let run: Promise<void> | undefined
+    try {
+      const stage = redisStage<number, number>(name, { url, batch: 3, maxWait: Number.POSITIVE_INFINITY })
+      expect(stage.options).toMatchObject({ maxWait: Number.POSITIVE_INFINITY })
+      run = (async () => {
+        for await (const x of pipe(source, stage)) out.push(x)
+      })()
+      // the full entry (0, 1, 2) goes and comes back; 3 waits for more items, however long
+      await waitFor('the first entry back', () => out.length >= 3)
+      expect(parked).toBe(true)
+      expect(out.sort()).toEqual([0, 1, 2])
+      expect(timers.mock.calls.filter((c) => !((c[1] ?? 0) <= MAX_TIMER_MS))).toEqual([])
+    } finally {
+      timers.mockRestore()
+      release()
+      await run
+    }
+    expect(out.sort()).toEqual([0, 1, 2, 3])
   })
 
   test('close() while the server is unreachable gives up on it after connectTimeout instead of waiting forever', async () => {

@@ -11,7 +11,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { ErrorReply } from 'redis'
 import { describeCause, RunStopped } from '../errors.js'
 import type { StageContext } from '../group.js'
-import { checkFunction, got } from '../options.js'
+import { checkFunction, checkMs } from '../options.js'
 import { isThenable } from '../workers.js'
 import { pack, packError, unpackItems } from './codec.js'
 import { Connection } from './connection.js'
@@ -94,9 +94,10 @@ export interface StageWorker {
   readonly closed: Promise<void>
   /**
    * Stops taking entries, lets the items it holds finish, writes their results and acknowledges
-   * them, then disconnects. Their `ctx.signal` aborts after `grace` ms (default at once): an item
-   * whose function then throws is put back in the queue for another worker, one whose function
-   * returns anyway is acknowledged. Entries not yet started are put back at once.
+   * them, then disconnects. Their `ctx.signal` aborts after `grace` ms (default at once; `Infinity`:
+   * never, the items run to their end): an item whose function then throws is put back in the
+   * queue for another worker, one whose function returns anyway is acknowledged. Entries not yet
+   * started are put back at once.
    */
   close(options?: { grace?: number }): Promise<void>
 }
@@ -706,13 +707,12 @@ class Server implements StageWorker {
 
   close(options?: { grace?: number }): Promise<void> {
     if (this.closeCalled !== undefined) return this.closeCalled
-    const grace = options?.grace ?? 0
-    if (typeof grace !== 'number' || Number.isNaN(grace) || grace < 0) {
-      return Promise.reject(
-        new TypeError(
-          `worker.close(): expected \`grace\` to be a number of milliseconds >= 0, got ${got(grace)}`,
-        ),
-      )
+    let grace: number
+    try {
+      const given = options?.grace
+      grace = given === undefined ? 0 : checkMs('worker.close()', 'grace', given, { infinity: true })
+    } catch (err) {
+      return Promise.reject(err)
     }
     this.closeCalled = this.shutdown(grace)
     return this.closeCalled
@@ -739,8 +739,12 @@ class Server implements StageWorker {
     this.pump() // entries not started go back to the queue now
     if (this.fatal === undefined) {
       const reason = new RunStopped(`the worker ${this.id} is closing`)
-      const timer = grace > 0 ? setTimeout(() => this.abortAll(reason), grace) : undefined
-      if (timer === undefined) this.abortAll(reason)
+      // Infinity: never abort (no timer: Node would fire one set for Infinity after 1 ms)
+      const timer =
+        grace > 0 && grace !== Number.POSITIVE_INFINITY
+          ? setTimeout(() => this.abortAll(reason), grace)
+          : undefined
+      if (grace === 0) this.abortAll(reason)
       await new Promise<void>((resolve) => {
         this.wakeIdle = resolve
         this.checkIdle()

@@ -295,7 +295,13 @@ class RemoteRun {
         x = input.poll(w)
         if (x === EMPTY) {
           const p = input.wait(w)
-          if (buf.count > 0 && !(await settlesWithin(p, deadline - performance.now()))) {
+          // with maxWait Infinity a partial entry waits for the input (no timer: Node would fire
+          // one set for Infinity after 1 ms)
+          if (
+            buf.count > 0 &&
+            maxWait !== Number.POSITIVE_INFINITY &&
+            !(await settlesWithin(p, deadline - performance.now()))
+          ) {
             parked = p
             await this.send(buf)
             if (this.stopping) return
