@@ -532,6 +532,68 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
     expect(((e2 as TaskException).cause as Error).message).toMatch(/the result of item 1 cannot be sent back/)
   })
 
+  test('a thrown value that cannot be described still fails the run with a RemoteError, and the worker goes on', async () => {
+    const name = fresh()
+    const hostile = (what: string): PropertyDescriptor => ({
+      get() {
+        throw new Error(`no ${what}`)
+      },
+    })
+    const throwers: (() => unknown)[] = [
+      () => Object.defineProperty(new Error('m'), 'message', hostile('message')),
+      () => Object.defineProperty(new TypeError('n'), 'name', hostile('name')),
+      () => Object.defineProperty(new RangeError('s'), 'stack', hostile('stack')),
+      () => Object.defineProperty(new Error('c'), 'code', hostile('code')),
+      () =>
+        new Proxy(new Error('p'), {
+          getPrototypeOf() {
+            throw new Error('no prototype')
+          },
+        }),
+      () => {
+        const { proxy, revoke } = Proxy.revocable(new Error('r'), {})
+        revoke()
+        return proxy
+      },
+      () => ({
+        toString() {
+          throw new Error('no string')
+        },
+      }),
+    ]
+    const expected: [string, string | RegExp][] = [
+      ['Error', 'an Error was thrown whose message could not be read (reading it threw Error: no message)'],
+      ['TypeError', 'n'],
+      ['RangeError', 's'],
+      ['Error', 'c'],
+      ['Error', 'a value was thrown that could not be looked at (Error: no prototype)'],
+      ['Error', /^a value was thrown that could not be looked at \(TypeError: .*revoked/],
+      ['Error', 'a non-Error value was thrown: [object Object]'],
+    ]
+    // odd items throw, even ones reject (the function is async)
+    await serve(name, (x: number) => {
+      if (x >= 100) return Promise.reject(throwers[x - 100]!())
+      if (x >= 10) throw throwers[x - 10]!()
+      return x
+    })
+    for (const base of [10, 100]) {
+      for (let i = 0; i < throwers.length; i++) {
+        const err = await pipe([base + i], redisStage<number, number>(name, { url }))
+          .toArray()
+          .catch((e: unknown) => e)
+        expect(err).toBeInstanceOf(TaskException)
+        const cause = (err as TaskException).cause as RemoteError
+        expect(cause).toBeInstanceOf(RemoteError)
+        expect(cause.name).toBe(expected[i]![0])
+        expect(cause.message).toMatch(expected[i]![1])
+        expect(cause.code).toBeUndefined()
+      }
+    }
+    expect(await pipe([1, 2], redisStage<number, number>(name, { url, ordered: true })).toArray()).toEqual([
+      1, 2,
+    ])
+  })
+
   test('items from a trickling source go out in partial entries after maxWait, not when the entry is full', async () => {
     const name = fresh()
     await serve(name, (x: number) => x)

@@ -584,7 +584,7 @@ class Server implements StageWorker {
       }
     }
     const cause = new TypeError(
-      `the result of item ${h.d.seq + i} cannot be sent back: ${err instanceof Error ? err.message : String(err)}`,
+      `the result of item ${h.d.seq + i} cannot be sent back: ${describeCause(err)}`,
     )
     i = Math.min(i, h.count - 1)
     this.write(this.queue.report(h.d, h.d.seq + i, packError(cause, this.id, h.attempt), h.raw(i)))
