@@ -594,6 +594,59 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
     ])
   })
 
+  test('a hostile thenable returned by the function fails its item or settles it once', async () => {
+    const name = fresh()
+    let running = 0
+    let most = 0
+    const thenables: unknown[] = [
+      undefined,
+      {
+        // biome-ignore lint/suspicious/noThenProperty: a hostile thenable is what is tested
+        get then() {
+          throw new Error('then getter')
+        },
+      },
+      {
+        // biome-ignore lint/suspicious/noThenProperty: a hostile thenable is what is tested
+        then() {
+          throw new Error('then threw')
+        },
+      },
+      {
+        // biome-ignore lint/suspicious/noThenProperty: a hostile thenable is what is tested
+        then(ok: (v: unknown) => void, bad: (e: unknown) => void) {
+          ok(30)
+          ok(31)
+          bad(new Error('too late'))
+        },
+      },
+    ]
+    await serve(name, (x: number) => {
+      if (x < thenables.length) return thenables[x]
+      return (async () => {
+        most = Math.max(most, ++running)
+        await sleep(1)
+        running--
+        return x
+      })()
+    })
+    for (const [x, message] of [
+      [1, 'then getter'],
+      [2, 'then threw'],
+    ] as const) {
+      const err = await pipe([x], redisStage<number, number>(name, { url }))
+        .toArray()
+        .catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(TaskException)
+      expect(((err as TaskException).cause as RemoteError).message).toBe(message)
+    }
+    expect(await pipe([3], redisStage<number, number>(name, { url })).toArray()).toEqual([30])
+    // the worker's count of running items stayed right: still one item at a time (concurrency 1)
+    const out = await pipe(range(20, 10), redisStage<number, number>(name, { url, batch: 1 })).toArray()
+    expect(out.sort((a, b) => a - b)).toEqual(range(20, 10))
+    expect(most).toBe(1)
+  })
+
   test('items from a trickling source go out in partial entries after maxWait, not when the entry is full', async () => {
     const name = fresh()
     await serve(name, (x: number) => x)

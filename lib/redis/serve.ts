@@ -466,6 +466,7 @@ class Server implements StageWorker {
     if (i === 0) h.startedAt = performance.now()
     const slot = this.slots.pop()!
     let y: unknown
+    let thenable: boolean
     try {
       const item = h.items[i]
       h.items[i] = undefined // let it be collected once the function is done with it
@@ -478,16 +479,36 @@ class Server implements StageWorker {
         attempt: h.attempt,
       }
       y = this.fn(item, ctx)
+      thenable = isThenable(y) // reads `then`: a getter of the result's may throw
     } catch (err) {
       this.itemFailed(h, i, slot, err)
       return
     }
-    if (isThenable(y)) {
-      y.then(
-        (v) => this.itemDone(h, i, slot, v),
-        (err) => this.itemFailed(h, i, slot, err),
-      )
-    } else this.itemDone(h, i, slot, y)
+    if (thenable) this.awaitResult(h, i, slot, y as PromiseLike<unknown>)
+    else this.itemDone(h, i, slot, y)
+  }
+
+  /**
+   * Waits for a result that is a promise or another thenable. The item settles once, on the first
+   * call of either callback, whatever the thenable does (calls both, calls one twice, throws from
+   * `then`): a second settlement would corrupt the count of running items.
+   */
+  private awaitResult(h: Held, i: number, slot: number, y: PromiseLike<unknown>): void {
+    let settled = false
+    const failed = (err: unknown): void => {
+      if (settled) return
+      settled = true
+      this.itemFailed(h, i, slot, err)
+    }
+    try {
+      y.then((v) => {
+        if (settled) return
+        settled = true
+        this.itemDone(h, i, slot, v)
+      }, failed)
+    } catch (err) {
+      failed(err)
+    }
   }
 
   private itemDone(h: Held, i: number, slot: number, value: unknown): void {
