@@ -17,6 +17,7 @@ import {
   serveStage,
   type WorkerContext,
 } from '../lib/redis/index.js'
+import { SENDABLE } from '../lib/sendable.js'
 import { type RedisServer, reportUnavailable, startRedisServer } from './helpers/redis-server.js'
 import { keysOf, type Raw, range, rawClient, runsOf, sleep, waitFor } from './helpers/redis-util.js'
 
@@ -515,21 +516,68 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
     ])
   })
 
-  test('an item or a result that cannot be serialized fails the run naming it', async () => {
+  test('an item that cannot be sent fails the run naming it and where, and leaves no key behind', async () => {
     const name = fresh()
-    await serve(name, (x: number) => (x === 2 ? Symbol('no') : x))
-    const sym = Symbol('item')
-    const e1 = await pipe([1, sym], redisStage<unknown, unknown>(name, { url }))
-      .toArray()
-      .catch((e: unknown) => e)
-    expect(e1).toBeInstanceOf(TaskException)
-    expect((e1 as TaskException).item).toBe(sym)
-    const e2 = await pipe([1, 2, 3], redisStage<number, unknown>(name, { url, batch: 3 }))
-      .toArray()
-      .catch((e: unknown) => e)
-    expect(e2).toBeInstanceOf(TaskException)
-    expect((e2 as TaskException).item).toBe(2)
-    expect(((e2 as TaskException).cause as Error).message).toMatch(/the result of item 1 cannot be sent back/)
+    const served: unknown[] = []
+    await serve(name, (x: unknown) => {
+      served.push(x)
+      return x
+    })
+    class Point {
+      x = 1
+    }
+    const anon = [() => 1][0]!
+    const cases: [unknown, string][] = [
+      [anon, 'item is a function (anonymous)'],
+      [{ id: 1, f() {} }, 'item.f is a function f'],
+      [{ tags: ['a', anon] }, 'item.tags[1] is a function (anonymous)'],
+      [Symbol('s'), 'item is a symbol (Symbol(s))'],
+      [{ at: new Point() }, 'item.at is an instance of Point'],
+      [new Map([['k', new Set([1, anon])]]), 'item.get("k").values()[1] is a function (anonymous)'],
+    ]
+    for (const [bad, reason] of cases) {
+      const err = await pipe([1, 2, bad, 3], redisStage<unknown, unknown>(name, { url, batch: 2 }))
+        .toArray()
+        .catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(TaskException)
+      const te = err as TaskException
+      expect(te.item).toBe(bad)
+      expect(te.stage).toBe(name)
+      expect(te.cause).toBeInstanceOf(TypeError)
+      expect((te.cause as Error).message).toBe(`${reason}; ${SENDABLE}`)
+      // deleted before the run rejected, not after: nothing to wait for
+      expect(await keysOf(raw, name)).toEqual([])
+    }
+    // nothing after the refused item was sent, and nothing changed reached a worker
+    for (const x of served) expect([1, 2]).toContain(x)
+  })
+
+  test('a result that cannot be sent back fails its item as a throw would, never arriving changed', async () => {
+    const name = fresh()
+    await serve(name, (x: number) => {
+      if (x === 2) return { user: { id: 2, f() {} } }
+      if (x === 4) return new URL('http://h/')
+      if (x === 5) return Symbol('no')
+      return x
+    })
+    const cases: [number, string][] = [
+      [2, 'result.user.f is a function f'],
+      [4, 'result is an instance of URL'],
+      [5, 'result is a symbol (Symbol(no))'],
+    ]
+    for (const [item, reason] of cases) {
+      const err = await pipe([1, item, 3], redisStage<number, unknown>(name, { url, batch: 3 }))
+        .toArray()
+        .catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(TaskException)
+      const te = err as TaskException
+      expect(te.item).toBe(item)
+      expect(te.cause).toBeInstanceOf(RemoteError)
+      const cause = te.cause as RemoteError
+      expect([cause.name, cause.message, cause.seq]).toEqual(['TypeError', `${reason}; ${SENDABLE}`, 1])
+    }
+    // the worker goes on serving
+    expect((await pipe([1, 3], redisStage<number, unknown>(name, { url })).toArray()).sort()).toEqual([1, 3])
   })
 
   test('a thrown value that cannot be described still fails the run with a RemoteError, and the worker goes on', async () => {

@@ -1,7 +1,9 @@
 /**
  * How items, results and errors are serialized: msgpackr with `structuredClone: true`, so Date,
  * Map, Set, typed arrays, BigInt, RegExp and cyclic references arrive as they left (msgpackr's
- * default would turn a Map into a plain object).
+ * default would turn a Map into a plain object). What may be sent is checked before packing (see
+ * lib/sendable.ts); the packer is also set never to change a value silently on its own: it calls
+ * no `toJSON()` of a value, and throws on a function rather than write `undefined` for it.
  * @module
  */
 import { Packr } from 'msgpackr'
@@ -9,9 +11,15 @@ import { describeCause } from '../errors.js'
 import type { RemoteErrorInfo } from './errors.js'
 
 /** One packer for the process: stateless between calls (record structures travel in each message). */
-export const codec = new Packr({ structuredClone: true })
+export const codec = new Packr({
+  structuredClone: true,
+  useToJSON: false,
+  writeFunction: () => {
+    throw new TypeError('a function cannot be sent to another process')
+  },
+})
 
-/** Serializes one value. Throws on what cannot be sent (a Symbol); functions become undefined. */
+/** Serializes one value. Throws on a function or a symbol (check values with unsendable() first). */
 export function pack(value: unknown): Buffer {
   return codec.pack(value)
 }

@@ -12,6 +12,7 @@ import { ErrorReply } from 'redis'
 import { describeCause, RunStopped } from '../errors.js'
 import type { StageContext } from '../group.js'
 import { checkFunction, checkMs } from '../options.js'
+import { SENDABLE, unsendable } from '../sendable.js'
 import { isThenable } from '../workers.js'
 import { pack, packError, unpackItems } from './codec.js'
 import { Connection } from './connection.js'
@@ -512,6 +513,13 @@ class Server implements StageWorker {
   }
 
   private itemDone(h: Held, i: number, slot: number, value: unknown): void {
+    // checked before it is packed: the packer would send a function as undefined, an instance of
+    // a class as a plain object; refused, the item fails as if the function had thrown
+    const refused = unsendable(value, 'result')
+    if (refused !== undefined) {
+      this.itemFailed(h, i, slot, new TypeError(`${refused}; ${SENDABLE}`))
+      return
+    }
     h.values[i] = value
     this.itemSettled(h, slot)
   }
