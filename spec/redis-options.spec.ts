@@ -32,24 +32,52 @@ describe('redisStage() options', () => {
   })
 
   test.each([
-    [{ capacity: 0 }, RangeError, 'expected `capacity` to be an integer from 1 and up, got 0 (number)'],
+    [
+      { capacity: 0 },
+      RangeError,
+      'expected `capacity` to be an integer from 1 to 2147483647, got 0 (number)',
+    ],
     [
       { capacity: Number.POSITIVE_INFINITY },
       RangeError,
-      'expected `capacity` to be an integer from 1 and up, got Infinity',
+      'expected `capacity` to be an integer from 1 to 2147483647, got Infinity',
     ],
-    [{ capacity: '5' }, TypeError, 'expected `capacity` to be an integer from 1 and up, got "5" (string)'],
+    [
+      { capacity: 2 ** 31 },
+      RangeError,
+      'expected `capacity` to be an integer from 1 to 2147483647, got 2147483648 (number)',
+    ],
+    [
+      { capacity: '5' },
+      TypeError,
+      'expected `capacity` to be an integer from 1 to 2147483647, got "5" (string)',
+    ],
     [{ batch: 1001 }, RangeError, 'expected `batch` to be an integer from 1 to 1000, got 1001 (number)'],
     [{ batch: 1.5 }, RangeError, 'expected `batch` to be an integer from 1 and up, got 1.5 (number)'],
     [
       { maxWait: -1 },
       RangeError,
-      'expected `maxWait` to be a number of milliseconds from 0 to 2147483647 (about 24.8 days, the longest a timer can wait), got -1 (number)',
+      'expected `maxWait` to be a number of milliseconds from 0 to 2147483647 (about 24.8 days, the longest a timer can wait) or `Infinity`, got -1 (number)',
+    ],
+    [
+      { maxWait: 2 ** 31 },
+      RangeError,
+      'expected `maxWait` to be a number of milliseconds from 0 to 2147483647 (about 24.8 days, the longest a timer can wait) or `Infinity`, got 2147483648 (number)',
     ],
     [
       { visibilityTimeout: 10 },
       RangeError,
-      'expected `visibilityTimeout` to be a number of milliseconds >= 30, got 10',
+      'expected `visibilityTimeout` to be a number of milliseconds from 30 to 2147483647 (about 24.8 days, the longest a timer can wait), got 10 (number)',
+    ],
+    [
+      { visibilityTimeout: 2 ** 31 },
+      RangeError,
+      'expected `visibilityTimeout` to be a number of milliseconds from 30 to 2147483647 (about 24.8 days, the longest a timer can wait), got 2147483648 (number)',
+    ],
+    [
+      { visibilityTimeout: Number.POSITIVE_INFINITY },
+      RangeError,
+      'expected `visibilityTimeout` to be a number of milliseconds from 30 to 2147483647 (about 24.8 days, the longest a timer can wait), got Infinity (number)',
     ],
     [
       { maxDeliveries: 0 },
@@ -60,7 +88,12 @@ describe('redisStage() options', () => {
     [
       { connectTimeout: 0 },
       RangeError,
-      'expected `connectTimeout` to be a number of milliseconds >= 1, got 0',
+      'expected `connectTimeout` to be a number of milliseconds from 1 to 2147483647 (about 24.8 days, the longest a timer can wait), got 0 (number)',
+    ],
+    [
+      { connectTimeout: 2 ** 31 },
+      RangeError,
+      'expected `connectTimeout` to be a number of milliseconds from 1 to 2147483647 (about 24.8 days, the longest a timer can wait), got 2147483648 (number)',
     ],
     [{ url: 42 }, TypeError, 'expected `url` to be a redis:// or rediss:// URL string, got 42 (number)'],
     [
@@ -87,6 +120,22 @@ describe('redisStage() options', () => {
     expect(make).toThrow(message)
   })
 
+  test('the longest finite values are taken, and maxWait takes Infinity (an entry waits until it is full)', () => {
+    const s = redisStage('s', {
+      capacity: 2 ** 31 - 1,
+      maxWait: Number.POSITIVE_INFINITY,
+      visibilityTimeout: 2 ** 31 - 1,
+      connectTimeout: 2 ** 31 - 1,
+    })
+    expect(s.options).toMatchObject({
+      capacity: 2147483647,
+      maxWait: Number.POSITIVE_INFINITY,
+      visibilityTimeout: 2147483647,
+      connectTimeout: 2147483647,
+    })
+    expect(s.setup({ maxWait: 2 ** 31 - 1 }).options).toMatchObject({ maxWait: 2147483647 })
+  })
+
   test('a bad URL is shown without its password', () => {
     const make = (): unknown => redisStage('s', { url: 'http://user:pa55word@host:1' })
     expect(make).toThrow('got "http://user:***@host:1" (string)')
@@ -106,12 +155,22 @@ describe('serveStage() options', () => {
     [
       { concurrency: 0 },
       RangeError,
-      'serveStage(): expected `concurrency` to be an integer from 1 and up, got 0 (number)',
+      'serveStage(): expected `concurrency` to be an integer from 1 to 10000, got 0 (number)',
+    ],
+    [
+      { concurrency: 10_001 },
+      RangeError,
+      'serveStage(): expected `concurrency` to be an integer from 1 to 10000, got 10001 (number)',
     ],
     [
       { concurrency: 'many' },
       TypeError,
-      'expected `concurrency` to be an integer from 1 and up, got "many" (string)',
+      'expected `concurrency` to be an integer from 1 to 10000, got "many" (string)',
+    ],
+    [
+      { connectTimeout: 2 ** 31 },
+      RangeError,
+      'serveStage(): expected `connectTimeout` to be a number of milliseconds from 1 to 2147483647 (about 24.8 days, the longest a timer can wait), got 2147483648 (number)',
     ],
     [
       { capacity: 3 },

@@ -5,8 +5,8 @@
 import { createServer } from 'node:net'
 import { inspect } from 'node:util'
 import { pack, unpackMultiple } from 'msgpackr'
-import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { mapStage, pipe, RunStopped, TaskException } from '../lib/index.js'
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
+import { MAX_TIMER_MS, mapStage, pipe, RunStopped, TaskException } from '../lib/index.js'
 import {
   DeliveryLimitError,
   RedisConnectionError,
@@ -17,6 +17,7 @@ import {
   serveStage,
   type WorkerContext,
 } from '../lib/redis/index.js'
+import { SENDABLE } from '../lib/sendable.js'
 import { type RedisServer, reportUnavailable, startRedisServer } from './helpers/redis-server.js'
 import { keysOf, type Raw, range, rawClient, runsOf, sleep, waitFor } from './helpers/redis-util.js'
 
@@ -408,13 +409,77 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
     const run = pipe([41], redisStage<number, number>(name, { url })).toArray()
     await waitFor('the item to start', () => begun)
     await expect(w.close({ grace: -1 })).rejects.toThrow(
-      'worker.close(): expected `grace` to be a number of milliseconds >= 0, got -1 (number)',
+      'worker.close(): expected `grace` to be a number of milliseconds from 0 to 2147483647 (about 24.8 days, the longest a timer can wait) or `Infinity`, got -1 (number)',
     )
     await w.close({ grace: 50 })
     await w.closed
     expect(await run).toEqual([42])
     // the signal aborted after the grace period, while the item was still running
     expect(abortedAt).toBeGreaterThanOrEqual(40)
+  })
+
+  test('close({ grace: Infinity }) never aborts held items, and a grace past a timer is refused', async () => {
+    const name = fresh()
+    let begun = false
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let aborted: boolean | undefined
+    const w = await serve(name, async (x: number, ctx: WorkerContext) => {
+      begun = true
+      await gate
+      aborted = ctx.signal.aborted
+      return x + 1
+    })
+    const run = pipe([1], redisStage<number, number>(name, { url })).toArray()
+    await waitFor('the item to start', () => begun)
+    await expect(w.close({ grace: 2 ** 31 })).rejects.toThrow(
+      'worker.close(): expected `grace` to be a number of milliseconds from 0 to 2147483647 (about 24.8 days, the longest a timer can wait) or `Infinity`, got 2147483648 (number)',
+    )
+    // a timer asked to wait longer than 2^31-1 ms (or Infinity) fires after 1 ms instead
+    const timers = vi.spyOn(globalThis, 'setTimeout')
+    try {
+      const closing = w.close({ grace: Number.POSITIVE_INFINITY })
+      expect(timers.mock.calls.filter((c) => !((c[1] ?? 0) <= MAX_TIMER_MS))).toEqual([])
+      release()
+      await closing
+    } finally {
+      timers.mockRestore()
+    }
+    expect(aborted).toBe(false)
+    expect(await run).toEqual([2])
+  })
+
+  test('maxWait: Infinity sends an entry only when it is full or the input ends, with no timer', async () => {
+    const name = fresh()
+    await serve(name, (x: number) => x)
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let parked = false
+    async function* source(): AsyncGenerator<number> {
+      yield* [0, 1, 2, 3]
+      parked = true
+      await gate
+    }
+    const out: number[] = []
+    const timers = vi.spyOn(globalThis, 'setTimeout')
+    let run: Promise<void> | undefined
+    try {
+      const stage = redisStage<number, number>(name, { url, batch: 3, maxWait: Number.POSITIVE_INFINITY })
+      expect(stage.options).toMatchObject({ maxWait: Number.POSITIVE_INFINITY })
+      run = (async () => {
+        for await (const x of pipe(source, stage)) out.push(x)
+      })()
+      // the full entry (0, 1, 2) goes and comes back; 3 waits for more items, however long
+      await waitFor('the first entry back', () => out.length >= 3)
+      expect(parked).toBe(true)
+      expect(out.sort()).toEqual([0, 1, 2])
+      expect(timers.mock.calls.filter((c) => !((c[1] ?? 0) <= MAX_TIMER_MS))).toEqual([])
+    } finally {
+      timers.mockRestore()
+      release()
+      await run
+    }
+    expect(out.sort()).toEqual([0, 1, 2, 3])
   })
 
   test('close() while the server is unreachable gives up on it after connectTimeout instead of waiting forever', async () => {
@@ -451,21 +516,183 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
     ])
   })
 
-  test('an item or a result that cannot be serialized fails the run naming it', async () => {
+  test('an item that cannot be sent fails the run naming it and where, and leaves no key behind', async () => {
     const name = fresh()
-    await serve(name, (x: number) => (x === 2 ? Symbol('no') : x))
-    const sym = Symbol('item')
-    const e1 = await pipe([1, sym], redisStage<unknown, unknown>(name, { url }))
-      .toArray()
-      .catch((e: unknown) => e)
-    expect(e1).toBeInstanceOf(TaskException)
-    expect((e1 as TaskException).item).toBe(sym)
-    const e2 = await pipe([1, 2, 3], redisStage<number, unknown>(name, { url, batch: 3 }))
-      .toArray()
-      .catch((e: unknown) => e)
-    expect(e2).toBeInstanceOf(TaskException)
-    expect((e2 as TaskException).item).toBe(2)
-    expect(((e2 as TaskException).cause as Error).message).toMatch(/the result of item 1 cannot be sent back/)
+    const served: unknown[] = []
+    await serve(name, (x: unknown) => {
+      served.push(x)
+      return x
+    })
+    class Point {
+      x = 1
+    }
+    const anon = [() => 1][0]!
+    const cases: [unknown, string][] = [
+      [anon, 'item is a function (anonymous)'],
+      [{ id: 1, f() {} }, 'item.f is a function f'],
+      [{ tags: ['a', anon] }, 'item.tags[1] is a function (anonymous)'],
+      [Symbol('s'), 'item is a symbol (Symbol(s))'],
+      [{ at: new Point() }, 'item.at is an instance of Point'],
+      [new Map([['k', new Set([1, anon])]]), 'item.get("k").values()[1] is a function (anonymous)'],
+    ]
+    for (const [bad, reason] of cases) {
+      const err = await pipe([1, 2, bad, 3], redisStage<unknown, unknown>(name, { url, batch: 2 }))
+        .toArray()
+        .catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(TaskException)
+      const te = err as TaskException
+      expect(te.item).toBe(bad)
+      expect(te.stage).toBe(name)
+      expect(te.cause).toBeInstanceOf(TypeError)
+      expect((te.cause as Error).message).toBe(`${reason}; ${SENDABLE}`)
+      // deleted before the run rejected, not after: nothing to wait for
+      expect(await keysOf(raw, name)).toEqual([])
+    }
+    // nothing after the refused item was sent, and nothing changed reached a worker
+    for (const x of served) expect([1, 2]).toContain(x)
+  })
+
+  test('a result that cannot be sent back fails its item as a throw would, never arriving changed', async () => {
+    const name = fresh()
+    await serve(name, (x: number) => {
+      if (x === 2) return { user: { id: 2, f() {} } }
+      if (x === 4) return new URL('http://h/')
+      if (x === 5) return Symbol('no')
+      return x
+    })
+    const cases: [number, string][] = [
+      [2, 'result.user.f is a function f'],
+      [4, 'result is an instance of URL'],
+      [5, 'result is a symbol (Symbol(no))'],
+    ]
+    for (const [item, reason] of cases) {
+      const err = await pipe([1, item, 3], redisStage<number, unknown>(name, { url, batch: 3 }))
+        .toArray()
+        .catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(TaskException)
+      const te = err as TaskException
+      expect(te.item).toBe(item)
+      expect(te.cause).toBeInstanceOf(RemoteError)
+      const cause = te.cause as RemoteError
+      expect([cause.name, cause.message, cause.seq]).toEqual(['TypeError', `${reason}; ${SENDABLE}`, 1])
+    }
+    // the worker goes on serving
+    expect((await pipe([1, 3], redisStage<number, unknown>(name, { url })).toArray()).sort()).toEqual([1, 3])
+  })
+
+  test('a thrown value that cannot be described still fails the run with a RemoteError, and the worker goes on', async () => {
+    const name = fresh()
+    const hostile = (what: string): PropertyDescriptor => ({
+      get() {
+        throw new Error(`no ${what}`)
+      },
+    })
+    const throwers: (() => unknown)[] = [
+      () => Object.defineProperty(new Error('m'), 'message', hostile('message')),
+      () => Object.defineProperty(new TypeError('n'), 'name', hostile('name')),
+      () => Object.defineProperty(new RangeError('s'), 'stack', hostile('stack')),
+      () => Object.defineProperty(new Error('c'), 'code', hostile('code')),
+      () =>
+        new Proxy(new Error('p'), {
+          getPrototypeOf() {
+            throw new Error('no prototype')
+          },
+        }),
+      () => {
+        const { proxy, revoke } = Proxy.revocable(new Error('r'), {})
+        revoke()
+        return proxy
+      },
+      () => ({
+        toString() {
+          throw new Error('no string')
+        },
+      }),
+    ]
+    const expected: [string, string | RegExp][] = [
+      ['Error', 'an Error was thrown whose message could not be read (reading it threw Error: no message)'],
+      ['TypeError', 'n'],
+      ['RangeError', 's'],
+      ['Error', 'c'],
+      ['Error', 'a value was thrown that could not be looked at (Error: no prototype)'],
+      ['Error', /^a value was thrown that could not be looked at \(TypeError: .*revoked/],
+      ['Error', 'a non-Error value was thrown: [object Object]'],
+    ]
+    // odd items throw, even ones reject (the function is async)
+    await serve(name, (x: number) => {
+      if (x >= 100) return Promise.reject(throwers[x - 100]!())
+      if (x >= 10) throw throwers[x - 10]!()
+      return x
+    })
+    for (const base of [10, 100]) {
+      for (let i = 0; i < throwers.length; i++) {
+        const err = await pipe([base + i], redisStage<number, number>(name, { url }))
+          .toArray()
+          .catch((e: unknown) => e)
+        expect(err).toBeInstanceOf(TaskException)
+        const cause = (err as TaskException).cause as RemoteError
+        expect(cause).toBeInstanceOf(RemoteError)
+        expect(cause.name).toBe(expected[i]![0])
+        expect(cause.message).toMatch(expected[i]![1])
+        expect(cause.code).toBeUndefined()
+      }
+    }
+    expect(await pipe([1, 2], redisStage<number, number>(name, { url, ordered: true })).toArray()).toEqual([
+      1, 2,
+    ])
+  })
+
+  test('a hostile thenable returned by the function fails its item or settles it once', async () => {
+    const name = fresh()
+    let running = 0
+    let most = 0
+    const thenables: unknown[] = [
+      undefined,
+      {
+        // biome-ignore lint/suspicious/noThenProperty: a hostile thenable is what is tested
+        get then() {
+          throw new Error('then getter')
+        },
+      },
+      {
+        // biome-ignore lint/suspicious/noThenProperty: a hostile thenable is what is tested
+        then() {
+          throw new Error('then threw')
+        },
+      },
+      {
+        // biome-ignore lint/suspicious/noThenProperty: a hostile thenable is what is tested
+        then(ok: (v: unknown) => void, bad: (e: unknown) => void) {
+          ok(30)
+          ok(31)
+          bad(new Error('too late'))
+        },
+      },
+    ]
+    await serve(name, (x: number) => {
+      if (x < thenables.length) return thenables[x]
+      return (async () => {
+        most = Math.max(most, ++running)
+        await sleep(1)
+        running--
+        return x
+      })()
+    })
+    for (const [x, message] of [
+      [1, 'then getter'],
+      [2, 'then threw'],
+    ] as const) {
+      const err = await pipe([x], redisStage<number, number>(name, { url }))
+        .toArray()
+        .catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(TaskException)
+      expect(((err as TaskException).cause as RemoteError).message).toBe(message)
+    }
+    expect(await pipe([3], redisStage<number, number>(name, { url })).toArray()).toEqual([30])
+    // the worker's count of running items stayed right: still one item at a time (concurrency 1)
+    const out = await pipe(range(20, 10), redisStage<number, number>(name, { url, batch: 1 })).toArray()
+    expect(out.sort((a, b) => a - b)).toEqual(range(20, 10))
+    expect(most).toBe(1)
   })
 
   test('items from a trickling source go out in partial entries after maxWait, not when the entry is full', async () => {

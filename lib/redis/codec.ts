@@ -1,16 +1,25 @@
 /**
  * How items, results and errors are serialized: msgpackr with `structuredClone: true`, so Date,
  * Map, Set, typed arrays, BigInt, RegExp and cyclic references arrive as they left (msgpackr's
- * default would turn a Map into a plain object).
+ * default would turn a Map into a plain object). What may be sent is checked before packing (see
+ * lib/sendable.ts); the packer is also set never to change a value silently on its own: it calls
+ * no `toJSON()` of a value, and throws on a function rather than write `undefined` for it.
  * @module
  */
 import { Packr } from 'msgpackr'
+import { describeCause } from '../errors.js'
 import type { RemoteErrorInfo } from './errors.js'
 
 /** One packer for the process: stateless between calls (record structures travel in each message). */
-export const codec = new Packr({ structuredClone: true })
+export const codec = new Packr({
+  structuredClone: true,
+  useToJSON: false,
+  writeFunction: () => {
+    throw new TypeError('a function cannot be sent to another process')
+  },
+})
 
-/** Serializes one value. Throws on what cannot be sent (a Symbol); functions become undefined. */
+/** Serializes one value. Throws on a function or a symbol (check values with unsendable() first). */
 export function pack(value: unknown): Buffer {
   return codec.pack(value)
 }
@@ -67,28 +76,75 @@ export interface ErrorRecord extends RemoteErrorInfo {
   attempt: number
 }
 
-/** Serializes a thrown value as an error record (never throws). */
+/**
+ * Serializes a thrown value as an error record. Never throws, whatever was thrown: an error whose
+ * `name`, `message`, `stack` or `code` getter throws, a Proxy whose prototype cannot be read (a
+ * revoked one), an object whose `toString()` throws.
+ */
 export function packError(thrown: unknown, consumer: string, attempt: number): Buffer {
-  let info: RemoteErrorInfo
-  if (thrown instanceof Error) {
-    const code = (thrown as { code?: unknown }).code
-    info = {
-      name: typeof thrown.name === 'string' ? thrown.name : 'Error',
-      message: typeof thrown.message === 'string' ? thrown.message : String(thrown.message),
-      stack: typeof thrown.stack === 'string' ? thrown.stack : undefined,
-      code: typeof code === 'string' || typeof code === 'number' ? code : undefined,
-    }
-  } else {
-    let message: string
-    try {
-      message = String(thrown)
-    } catch {
-      message = Object.prototype.toString.call(thrown)
-    }
-    info = { name: 'Error', message: `a non-Error value was thrown: ${message}` }
+  const record: ErrorRecord = { ...errorInfo(thrown), consumer, attempt }
+  try {
+    return codec.pack(record)
+  } catch (err) {
+    // strings and numbers only: a message too large for a msgpack string, say
+    return codec.pack({
+      name: 'Error',
+      message: `the error thrown could not be serialized (${describeCause(err)})`,
+      consumer,
+      attempt,
+    })
   }
-  const record: ErrorRecord = { ...info, consumer, attempt }
-  return codec.pack(record)
+}
+
+/** What is sent of a thrown value: its name, message, stack and code, where they can be read. */
+function errorInfo(thrown: unknown): RemoteErrorInfo {
+  let isError: boolean
+  try {
+    isError = thrown instanceof Error
+  } catch (err) {
+    // a Proxy whose prototype lookup throws (a revoked one): nothing about it can be relied on
+    return {
+      name: 'Error',
+      message: `a value was thrown that could not be looked at (${describeCause(err)})`,
+    }
+  }
+  if (!isError) return { name: 'Error', message: `a non-Error value was thrown: ${describeCause(thrown)}` }
+  const e = thrown as Error
+  const name = read(e, 'name')
+  const message = read(e, 'message')
+  const stack = read(e, 'stack')
+  const code = read(e, 'code')
+  return {
+    name: typeof name.value === 'string' ? name.value : (constructorName(e) ?? 'Error'),
+    message:
+      message.error !== undefined
+        ? `an Error was thrown whose message could not be read (reading it threw ${describeCause(message.error.thrown)})`
+        : typeof message.value === 'string'
+          ? message.value
+          : describeCause(message.value),
+    stack: typeof stack.value === 'string' ? stack.value : undefined,
+    code: typeof code.value === 'string' || typeof code.value === 'number' ? code.value : undefined,
+  }
+}
+
+/** A property of a thrown value, or what reading it threw. */
+function read(o: object, key: string): { value?: unknown; error?: { thrown: unknown } } {
+  try {
+    return { value: (o as Record<string, unknown>)[key] }
+  } catch (thrown) {
+    return { error: { thrown } }
+  }
+}
+
+/** The name of the class of an Error whose own `name` cannot be read (`TypeError`), if it has one. */
+function constructorName(e: object): string | undefined {
+  try {
+    const C = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(e), 'constructor')?.value
+    const name = typeof C === 'function' ? Object.getOwnPropertyDescriptor(C, 'name')?.value : undefined
+    return typeof name === 'string' && name !== '' ? name : undefined
+  } catch {
+    return undefined
+  }
 }
 
 export function unpackError(buf: Buffer): ErrorRecord {

@@ -19,6 +19,7 @@ import {
   SocketTimeoutError,
   TimeoutError,
 } from 'redis'
+import { describeCause } from '../errors.js'
 import { RedisConnectionError } from './errors.js'
 import { type RedisClientConfig, redactUrl } from './options.js'
 
@@ -50,14 +51,21 @@ const CONNECTION_ERRORS: (abstract new (...args: any[]) => Error)[] = [
   TimeoutError,
 ]
 
-/** Whether `err` says the connection failed (dropped, refused, timed out), not the command. */
+/**
+ * Whether `err` says the connection failed (dropped, refused, timed out), not the command. Never
+ * throws: `err` may be anything a user's getter threw while an item was packed (a revoked Proxy).
+ */
 export function isConnectionError(err: unknown): boolean {
-  if (CONNECTION_ERRORS.some((C) => err instanceof C)) return true
-  const code = (err as { code?: unknown } | null)?.code
-  return (
-    typeof code === 'string' &&
-    /^(ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH)$/.test(code)
-  )
+  try {
+    if (CONNECTION_ERRORS.some((C) => err instanceof C)) return true
+    const code = (err as { code?: unknown } | null)?.code
+    return (
+      typeof code === 'string' &&
+      /^(ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH)$/.test(code)
+    )
+  } catch {
+    return false
+  }
 }
 
 /** Replies Redis gives to a refused login: retrying cannot help. */
@@ -134,15 +142,27 @@ export class Connection {
    * naming the server (password redacted) when the connection failed, else `err` (an error reply).
    */
   failure(err: unknown, what = 'lost the connection to'): unknown {
-    if (err instanceof RedisConnectionError) return err
+    // `err` may be anything a user's getter threw while an item was packed: read it warily
     if (this.alive && !isConnectionError(err)) return err
+    let ours = false
+    try {
+      ours = err instanceof RedisConnectionError
+    } catch {
+      // a revoked Proxy
+    }
+    if (ours) return err
     const cause = this.gaveUp && this.lastError !== undefined ? this.lastError : err
-    const detail =
-      cause instanceof Error
-        ? isAuthFailure(cause)
-          ? `the server refused the credentials (${cause.message})`
-          : cause.message
-        : String(cause)
+    let detail: string
+    try {
+      detail =
+        cause instanceof Error
+          ? isAuthFailure(cause)
+            ? `the server refused the credentials (${cause.message})`
+            : cause.message
+          : String(cause)
+    } catch {
+      detail = describeCause(cause)
+    }
     return new RedisConnectionError(`${what} Redis at ${this.server}: ${detail}`, this.server, cause)
   }
 

@@ -4,7 +4,15 @@
  * @module
  */
 import type { RedisClientOptions } from 'redis'
-import { checkBoolean, checkInteger, checkMs, checkObject, got } from '../options.js'
+import {
+  checkBoolean,
+  checkInteger,
+  checkMs,
+  checkObject,
+  got,
+  MAX_CAPACITY,
+  MAX_WORKERS,
+} from '../options.js'
 
 /**
  * Client options passed to node-redis's `createClient()` as they are: `username`, `password`,
@@ -71,7 +79,7 @@ export interface RedisStageOptions extends RedisConnectionOptions {
   /**
    * Items of one run that may be in Redis at once, waiting for a worker, being worked on, or
    * finished and not yet read back: the stage's bound, like `qsize` for a local stage. The
-   * pipeline stops pulling its input while it is reached.
+   * pipeline stops pulling its input while it is reached. At most 2^31 - 1 (`MAX_CAPACITY`).
    * @default 1000
    */
   capacity?: number
@@ -83,7 +91,8 @@ export interface RedisStageOptions extends RedisConnectionOptions {
   batch?: number
   /**
    * How long, in ms, a partly filled entry waits for more items before it is sent anyway (only
-   * when the input has nothing ready: a fast source fills entries without waiting).
+   * when the input has nothing ready: a fast source fills entries without waiting). `Infinity`:
+   * an entry waits until it is full or the input ends.
    * @default 5
    */
   maxWait?: number
@@ -133,7 +142,8 @@ export interface RedisStageOptions extends RedisConnectionOptions {
  */
 export interface ServeOptions extends RedisConnectionOptions {
   /**
-   * How many items this worker process runs the function on at once.
+   * How many items this worker process runs the function on at once, from 1 to
+   * 10,000 (`MAX_WORKERS`).
    * @default 1
    */
   concurrency?: number
@@ -193,16 +203,6 @@ export function checkStageName(where: string, name: unknown): string {
   return name
 }
 
-function checkPositiveMs(where: string, option: string, value: unknown, min: number): number {
-  const ms = checkMs(where, option, value)
-  if (ms < min) {
-    throw new RangeError(
-      `${where}: expected \`${option}\` to be a number of milliseconds >= ${min}, got ${got(value)}`,
-    )
-  }
-  return ms
-}
-
 function checkUrl(where: string, value: unknown): string {
   if (typeof value !== 'string') {
     throw new TypeError(
@@ -247,7 +247,7 @@ export function resolveConnection(
   const connectTimeout =
     o.connectTimeout === undefined
       ? STAGE_DEFAULTS.connectTimeout
-      : checkPositiveMs(where, 'connectTimeout', o.connectTimeout, 1)
+      : checkMs(where, 'connectTimeout', o.connectTimeout, { min: 1 })
   return { url, client, connectTimeout }
 }
 
@@ -259,13 +259,16 @@ export function resolveRedisOptions(where: string, o: Record<string, unknown>): 
     capacity:
       o.capacity === undefined
         ? STAGE_DEFAULTS.capacity
-        : checkInteger(where, 'capacity', o.capacity, 1, false),
+        : checkInteger(where, 'capacity', o.capacity, 1, false, MAX_CAPACITY),
     batch: o.batch === undefined ? STAGE_DEFAULTS.batch : checkBatch(where, o.batch),
-    maxWait: o.maxWait === undefined ? STAGE_DEFAULTS.maxWait : checkMs(where, 'maxWait', o.maxWait),
+    maxWait:
+      o.maxWait === undefined
+        ? STAGE_DEFAULTS.maxWait
+        : checkMs(where, 'maxWait', o.maxWait, { infinity: true }),
     visibilityTimeout:
       o.visibilityTimeout === undefined
         ? STAGE_DEFAULTS.visibilityTimeout
-        : checkPositiveMs(where, 'visibilityTimeout', o.visibilityTimeout, MIN_VISIBILITY_MS),
+        : checkMs(where, 'visibilityTimeout', o.visibilityTimeout, { min: MIN_VISIBILITY_MS }),
     maxDeliveries:
       o.maxDeliveries === undefined
         ? STAGE_DEFAULTS.maxDeliveries
@@ -306,6 +309,8 @@ export function resolveServeOptions(
   return {
     ...resolveConnection(where, o),
     concurrency:
-      o.concurrency === undefined ? 1 : checkInteger(where, 'concurrency', o.concurrency, 1, false),
+      o.concurrency === undefined
+        ? 1
+        : checkInteger(where, 'concurrency', o.concurrency, 1, false, MAX_WORKERS),
   }
 }

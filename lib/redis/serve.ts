@@ -11,7 +11,8 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { ErrorReply } from 'redis'
 import { describeCause, RunStopped } from '../errors.js'
 import type { StageContext } from '../group.js'
-import { checkFunction, got } from '../options.js'
+import { checkFunction, checkMs } from '../options.js'
+import { SENDABLE, unsendable } from '../sendable.js'
 import { isThenable } from '../workers.js'
 import { pack, packError, unpackItems } from './codec.js'
 import { Connection } from './connection.js'
@@ -94,9 +95,10 @@ export interface StageWorker {
   readonly closed: Promise<void>
   /**
    * Stops taking entries, lets the items it holds finish, writes their results and acknowledges
-   * them, then disconnects. Their `ctx.signal` aborts after `grace` ms (default at once): an item
-   * whose function then throws is put back in the queue for another worker, one whose function
-   * returns anyway is acknowledged. Entries not yet started are put back at once.
+   * them, then disconnects. Their `ctx.signal` aborts after `grace` ms (default at once; `Infinity`:
+   * never, the items run to their end): an item whose function then throws is put back in the
+   * queue for another worker, one whose function returns anyway is acknowledged. Entries not yet
+   * started are put back at once.
    */
   close(options?: { grace?: number }): Promise<void>
 }
@@ -465,6 +467,7 @@ class Server implements StageWorker {
     if (i === 0) h.startedAt = performance.now()
     const slot = this.slots.pop()!
     let y: unknown
+    let thenable: boolean
     try {
       const item = h.items[i]
       h.items[i] = undefined // let it be collected once the function is done with it
@@ -477,19 +480,46 @@ class Server implements StageWorker {
         attempt: h.attempt,
       }
       y = this.fn(item, ctx)
+      thenable = isThenable(y) // reads `then`: a getter of the result's may throw
     } catch (err) {
       this.itemFailed(h, i, slot, err)
       return
     }
-    if (isThenable(y)) {
-      y.then(
-        (v) => this.itemDone(h, i, slot, v),
-        (err) => this.itemFailed(h, i, slot, err),
-      )
-    } else this.itemDone(h, i, slot, y)
+    if (thenable) this.awaitResult(h, i, slot, y as PromiseLike<unknown>)
+    else this.itemDone(h, i, slot, y)
+  }
+
+  /**
+   * Waits for a result that is a promise or another thenable. The item settles once, on the first
+   * call of either callback, whatever the thenable does (calls both, calls one twice, throws from
+   * `then`): a second settlement would corrupt the count of running items.
+   */
+  private awaitResult(h: Held, i: number, slot: number, y: PromiseLike<unknown>): void {
+    let settled = false
+    const failed = (err: unknown): void => {
+      if (settled) return
+      settled = true
+      this.itemFailed(h, i, slot, err)
+    }
+    try {
+      y.then((v) => {
+        if (settled) return
+        settled = true
+        this.itemDone(h, i, slot, v)
+      }, failed)
+    } catch (err) {
+      failed(err)
+    }
   }
 
   private itemDone(h: Held, i: number, slot: number, value: unknown): void {
+    // checked before it is packed: the packer would send a function as undefined, an instance of
+    // a class as a plain object; refused, the item fails as if the function had thrown
+    const refused = unsendable(value, 'result')
+    if (refused !== undefined) {
+      this.itemFailed(h, i, slot, new TypeError(`${refused}; ${SENDABLE}`))
+      return
+    }
     h.values[i] = value
     this.itemSettled(h, slot)
   }
@@ -583,7 +613,7 @@ class Server implements StageWorker {
       }
     }
     const cause = new TypeError(
-      `the result of item ${h.d.seq + i} cannot be sent back: ${err instanceof Error ? err.message : String(err)}`,
+      `the result of item ${h.d.seq + i} cannot be sent back: ${describeCause(err)}`,
     )
     i = Math.min(i, h.count - 1)
     this.write(this.queue.report(h.d, h.d.seq + i, packError(cause, this.id, h.attempt), h.raw(i)))
@@ -706,13 +736,12 @@ class Server implements StageWorker {
 
   close(options?: { grace?: number }): Promise<void> {
     if (this.closeCalled !== undefined) return this.closeCalled
-    const grace = options?.grace ?? 0
-    if (typeof grace !== 'number' || Number.isNaN(grace) || grace < 0) {
-      return Promise.reject(
-        new TypeError(
-          `worker.close(): expected \`grace\` to be a number of milliseconds >= 0, got ${got(grace)}`,
-        ),
-      )
+    let grace: number
+    try {
+      const given = options?.grace
+      grace = given === undefined ? 0 : checkMs('worker.close()', 'grace', given, { infinity: true })
+    } catch (err) {
+      return Promise.reject(err)
     }
     this.closeCalled = this.shutdown(grace)
     return this.closeCalled
@@ -739,8 +768,12 @@ class Server implements StageWorker {
     this.pump() // entries not started go back to the queue now
     if (this.fatal === undefined) {
       const reason = new RunStopped(`the worker ${this.id} is closing`)
-      const timer = grace > 0 ? setTimeout(() => this.abortAll(reason), grace) : undefined
-      if (timer === undefined) this.abortAll(reason)
+      // Infinity: never abort (no timer: Node would fire one set for Infinity after 1 ms)
+      const timer =
+        grace > 0 && grace !== Number.POSITIVE_INFINITY
+          ? setTimeout(() => this.abortAll(reason), grace)
+          : undefined
+      if (grace === 0) this.abortAll(reason)
       await new Promise<void>((resolve) => {
         this.wakeIdle = resolve
         this.checkIdle()

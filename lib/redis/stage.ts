@@ -15,6 +15,7 @@ import {
   resolveStageOptions,
 } from '../options.js'
 import { type Channel, DONE, EMPTY, Waiter } from '../queue.js'
+import { SENDABLE, unsendable } from '../sendable.js'
 import { type RunnerFactory, Stage } from '../stage.js'
 import { PackedBatch, unpack, unpackError, unpackItems } from './codec.js'
 import { Connection } from './connection.js'
@@ -121,8 +122,13 @@ class RemoteRun {
   private failed = false
   /** Set once the run finished without failing: its keys are being deleted. */
   private finished = false
-  /** Settles once a failure found on a dropped connection has been told apart and reported. */
+  /**
+   * Settles once the failure has been reported: after the run's keys were deleted, or once a
+   * dropped connection's effect on them was looked at.
+   */
   private failing: Promise<void> = Promise.resolve()
+  /** The deletion of the run's keys, once begun. */
+  private tornDown: Promise<void> | undefined
   private touchTimer: NodeJS.Timeout | undefined
 
   // producer
@@ -194,8 +200,8 @@ class RemoteRun {
       clearInterval(this.touchTimer)
     }
     if (this.failed) {
-      // the run is failing already: deleting its keys need not hold up its rejection (but waits
-      // until a dropped connection's effect on them has been looked at)
+      // the failure is reported once the keys are deleted, or (a dropped connection) once its
+      // effect on them has been looked at: then they are deleted if they can be
       void this.failing.then(() => this.teardown())
       return
     }
@@ -209,6 +215,8 @@ class RemoteRun {
    * loops. A command that failed because the connection dropped is reported once the connection
    * is back or given up (within about `connectTimeout`): as a RunStateLostError when the run's
    * state did not survive (a server restarted empty), else as the RedisConnectionError it is.
+   * Any other failure is reported once the run's keys are deleted (or after `connectTimeout`, should
+   * Redis not answer), so that whoever catches the run's rejection finds nothing of it in Redis.
    */
   private fatal(err: unknown, item: unknown): void {
     if (this.failed || this.finished || this.g.halted) return
@@ -223,7 +231,12 @@ class RemoteRun {
           kept === false ? this.vanished(true, dropped) : kept ? dropped : this.main!.failure(err)
         this.g.fail(reported, 0, item)
       })
-    } else this.g.fail(queue.failure(err), 0, item)
+    } else {
+      const reported = queue.failure(err)
+      this.failing = waitAtMost(this.teardown(), this.o.connectTimeout).then(() =>
+        this.g.fail(reported, 0, item),
+      )
+    }
     this.interrupt()
   }
 
@@ -260,7 +273,13 @@ class RemoteRun {
     return new RunStateLostError(this.stage, this.runId, reconnected ? { reconnected, cause } : {})
   }
 
-  private async teardown(): Promise<void> {
+  /** Deletes the run's keys and closes its connections (once); never rejects. */
+  private teardown(): Promise<void> {
+    this.tornDown ??= this.end()
+    return this.tornDown
+  }
+
+  private async end(): Promise<void> {
     try {
       await this.releasing
       if (this.queue !== undefined) await this.queue.end()
@@ -295,7 +314,13 @@ class RemoteRun {
         x = input.poll(w)
         if (x === EMPTY) {
           const p = input.wait(w)
-          if (buf.count > 0 && !(await settlesWithin(p, deadline - performance.now()))) {
+          // with maxWait Infinity a partial entry waits for the input (no timer: Node would fire
+          // one set for Infinity after 1 ms)
+          if (
+            buf.count > 0 &&
+            maxWait !== Number.POSITIVE_INFINITY &&
+            !(await settlesWithin(p, deadline - performance.now()))
+          ) {
             parked = p
             await this.send(buf)
             if (this.stopping) return
@@ -309,6 +334,13 @@ class RemoteRun {
       }
       if (x === DONE) break
       g.taken++
+      // checked before it is packed: the packer would send a function as undefined, an instance
+      // of a class as a plain object
+      const refused = unsendable(x)
+      if (refused !== undefined) {
+        this.fatal(new TypeError(`${refused}; ${SENDABLE}`), x)
+        return
+      }
       if (buf.count === 0) deadline = performance.now() + maxWait
       try {
         buf.add(x)
@@ -538,6 +570,17 @@ function rest(e: Outgoing, added: number): Outgoing {
   const ends = Buffer.allocUnsafe(4 * (e.count - added))
   for (let i = added; i < e.count; i++) ends.writeUInt32BE(e.ends.readUInt32BE(4 * i) - cut, 4 * (i - added))
   return { seq: e.seq + added, count: e.count - added, items: e.items.subarray(cut), ends }
+}
+
+/** Resolves once `p` settles or `ms` have passed, whichever is first (`p` never rejects). */
+function waitAtMost(p: Promise<void>, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms)
+    p.then(() => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
 }
 
 /** Resolves true if `p` settles within `ms`, false otherwise (`p` is left pending, to be awaited later). */

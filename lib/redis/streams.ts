@@ -22,6 +22,7 @@
  * @module
  */
 import { ErrorReply, type RedisArgument } from 'redis'
+import { MAX_TIMER_MS } from '../options.js'
 import { BUFFERS, type Client, type Connection, isConnectionError, Script } from './connection.js'
 import {
   type Delivery,
@@ -266,7 +267,9 @@ function settleWithin<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
   p.catch(() => {})
   if (ms <= 0) return Promise.resolve(undefined)
   return new Promise<T | undefined>((resolve, reject) => {
-    const timer = setTimeout(resolve, ms, undefined)
+    // connectTimeout plus the slack may pass the longest wait a timer can hold (Node would fire
+    // a longer one after 1 ms)
+    const timer = setTimeout(resolve, Math.min(ms, MAX_TIMER_MS), undefined)
     p.then(
       (v) => {
         clearTimeout(timer)
