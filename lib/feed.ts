@@ -102,7 +102,8 @@ export class Feed<T> implements AsyncIterable<T> {
   constructor(options?: FeedOptions) {
     const o = validateOptions('feed()', options, FEED_SCHEMA)
     const capacity = (o.capacity as number | undefined) ?? DEFAULT_FEED_CAPACITY
-    const idle = o.idleTimeout === Number.POSITIVE_INFINITY ? undefined : (o.idleTimeout as number | undefined)
+    const idle =
+      o.idleTimeout === Number.POSITIVE_INFINITY ? undefined : (o.idleTimeout as number | undefined)
     this.ch = new Channel<T>(capacity)
     this.idleTimeout = idle
   }

@@ -2,8 +2,9 @@
  * stageline: parallel data pipelines of stages joined by bounded queues.
  * @module stageline
  */
-export type { RunStats, StageStats } from './engine/stats.js'
+
 export type { Source, SourceItem } from './engine/source.js'
+export type { RunStats, StageStats } from './engine/stats.js'
 export { describeCause, RunStopped, TaskException, TimeoutError } from './errors.js'
 export { DEFAULT_FEED_CAPACITY, Feed, FeedClosedError, type FeedOptions, feed } from './feed.js'
 export { type BatchOptions, batch, type ResolvedBatchOptions } from './kinds/batch.js'

@@ -2,7 +2,14 @@
  * `merge()`: one source made of several, read concurrently and on demand.
  * @module
  */
-import { closeQuietly, isAsyncIterable, isIterable, isThenable, iteratorResult, openIterator } from './_utils.js'
+import {
+  closeQuietly,
+  isAsyncIterable,
+  isIterable,
+  isThenable,
+  iteratorResult,
+  openIterator,
+} from './_utils.js'
 import { Channel } from './channel/bounded.js'
 import { DONE, EMPTY } from './channel/inlet.js'
 import { Waiter } from './channel/waiter.js'

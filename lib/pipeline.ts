@@ -581,4 +581,3 @@ export function pipe(source: Source<unknown>, ...stages: Stage<any, any, any, an
   checkStages('pipe()', stages, 0)
   return new Pipeline(source, stages)
 }
-

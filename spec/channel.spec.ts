@@ -12,6 +12,7 @@ function senderWaiter(): Waiter {
   w.handed = new Handed(new HandoverTurn())
   return w
 }
+
 import { flush, numbers, Peak, recordUnhandledRejections, sorted, ticks } from './helpers/instruments.js'
 
 recordUnhandledRejections()

@@ -17,7 +17,7 @@ import {
   serveStage,
   type WorkerContext,
 } from '../lib/redis/index.js'
-import { SENDABLE } from '../lib/sendable.js'
+import { SENDABLE } from '../lib/wire/sendable.js'
 import { type RedisServer, reportUnavailable, startRedisServer } from './helpers/redis-server.js'
 import { keysOf, type Raw, range, rawClient, runsOf, sleep, waitFor } from './helpers/redis-util.js'
 

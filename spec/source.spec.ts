@@ -1,8 +1,8 @@
 import { describe, expect, test } from 'vitest'
-import { flatMap, mapStage, merge, pipe, stage, TaskException } from '../lib/index.js'
 import { DONE, EMPTY } from '../lib/channel/inlet.js'
 import { Waiter } from '../lib/channel/waiter.js'
 import { AsyncSource, SyncSource } from '../lib/engine/source.js'
+import { flatMap, mapStage, merge, pipe, stage, TaskException } from '../lib/index.js'
 import {
   defer,
   flush,

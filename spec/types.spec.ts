@@ -6,11 +6,11 @@
 import { describe, expect, expectTypeOf, test } from 'vitest'
 import {
   batch,
-  mapStage,
   type MapStageOptions,
-  type ResolvedMapStageOptions,
+  mapStage,
   type Pipeline,
   pipe,
+  type ResolvedMapStageOptions,
   type RunOptions,
   type Source,
   type SourceItem,

@@ -15,7 +15,11 @@ import { Execution, type ExecutionOptions, type RunPlan } from './execution.js'
  * output waits, which is backpressure); resolves once the run has ended, or rejects with its error.
  * If `each` throws or rejects, the run fails as a stage named `callback` (`"onResult"`), on that item.
  */
-export async function drain(exec: Execution, each: (x: unknown) => unknown, callback = 'onResult'): Promise<void> {
+export async function drain(
+  exec: Execution,
+  each: (x: unknown) => unknown,
+  callback = 'onResult',
+): Promise<void> {
   const out = exec.output
   const w = new Waiter()
   for (;;) {

@@ -88,7 +88,9 @@ export class Execution {
         // a source function can outlive its run (its bucket was ended, the output drained): its
         // failure then fails nothing, but it is not dropped unseen either
         if (this.state === FINISHED) {
-          process.emitWarning(`stageline: the source function failed after its run had ended: ${describeCause(err)}`)
+          process.emitWarning(
+            `stageline: the source function failed after its run had ended: ${describeCause(err)}`,
+          )
         } else this.fail(err, 'source', 0, undefined)
       })
     } catch (err) {

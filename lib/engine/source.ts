@@ -12,10 +12,10 @@ import {
   noop,
   openIterator,
 } from '../_utils.js'
-import { Feed, isFeed } from '../feed.js'
 import { Fifo } from '../channel/fifo.js'
 import { DONE, type Done, EMPTY, type Empty, type Inlet } from '../channel/inlet.js'
 import type { Waiter } from '../channel/waiter.js'
+import { Feed, isFeed } from '../feed.js'
 
 /**
  * Something a pipeline can read from.

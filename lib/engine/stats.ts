@@ -185,7 +185,11 @@ export function snapshot(run: Execution): RunStats {
 }
 
 /** Reports snapshots of `run` to `onProgress`; a throwing callback fails the run. @internal */
-export function watchProgress(run: Execution, onProgress: (stats: RunStats) => unknown, intervalMs: number): void {
+export function watchProgress(
+  run: Execution,
+  onProgress: (stats: RunStats) => unknown,
+  intervalMs: number,
+): void {
   let threw = false
   const failed = (err: unknown): void => {
     // a callback that threw is not called again: failing the run would otherwise call it at once

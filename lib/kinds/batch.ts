@@ -3,8 +3,9 @@
  * after a wait. Written against the kind contract alone (lib/kinds/kind.ts).
  * @module
  */
-import { DEFAULT_QSIZE, MAX_CAPACITY } from '../options/limits.js'
+
 import { checkInteger, integer, ms, nonEmptyString, validateOptions } from '../options/check.js'
+import { DEFAULT_QSIZE, MAX_CAPACITY } from '../options/limits.js'
 import type { ResolvedStageOptions } from '../options/stage.js'
 import { Stage } from '../stage.js'
 import { DONE, EMPTY, type Lane, type StageKind } from './kind.js'
@@ -68,7 +69,10 @@ const BATCH: StageKind<ResolvedBatchOptions> = {
  * await pipe([1, 2, 3, 4, 5], batch<number>(2, { maxWait: 100 }), insertMany).toArray() // [2, 2, 1]
  * ```
  */
-export function batch<T>(size: number, options?: BatchOptions): Stage<T, T[], BatchOptions, ResolvedBatchOptions> {
+export function batch<T>(
+  size: number,
+  options?: BatchOptions,
+): Stage<T, T[], BatchOptions, ResolvedBatchOptions> {
   checkInteger('batch()', 'size', size, 1, false, MAX_CAPACITY)
   const base: ResolvedBatchOptions = {
     workers: 1,

@@ -42,4 +42,3 @@ export function filter<T>(
   }
   return mapStage(keep, { ...options, name }) as Stage<T, T>
 }
-

@@ -3,7 +3,14 @@
  * kind contract alone (lib/kinds/kind.ts).
  * @module
  */
-import { closeQuietly, isThenable, iteratorResult, openIterator, isAsyncIterable, isIterable } from '../_utils.js'
+import {
+  closeQuietly,
+  isAsyncIterable,
+  isIterable,
+  isThenable,
+  iteratorResult,
+  openIterator,
+} from '../_utils.js'
 import { checkFunction, got, validateOptions } from '../options/check.js'
 import { DEFAULT_QSIZE } from '../options/limits.js'
 import { type ResolvedStageOptions, STAGE_SCHEMA, type StageOptions } from '../options/stage.js'

@@ -4,10 +4,9 @@
  * @module
  */
 import { closeQuietly, isThenable, iteratorResult, noop, openIterator } from '../_utils.js'
-import { checkFunction } from '../options/check.js'
+import { checkFunction, validateOptions } from '../options/check.js'
 import { DEFAULT_QSIZE } from '../options/limits.js'
 import { type ResolvedStageOptions, STAGE_SCHEMA, type StageOptions } from '../options/stage.js'
-import { validateOptions } from '../options/check.js'
 import { Stage } from '../stage.js'
 import { DONE, EMPTY, type Lane, type StageContext, type StageKind, type StagePlan } from './kind.js'
 
@@ -115,7 +114,8 @@ class GenWorker {
       const produced = fn(this.view, this.lane.ctx) as any
       if (
         produced != null &&
-        (typeof produced[Symbol.asyncIterator] === 'function' || typeof produced[Symbol.iterator] === 'function')
+        (typeof produced[Symbol.asyncIterator] === 'function' ||
+          typeof produced[Symbol.iterator] === 'function')
       ) {
         this.it = openIterator(produced, "the stage function's result: its").it
       } else {

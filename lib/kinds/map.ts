@@ -2,7 +2,16 @@
  * Map stages, `mapStage()`: one output per input item, with optional step policies.
  * @module
  */
-import { checkFunction, fn as isFunction, got, integer, ms, oneOf, type Schema, validateOptions } from '../options/check.js'
+import {
+  checkFunction,
+  got,
+  integer,
+  fn as isFunction,
+  ms,
+  oneOf,
+  type Schema,
+  validateOptions,
+} from '../options/check.js'
 import { DEFAULT_QSIZE } from '../options/limits.js'
 import { type ResolvedStageOptions, STAGE_SCHEMA, type StageOptions } from '../options/stage.js'
 import type { skip } from '../skip.js'
@@ -95,7 +104,9 @@ export const POLICY_SCHEMA: Schema = {
   limit: isFunction,
   rate: (where, option, value) => {
     if (!(value instanceof RateLimit)) {
-      throw new TypeError(`${where}: expected \`${option}\` to be made by rateLimit(perSecond), got ${got(value)}`)
+      throw new TypeError(
+        `${where}: expected \`${option}\` to be made by rateLimit(perSecond), got ${got(value)}`,
+      )
     }
     return value
   },
@@ -184,13 +195,15 @@ function mapKind(fnOrStep: unknown, isStep: boolean): StageKind<ResolvedMapStage
     },
     plan(o): StagePlan {
       const common = { workers: o.workers, bound: o.workers, qsize: o.qsize, ordered: o.ordered }
-      const policed = isStep || POLICY_KEYS.some((k) => (o as unknown as Record<string, unknown>)[k] !== undefined)
+      const policed =
+        isStep || POLICY_KEYS.some((k) => (o as unknown as Record<string, unknown>)[k] !== undefined)
       if (policed) {
         const p = policiesOf(fnOrStep, o)
         return { ...common, start: (port) => port.spawn(o.workers, (lane) => policyLoop(lane, p, o.ordered)) }
       }
       const fn = fnOrStep as MapFn
-      if (o.ordered) return { ...common, start: (port) => port.spawn(o.workers, (lane) => orderedMapLoop(lane, fn)) }
+      if (o.ordered)
+        return { ...common, start: (port) => port.spawn(o.workers, (lane) => orderedMapLoop(lane, fn)) }
       return { ...common, fusable: fn, start: (port) => port.spawn(o.workers, (lane) => mapLoop(lane, fn)) }
     },
   }
@@ -294,7 +307,8 @@ export function mapStage(
   }
   if (isStep) {
     const st = fnOrStep as Step<unknown, unknown>
-    if (st.init !== undefined && typeof st.init !== 'function') checkFunction('mapStage()', 'step.init', st.init)
+    if (st.init !== undefined && typeof st.init !== 'function')
+      checkFunction('mapStage()', 'step.init', st.init)
     if (st.dispose !== undefined && typeof st.dispose !== 'function')
       checkFunction('mapStage()', 'step.dispose', st.dispose)
   }

@@ -79,4 +79,3 @@ export class RateLimit {
 export function rateLimit(perSecond: number, options?: { burst?: number }): RateLimit {
   return new RateLimit(perSecond, options)
 }
-

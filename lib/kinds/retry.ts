@@ -70,7 +70,12 @@ export function nextTry(p: FailurePolicy, attempt: number, err: unknown, where: 
  * does, so that the item counts as skipped once `onError` has seen it. Throws, or rejects, with
  * what `onError` throws or rejects with: the run then fails with that.
  */
-export function skipFailed(p: FailurePolicy, err: unknown, item: unknown, ctx: unknown): Promise<void> | undefined {
+export function skipFailed(
+  p: FailurePolicy,
+  err: unknown,
+  item: unknown,
+  ctx: unknown,
+): Promise<void> | undefined {
   const r = p.onError!(err, item, ctx) as unknown
   if (isThenable(r)) return Promise.resolve(r).then(() => {})
   return undefined

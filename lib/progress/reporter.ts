@@ -5,9 +5,9 @@
  * @module
  */
 import { createLogUpdate } from 'log-update'
+import type { RunStats, StageStats } from '../engine/stats.js'
 import { boolean, got, integer, type Schema, validateOptions } from '../options/check.js'
 import { MAX_TIMER_MS } from '../options/limits.js'
-import type { RunStats, StageStats } from '../engine/stats.js'
 import {
   bar,
   type Column,
@@ -260,7 +260,8 @@ const REPORTER_SCHEMA: Schema = {
   plainInterval: integer(0, MAX_TIMER_MS),
   total: integer(0),
   label: (where, option, value) => {
-    if (typeof value !== 'string') throw new TypeError(`${where}: expected \`${option}\` to be a string, got ${got(value)}`)
+    if (typeof value !== 'string')
+      throw new TypeError(`${where}: expected \`${option}\` to be a string, got ${got(value)}`)
     return value
   },
 }

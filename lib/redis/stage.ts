@@ -15,8 +15,8 @@ import {
   resolveStageOptions,
 } from '../options.js'
 import { type Channel, DONE, EMPTY, Waiter } from '../queue.js'
-import { SENDABLE, unsendable } from '../sendable.js'
 import { type RunnerFactory, Stage } from '../stage.js'
+import { SENDABLE, unsendable } from '../wire/sendable.js'
 import { PackedBatch, unpack, unpackError, unpackItems } from './codec.js'
 import { Connection } from './connection.js'
 import { DeliveryLimitError, RemoteError, RunStateLostError } from './errors.js'

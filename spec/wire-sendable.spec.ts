@@ -5,7 +5,7 @@
 import { Packr } from 'msgpackr'
 import { describe, expect, test } from 'vitest'
 import { codec } from '../lib/redis/codec.js'
-import { unsendable } from '../lib/sendable.js'
+import { unsendable } from '../lib/wire/sendable.js'
 
 const roundTrip = (v: unknown): unknown => codec.unpack(codec.pack(v))
 

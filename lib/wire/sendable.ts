@@ -25,7 +25,7 @@
  * @module
  */
 import { types } from 'node:util'
-import { describeCause } from './errors.js'
+import { describeCause } from '../errors.js'
 
 /** Said after a refusal: what may be sent instead. */
 export const SENDABLE =
