@@ -67,7 +67,10 @@ type SpreadStages<S extends readonly unknown[]> = number extends S['length'] ? S
 /** Checks run options and opens a run with them. Throws a TypeError naming a bad option. */
 function openRun(plan: RunPlan, where: string, options: unknown, schema = RUN_SCHEMA): Execution {
   const o = validateOptions(where, options, schema) as RunOptions
-  const exec = new Execution(plan, { signal: o.signal, collectInput: o.collectInput })
+  // stats can be read from a run that reports progress or runs in the background: only those keep
+  // time books (the clock reads cost a few percent on the cheapest pipelines)
+  const accounting = o.onProgress !== undefined || schema === START_SCHEMA
+  const exec = new Execution(plan, { signal: o.signal, collectInput: o.collectInput, accounting })
   if (o.onProgress !== undefined) watchProgress(exec, o.onProgress, o.progressInterval ?? 1000)
   return exec
 }

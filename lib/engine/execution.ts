@@ -41,6 +41,11 @@ export interface ExecutionOptions {
   collectInput?: boolean | undefined
   /** The clock the time accounting reads (specs inject one). */
   clock?: Clock | undefined
+  /**
+   * Keep each stage's time book (working, starved, blocked): only a run whose stats can be read
+   * (it reports progress, or runs in the background) pays for the clock reads it takes.
+   */
+  accounting?: boolean | undefined
 }
 
 export class Execution {
@@ -52,6 +57,8 @@ export class Execution {
   readonly stages: StageRun[] = []
   readonly output: Inlet<unknown>
   readonly clock: Clock
+  /** The stages keep time books (see ExecutionOptions.accounting). */
+  readonly accounting: boolean
   /** The turn of the event loop that bounds this run's lazy hand-overs. */
   readonly turn = new HandoverTurn()
   /** When this run last gave the event loop a turn. */
@@ -75,6 +82,7 @@ export class Execution {
   constructor(plan: RunPlan, options: ExecutionOptions = {}) {
     const { signal } = options
     this.clock = options.clock ?? performance.now.bind(performance)
+    this.accounting = options.accounting === true
     if (signal?.aborted) {
       this.state = STOPPED
       this.error = signal.reason

@@ -19,13 +19,13 @@ import { skip } from '../skip.js'
 import type { StageRun, WorkerLane } from './stage-run.js'
 
 /**
- * Sends `y`, the result of a worker of `lane.stage`, on: fused down the chain while the next stage
- * is fusable and has an idle worker, then into the output of the last stage reached. Returns a
- * promise when the lane must wait for room, undefined when the item is on its way or done with
- * (handed over with a pending result, skipped, or its call threw: the run then fails as that stage,
- * so the caller's next take ends its loop).
+ * Fuses `y`, the result of a worker of `lane.stage`, down the chain while the next stage is fusable
+ * and has an idle worker. Returns the stage whose output the last result goes into (left in
+ * `lane.fused`): `lane.stage` itself when nothing could be fused. Returns undefined when the item is
+ * done with: handed over with a pending result, skipped, or its call threw (the run then fails as
+ * that stage, so the caller's next take ends its loop).
  */
-export function sendFused(lane: WorkerLane, y: unknown): Promise<void> | undefined {
+export function fuse(lane: WorkerLane, y: unknown): StageRun | undefined {
   let at: StageRun = lane.stage
   let nx = at.next
   while (nx !== undefined) {
@@ -35,10 +35,11 @@ export function sendFused(lane: WorkerLane, y: unknown): Promise<void> | undefin
     const f = nx.fuseFn!
     const tctx = t.ctx
     let z: unknown
-    // counted by caller, so that the stats can move the call's time to the stage it belongs to
-    ;(nx.fusedBy ??= new Float64Array(nx.index))[lane.stage.index]!++
+    nx.fusedCalls++
     try {
-      z = (++nx.taken & nx.sampleMask) !== 0 ? f(y, tctx) : nx.callTimed(f, y, tctx, true)
+      // a timed call is counted by the stage that made it, so that the stats can move an estimate
+      // of the fused calls' time from that stage to this one
+      z = (++nx.taken & nx.sampleMask) !== 0 ? f(y, tctx) : nx.callTimed(f, y, tctx, lane.stage.index)
     } catch (err) {
       nx.fail(err, tctx.worker, y)
       return undefined
@@ -59,7 +60,8 @@ export function sendFused(lane: WorkerLane, y: unknown): Promise<void> | undefin
     at = nx
     nx = nx.next
   }
-  return lane.sendTo(at.output as Channel<unknown>, y)
+  lane.fused = y
+  return at
 }
 
 /**

@@ -14,7 +14,7 @@ import type { OrderedChannel } from '../channel/reorder.js'
 import { Waiter } from '../channel/waiter.js'
 import type { Lane, MapFn, StageContext, StagePlan, StagePort } from '../kinds/kind.js'
 import type { Execution } from './execution.js'
-import { sendFused } from './fusion.js'
+import { fuse } from './fusion.js'
 import { CHECK_EVERY } from './pace.js'
 import { BLOCKED, STARVED, TimeBook, type TimeTotals, type UnitState, WORKING } from './time.js'
 
@@ -59,11 +59,11 @@ export class StageRun implements StagePort {
   next: StageRun | undefined = undefined
   /** This stage's map function, when upstream workers may call it for an idle worker (see `next`). */
   fuseFn: MapFn | undefined = undefined
-  /** Calls upstream workers made for this stage's idle workers, by the index of their stage. */
-  fusedBy: Float64Array | undefined = undefined
-  /** How many of those calls were timed, and their time. */
+  /** Calls upstream workers made for this stage's idle workers (stage fusion). */
+  fusedCalls = 0
+  /** How many of those calls were timed, and their time by the index of the stage that made them. */
   fusedTimed = 0
-  fusedMs = 0
+  fusedMsBy: Float64Array | undefined = undefined
   /** The time totals of the run's previous snapshot (for `busyShare`). */
   lastShare: TimeTotals = { workingMs: 0, starvedMs: 0, blockedMs: 0 }
   private lanes = 0
@@ -96,7 +96,7 @@ export class StageRun implements StagePort {
   }
 
   lane(): WorkerLane {
-    const counted = this.plan.countsUnits !== true
+    const counted = this.exec.accounting && this.plan.countsUnits !== true
     const lane = new WorkerLane(this, this.lanes++, counted)
     this.live++
     if (counted) this.book.start()
@@ -108,7 +108,7 @@ export class StageRun implements StagePort {
   }
 
   units(working: number, blocked: number): void {
-    this.book.set(working, blocked, this.plan.workers)
+    if (this.exec.accounting) this.book.set(working, blocked, this.plan.workers)
   }
 
   /** A timed item starts at `t0`: times items more or less often to keep about SAMPLE_GAP_MS between them. */
@@ -131,23 +131,25 @@ export class StageRun implements StagePort {
   /**
    * Calls `fn` on a sampled item and records how long it took (for an async result, until it
    * settles). Kept out of the loops: with the clock reads inline, the loops ran about 10% slower
-   * on cheap synchronous functions. `fused`: the call is made by an upstream worker (stage fusion).
+   * on cheap synchronous functions. `fusedBy`: the index of the stage whose worker made the call
+   * for an idle worker of this one (stage fusion), or -1.
    */
-  callTimed(fn: MapFn, x: unknown, ctx: StageContext, fused = false): unknown {
-    const t0 = performance.now()
+  callTimed(fn: MapFn, x: unknown, ctx: StageContext, fusedBy = -1): unknown {
+    const clock = this.exec.clock
+    const t0 = clock()
     this.sampling(t0)
     const y = fn(x, ctx)
     if (!isThenable(y)) {
-      const ms = performance.now() - t0
+      const ms = clock() - t0
       this.record(ms)
-      if (fused) {
+      if (fusedBy >= 0) {
         this.fusedTimed++
-        this.fusedMs += ms
+        ;(this.fusedMsBy ??= new Float64Array(this.index))[fusedBy]! += ms
       }
       return y
     }
     return Promise.resolve(y).then((v) => {
-      this.record(performance.now() - t0)
+      this.record(clock() - t0)
       return v
     })
   }
@@ -206,11 +208,15 @@ export class StageRun implements StagePort {
 export class WorkerLane extends Waiter implements Lane {
   readonly ctx: StageContext
   adopted: unknown = undefined
+  /** What `fuse()` left to send: the result of the last stage it reached. */
+  fused: unknown = undefined
   private readonly input: Inlet<unknown>
   /** The state a park puts this lane in: set by the operation that may park. */
   private parking: UnitState = STARVED
-  private parked = false
   private n = 0
+  private readonly resumed = (): void => {
+    this.stage.book.move(this.parking, WORKING)
+  }
 
   constructor(
     readonly stage: StageRun,
@@ -229,17 +235,11 @@ export class WorkerLane extends Waiter implements Lane {
   }
 
   override park(): Promise<void> {
-    this.parked = true
-    if (this.counted) this.stage.book.move(WORKING, this.parking)
-    return super.park()
-  }
-
-  override wake(): void {
-    if (this.parked) {
-      this.parked = false
-      if (this.counted) this.stage.book.move(this.parking, WORKING)
-    }
-    super.wake()
+    if (!this.counted) return super.park()
+    this.stage.book.move(WORKING, this.parking)
+    // working again once the worker runs, not when it is woken: the party that woke it may go on
+    // for a long time before the event loop gets to it (a consumer working through its batch)
+    return super.park().then(this.resumed)
   }
 
   take(): unknown {
@@ -272,15 +272,14 @@ export class WorkerLane extends Waiter implements Lane {
   emit(y: unknown): Promise<void> | undefined {
     const s = this.stage
     s.emitted++
-    if (s.next !== undefined) return sendFused(this, y)
-    const out = s.output as Channel<unknown>
-    if (out.offerLazy(y, this)) return undefined
-    this.parking = BLOCKED
-    return out.put(this, y)
-  }
-
-  /** Puts `y` into `out`, parking (blocked) while it is full: the end of a fused send. */
-  sendTo(out: Channel<unknown>, y: unknown): Promise<void> | undefined {
+    let out = s.output as Channel<unknown>
+    if (s.next !== undefined) {
+      const at = fuse(this, y)
+      if (at === undefined) return undefined
+      y = this.fused
+      this.fused = undefined
+      out = at.output as Channel<unknown>
+    }
     if (out.offerLazy(y, this)) return undefined
     this.parking = BLOCKED
     return out.put(this, y)

@@ -112,18 +112,19 @@ function p95(s: StageRun): number | undefined {
 
 /**
  * Every stage's time totals, with the calls upstream workers made for a stage's idle workers (stage
- * fusion) moved from the stage that made them to the stage whose function ran: their count times
- * their mean sampled time.
+ * fusion) moved from the stage that made them to the stage whose function ran: their sampled time,
+ * by caller, scaled up by the share of the calls that were sampled.
  */
 function timeOf(stages: readonly StageRun[]): TimeTotals[] {
   const t = stages.map((s) => s.book.read())
   for (const c of stages) {
-    const by = c.fusedBy
+    const by = c.fusedMsBy
     if (by === undefined || c.fusedTimed === 0) continue
-    const mean = c.fusedMs / c.fusedTimed
+    // the timed calls are a sample of all fused calls: each caller's share scaled up to the whole
+    const scale = c.fusedCalls / c.fusedTimed
     let total = 0
     for (let b = 0; b < by.length; b++) {
-      const est = by[b]! * mean
+      const est = by[b]! * scale
       if (est === 0) continue
       const caller = t[b]!
       const moved = Math.min(est, caller.workingMs)
@@ -144,7 +145,6 @@ function stageStats(s: StageRun, time: TimeTotals, elapsedMs: number): StageStat
   const prev = s.lastShare
   const dw = time.workingMs - prev.workingMs
   const dall = dw + (time.starvedMs - prev.starvedMs) + (time.blockedMs - prev.blockedMs)
-  const all = time.workingMs + time.starvedMs + time.blockedMs
   s.lastShare = time
   return {
     name: s.name,
@@ -164,7 +164,7 @@ function stageStats(s: StageRun, time: TimeTotals, elapsedMs: number): StageStat
     workingMs: time.workingMs,
     starvedMs: time.starvedMs,
     blockedMs: time.blockedMs,
-    busyShare: clamp01(dall > 0 ? dw / dall : all > 0 ? time.workingMs / all : 0),
+    busyShare: clamp01(dall > 0 ? dw / dall : 0),
   }
 }
 
