@@ -9,7 +9,7 @@
  * `node benchmarks/parks.js /tmp/base/dist dist --workers 4 --runs 5`.
  * @module
  */
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -22,16 +22,21 @@ const workers = intFlag(args, 'workers', 1)
 const runs = intFlag(args, 'runs', 3)
 const items = intFlag(args, 'items', 100_000)
 
-const PARK = 'export function park(w) {'
+/** Where each layout of the engine parks a party: a method of the waiter, or a function of the queue. */
+const PARKS = [
+  ['channel/waiter.js', '    park() {'],
+  ['queue.js', 'export function park(w) {'],
+]
 const tmp = mkdtempSync(join(tmpdir(), 'stageline-parks-'))
 try {
   for (const [k, dir] of dirs.entries()) {
     const copy = join(tmp, String(k))
     cpSync(resolve(dir), copy, { recursive: true })
-    const file = join(copy, 'queue.js')
-    const src = readFileSync(file, 'utf8')
-    if (!src.includes(PARK)) throw new Error(`${dir}/queue.js has no \`${PARK}\`: not a stageline build`)
-    writeFileSync(file, src.replace(PARK, `${PARK} globalThis.__stagelineParks++;`))
+    const found = PARKS.find(([f, at]) => existsSync(join(copy, f)) && readFileSync(join(copy, f), 'utf8').includes(at))
+    if (found === undefined) throw new Error(`${dir} has no park() to count: not a stageline build`)
+    const [f, at] = found
+    const file = join(copy, f)
+    writeFileSync(file, readFileSync(file, 'utf8').replace(at, `${at} globalThis.__stagelineParks++;`))
     const { pipe, stage } = await import(pathToFileURL(join(copy, 'index.js')).href)
     const inc = () =>
       stage(

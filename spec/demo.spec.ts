@@ -2,9 +2,9 @@ import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, test } from 'vitest'
-import { decodeEntities, pickMostCommon } from '../lib/demo/crawl.js'
-import { type DemoIO, main, parseFlags, runDemo, USAGE } from '../lib/demo/main.js'
-import { pageHtml, pageLatency, pageTitle, startPageServer } from '../lib/demo/server.js'
+import { decodeEntities, pickMostCommon } from '../examples/demo/crawl.js'
+import { type DemoIO, main, parseFlags, runDemo, USAGE } from '../examples/demo/main.js'
+import { pageHtml, pageLatency, pageTitle, startPageServer } from '../examples/demo/server.js'
 import type { ProgressStream } from '../lib/progress/index.js'
 import { recordUnhandledRejections } from './helpers/instruments.js'
 
@@ -200,7 +200,7 @@ describe('the demo site', () => {
   })
 })
 
-const built = fileURLToPath(new URL('../dist/demo/main.js', import.meta.url))
+const built = fileURLToPath(new URL('../build/examples/demo/main.js', import.meta.url))
 
 describe('the demo as a process (needs `npm run build`)', () => {
   test('a real SIGINT stops it gracefully and it exits by itself with code 130', async () => {

@@ -3,8 +3,9 @@
  * through its package.json "exports", which point at dist/. `npm test` builds dist/ before the
  * specs run; when this spec runs alone and dist/ is missing, it builds it first.
  */
-import { execFileSync } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -103,6 +104,104 @@ describe('the built package', () => {
     const types = readFileSync(join(root, (pkg.exports['.'] as { types: string }).types), 'utf8')
     for (const name of ['pipe', 'stage', 'mapStage', 'Stage', 'Pipeline', 'TaskException']) {
       expect(types).toMatch(new RegExp(`\\b${name}\\b`))
+    }
+  })
+})
+
+/**
+ * Lays the built package out as a dependent project would have it, in a temporary folder:
+ * `node_modules/stageline` (package.json and dist/) and nothing else, so that an optional peer
+ * dependency is missing there. Returns the project folder.
+ */
+function installedAlone(): string {
+  const project = mkdtempSync(join(tmpdir(), 'stageline-alone-'))
+  const at = join(project, 'node_modules', 'stageline')
+  mkdirSync(at, { recursive: true })
+  cpSync(join(root, 'package.json'), join(at, 'package.json'))
+  cpSync(join(root, 'dist'), join(at, 'dist'), { recursive: true })
+  return project
+}
+
+function runIn(dir: string, code: string): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { cwd: dir, encoding: 'utf8' })
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+describe('what the package needs and ships', () => {
+  test('the core runs with none of the optional peer dependencies installed; stageline/progress names the one it lacks', () => {
+    const project = installedAlone()
+    try {
+      const core = runIn(
+        project,
+        `import { pipe, mapStage } from 'stageline'
+         console.log(JSON.stringify(await pipe([1, 2], mapStage((n) => n + 1)).toArray()))`,
+      )
+      expect(core.stderr).toBe('')
+      expect(core.stdout.trim()).toBe('[2,3]')
+      const progress = runIn(project, `await import('stageline/progress')`)
+      expect(progress.status).not.toBe(0)
+      expect(progress.stderr).toContain(
+        'stageline/progress needs the package `log-update`, an optional peer dependency of stageline that is not installed: run `npm install log-update`',
+      )
+    } finally {
+      rmSync(project, { recursive: true, force: true })
+    }
+  })
+
+  test('the optional parts are optional peer dependencies, and only piscina is a dependency', () => {
+    const full = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
+    expect(Object.keys(full.dependencies)).toEqual(['piscina'])
+    for (const name of ['redis', 'msgpackr', 'log-update']) {
+      expect(full.peerDependencies[name], name).toBeTypeOf('string')
+      expect(full.peerDependenciesMeta[name], name).toEqual({ optional: true })
+    }
+  })
+
+  test('a bundler keeps what a user file that imports only mapStage needs, and the bundle runs', async () => {
+    // "sideEffects": false lets a bundler drop every module whose exports are unused: nothing that
+    // mapStage or its transform needs may rely on another module having been imported for its effect
+    const { build } = await import('esbuild')
+    const dir = mkdtempSync(join(tmpdir(), 'stageline-bundle-'))
+    try {
+      const entry = join(dir, 'user.mjs')
+      writeFileSync(
+        entry,
+        `import { mapStage } from 'stageline'
+         const double = mapStage((n) => n * 2, { workers: 2, ordered: true })
+         const out = []
+         for await (const n of double.transform([1, 2, 3])) out.push(n)
+         console.log(JSON.stringify(out))`,
+      )
+      const outfile = join(dir, 'bundle.mjs')
+      await build({
+        entryPoints: [entry],
+        bundle: true,
+        platform: 'node',
+        format: 'esm',
+        outfile,
+        nodePaths: [join(root, '..')],
+        alias: { stageline: join(root, 'dist', 'index.js') },
+        logLevel: 'silent',
+      })
+      const bundle = readFileSync(outfile, 'utf8')
+      // tree-shaken: the Redis transport and the progress reporter are not in it
+      expect(bundle).not.toMatch(/redisStage|progressReporter/)
+      expect(execFileSync(process.execPath, [outfile], { encoding: 'utf8' }).trim()).toBe('[2,4,6]')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  test('@internal members are not in the declarations, and source maps come with their sources', () => {
+    const d = readFileSync(join(root, 'dist', 'stage.d.ts'), 'utf8')
+    expect(d).toMatch(/class Stage/)
+    expect(d).not.toMatch(/\bplan\(name/)
+    expect(d).not.toMatch(/\[KIND\]/)
+    const maps = readdirSync(join(root, 'dist'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js.map'))
+    expect(maps.length).toBeGreaterThan(10)
+    for (const f of maps) {
+      const map = JSON.parse(readFileSync(join(root, 'dist', f), 'utf8')) as { sources: string[]; sourcesContent?: string[] }
+      expect(map.sourcesContent?.length, f).toBe(map.sources.length)
     }
   })
 })

@@ -8,12 +8,28 @@ import type { RunStats, StageStats } from '../engine/stats.js'
 
 const grouped = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 })
 
-/** An integer with thousands separators: `12,345`. */
+/**
+ * A count for a human, grouped by thousands: `12,345`.
+ *
+ * @example
+ * ```ts
+ * import { formatCount } from 'stageline/progress'
+ * console.log(formatCount(1234567)) // 1,234,567
+ * ```
+ */
 export function formatCount(n: number): string {
   return grouped.format(n)
 }
 
-/** Milliseconds for a human: `850 ms`, `12.3 s`, `4m 05s`. */
+/**
+ * Milliseconds for a human: `850 ms`, `12.3 s`, `4m 05s`.
+ *
+ * @example
+ * ```ts
+ * import { formatDuration } from 'stageline/progress'
+ * console.log(formatDuration(850), formatDuration(12_345), formatDuration(245_000)) // 850 ms 12.3 s 4m 05s
+ * ```
+ */
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)} ms`
   if (ms < 60_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`

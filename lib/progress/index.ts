@@ -4,7 +4,7 @@
  * final stats. A separate entry point, so that the core import does not load log-update.
  * @module stageline/progress
  */
-export { formatStats } from './format.js'
+export { formatCount, formatDuration, formatStats } from './format.js'
 export {
   type ProgressReporter,
   type ProgressReporterOptions,

@@ -4,7 +4,7 @@
  * anywhere else (CI logs, a file, a pipe).
  * @module
  */
-import { createLogUpdate } from 'log-update'
+import { createLogUpdate } from './log-update.js'
 import type { RunStats, StageStats } from '../engine/stats.js'
 import { boolean, got, integer, type Schema, validateOptions } from '../options/check.js'
 import { MAX_TIMER_MS } from '../options/limits.js'

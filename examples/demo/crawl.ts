@@ -3,7 +3,7 @@
  * extract their titles with two, and find the most common title with one.
  * @module
  */
-import { mapStage, type Pipeline, pipe, stage } from '../index.js'
+import { mapStage, type Pipeline, pipe, stage } from 'stageline'
 
 /** What the last stage yields: the most common title and how often it came up. */
 export interface MostCommon {
