@@ -88,5 +88,19 @@ export class Stage<
     results<O>({ source, stages: [this], names: [this.name ?? 'stage1'] })
 }
 
-/** Any stage, whatever its kind: what a pipeline accepts. */
+/**
+ * Any stage from `I` to `O`, whatever its kind and options: for a list of stages of several kinds.
+ *
+ * @example
+ * ```ts
+ * import { type AnyStage, batch, mapStage, pipe, stage } from 'stageline'
+ * const steps: AnyStage<number, number>[] = [
+ *   mapStage((n: number) => n + 1, { retries: 1 }),
+ *   stage(async function* (xs: AsyncIterable<number>) {
+ *     for await (const x of xs) yield x * 2
+ *   }),
+ * ]
+ * console.log(await pipe([1, 2], ...steps).toArray(), batch(2).name) // [ 4, 6 ] batch
+ * ```
+ */
 export type AnyStage<I, O> = Stage<I, O, any, any>

@@ -5,9 +5,8 @@
  * fields, never as the promise's value (resolving a promise with a thenable item would adopt it).
  * @module
  */
+import { noop } from '../_utils.js'
 import type { Handed } from './handover.js'
-
-function noop(): void {}
 
 export class Waiter {
   /** The 0-based position, in its channel, of the item this party took last. */

@@ -33,7 +33,16 @@ export interface BatchOptions {
   name?: string
 }
 
-/** The resolved options of a batch stage, as `stage.options` shows them. */
+/**
+ * The checked options of a batch stage, as `stage.options` shows them.
+ *
+ * @example
+ * ```ts
+ * import { batch } from 'stageline'
+ * const b = batch<number>(100, { maxWait: 50 })
+ * console.log(b.options.size, b.options.maxWait, b.options.workers) // 100 50 1
+ * ```
+ */
 export interface ResolvedBatchOptions extends ResolvedStageOptions {
   /** Items per batch. */
   size: number

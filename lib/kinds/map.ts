@@ -138,7 +138,17 @@ export function checkSkipRule(where: string, o: { errors?: unknown; onError?: un
  */
 export interface MapStageOptions<I = any, S = any> extends StageOptions, PolicyOptions<I, S> {}
 
-/** The checked options of a map stage, as `stage.options` shows them. */
+/**
+ * The checked options of a map stage, as `stage.options` shows them: the common options, complete,
+ * and the policies that were given.
+ *
+ * @example
+ * ```ts
+ * import { mapStage } from 'stageline'
+ * const s = mapStage(async (url: string) => url.length, { workers: 8, retries: 2 })
+ * console.log(s.options.workers, s.options.retries, s.options.timeout) // 8 2 undefined
+ * ```
+ */
 export interface ResolvedMapStageOptions extends ResolvedStageOptions, PolicyOptions {}
 
 /**
