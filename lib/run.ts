@@ -95,6 +95,9 @@ export class Run<O> implements AsyncDisposable {
   private async consume(onResult: ((item: O) => unknown) | undefined): Promise<O | undefined> {
     let last: unknown
     try {
+      // the first output may be ready before start() returns (a source function pushes at once):
+      // onResult is never called before the caller holds the run it may want to stop
+      await Promise.resolve()
       await drain(this.exec, (x) => {
         last = x
         return onResult?.(x as O)

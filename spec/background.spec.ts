@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest'
-import { feed, mapStage, pipe, RunStopped, TaskException } from '../lib/index.js'
+import { type Feed, feed, mapStage, pipe, RunStopped, TaskException } from '../lib/index.js'
 import {
   abortListeners,
   defer,
@@ -213,6 +213,25 @@ describe('pipeline.start()', () => {
     expect(s.stages[0]).toMatchObject({ name: 'id', in: 3, out: 3 })
     // the final report comes when the run ends
     expect(snapshots.at(-1)).toBe(3)
+  })
+
+  test('onResult is never called before start() has returned the run it may stop', async () => {
+    const seen: string[] = []
+    // a bucket of capacity 0 and a synchronous stage: the first output is ready during start()
+    const run = pipe(
+      async (bucket: Feed<number>) => {
+        for (let i = 0; i < 3; i++) await bucket.push(i)
+      },
+      mapStage((n: number) => n),
+    ).start({
+      onResult: (n) => {
+        // run is in its temporal dead zone until start() returns: reading it earlier throws
+        if (n === 0) void run.abort()
+        seen.push(`run ${n}`)
+      },
+    })
+    await expect(run.done).rejects.toBeInstanceOf(RunStopped)
+    expect(seen).toEqual(['run 0'])
   })
 
   test('bad start() options are refused at once', () => {
