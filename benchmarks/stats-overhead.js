@@ -9,7 +9,7 @@
  * within each round (the order flips every round). It prints, per workload, the median rate of
  * each build and the median of the per-round on/off ratios, both per second of wall time and per
  * second of CPU time (the steadier figure on a loaded machine). The shared lib/ and dist/ are not
- * touched. Issue 6 asks for stats on within 5% of stats off.
+ * touched. The target: stats on within 5% of stats off.
  *
  * Options:
  *   --rounds N          rounds (default 9)
