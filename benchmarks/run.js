@@ -78,7 +78,7 @@ if (!existsSync(distEntry)) {
   )
   process.exit(1)
 }
-// The run uses a snapshot of dist/: other engineers rebuild dist/ while a long run goes on, and a
+// The run uses a snapshot of dist/: a build may replace dist/ while a long run goes on, and a
 // thread stage loads its worker module from disk when it starts (a rebuilt one may not match). It
 // sits under node_modules/ so that the snapshot's imports of its dependencies resolve as dist's do.
 const snapshot = join(here, '..', 'node_modules', '.cache', 'stageline-bench', String(process.pid))
