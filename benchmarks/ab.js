@@ -10,8 +10,8 @@
  * over A's) and the spread between the 20th and 80th percentile; A against itself gives the A/A
  * spread of the measurement. Use it before and after an engine change:
  *
- *   git worktree add /tmp/base HEAD && (cd /tmp/base && npm install && npm run build)
- *   npm run build && node benchmarks/ab.js /tmp/base/dist dist --kind gen --workers 4
+ *   git worktree add ../stageline-base HEAD && (cd ../stageline-base && npm install && npm run build)
+ *   npm run build && node benchmarks/ab.js ../stageline-base/dist dist --kind gen --workers 4
  * @module
  */
 import { resolve } from 'node:path'

@@ -5,8 +5,8 @@
  *
  * Why: in the main benchmark process the peers' libraries are loaded too, and with them loaded the
  * bare async-generator chain runs up to 1.9x slower while stageline runs about 1.1x slower. The
- * cause is the size of V8's young generation (docs/benchmarks.md, "The baseline moves with the
- * young generation"): V8 grows it with the heap, to 16 MB a semi-space in a process that has
+ * cause is the size of V8's young generation (docs/dev/engine-notes.md, "The baseline moves with
+ * the young generation"): V8 grows it with the heap, to 16 MB a semi-space in a process that has
  * imported a few libraries or holds some tens of thousands of objects, and the bare chain, which
  * allocates about 15 promises an item, runs 1.6x slower with it. A child that loads only stageline keeps a small heap and a
  * small young generation. So every case runs twice, in children of their own: with V8's default
@@ -34,7 +34,7 @@ const WORKLOAD = { async: 'overhead-async', sync: 'overhead-sync', gen: 'generat
 /**
  * The young generation each case runs with: V8's default (`youngMB` null), and a semi-space of 16
  * MB from the start, the size V8 grows it to by itself in a process that has imported the peers'
- * libraries or holds 60,000 small objects (`node benchmarks/young.js`; docs/benchmarks.md).
+ * libraries or holds 60,000 small objects (`node benchmarks/young.js`; docs/dev/engine-notes.md).
  */
 export const YOUNG_SETTINGS = [null, 16]
 

@@ -1,6 +1,6 @@
 /**
- * The cpu workload (issue 4's targets, issue 5's workload 7): CPU-bound items through the thread
- * stage, against piscina used directly.
+ * The cpu workload and the thread-stage targets: CPU-bound items through the thread stage, against
+ * piscina used directly.
  *
  * - cpu-5ms: 2,000 items of about 5 ms of CPU each (an integer hash loop), through threadStage with
  *   1 and with 2 threads, and through piscina with 2 threads and one task per item. Target: 2
@@ -241,7 +241,7 @@ export function defineCpuWorkloads(sl, Piscina, sizes) {
 }
 
 /**
- * Measures the cpu workloads with the suite's harness and checks issue 4's targets. Options:
+ * Measures the cpu workloads with the suite's harness and checks the thread-stage targets. Options:
  * `quick` (smaller sizes), `rounds` (runs per implementation, median taken), `log`, `sl` (the
  * stageline module; default ../dist/index.js), `sizes` (overrides the size set).
  */
@@ -270,7 +270,7 @@ export default async function cpu(options = {}) {
       .map((x) => x.toFixed(2))
       .join(' ')}`,
   )
-  log('\n== cpu targets (issue 4)')
+  log('\n== cpu targets')
   for (const t of targets) log(`  ${t.info ? 'info  ' : t.pass ? 'met   ' : 'MISSED'}  ${t.text}: ${t.value}`)
   return { machine: `${availableParallelism()} cores`, loadavg: [loadStart, loadavg()], rows, targets }
 }
@@ -281,7 +281,7 @@ function format(r) {
   return `${rate} items/s on ${r.n} items, ratio to ${r.baseline} ${r.ratio.toFixed(3)} (min ${r.ratioMin.toFixed(3)}, max ${r.ratioMax.toFixed(3)}, ${r.runs} runs)`
 }
 
-/** Issue 4's two targets, from the measured rows (ratios are medians of per-round paired ratios). */
+/** The two thread-stage targets, from the measured rows (ratios are medians of per-round paired ratios). */
 export function evaluate(rows) {
   const cell = (w, impl) => rows.find((r) => r.workload === w && r.impl === impl)
   const out = []

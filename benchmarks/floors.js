@@ -18,7 +18,7 @@
  *   nothing else (no stats, no errors, no stop, one worker): `minimalQueued()` below. Its ratio to
  *   the bare chain is the ceiling for `stage()`s joined by queues on this workload.
  *
- * docs/benchmarks.md ("Engine notes") reads these to explain the overhead-sync target.
+ * docs/dev/engine-notes.md reads these to explain the overhead-sync and generator targets.
  * @module
  */
 import { pathToFileURL } from 'node:url'

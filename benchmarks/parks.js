@@ -5,8 +5,8 @@
  * A park is a worker waiting on a queue (its input empty, or the next queue full): a promise and a
  * later wake, the cost that lazy hand-over removes (docs/design.md, "Channels"). The count comes
  * from a copy of each build (default `dist`, the current one) whose `park()` increments a counter,
- * so builds of other commits can be compared: `git worktree add /tmp/base <commit>`, build it, then
- * `node benchmarks/parks.js /tmp/base/dist dist --workers 4 --runs 5`.
+ * so builds of other commits can be compared: `git worktree add ../stageline-base <commit>`, build
+ * it, then `node benchmarks/parks.js ../stageline-base/dist dist --workers 4 --runs 5`.
  * @module
  */
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'

@@ -3,7 +3,7 @@
  *
  * Every promise is an allocation and, when awaited, a trip through the microtask queue, so the
  * count per item is the part of an async pipeline's cost that no amount of tuning inside a loop
- * removes. It explains the overhead targets that are missed (docs/benchmarks.md, "Engine notes"):
+ * removes. It explains the overhead targets that are missed (docs/dev/engine-notes.md):
  * a `stage()` runs the very generators the bare chain is made of, plus its hand-off; a `for await`
  * consumer needs at least one promise per item whatever hands it the items.
  *

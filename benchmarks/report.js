@@ -4,7 +4,7 @@
  * @module
  */
 
-/** stageline's targets from issue 5 that this suite can check (the cpu ones belong to cpu.js). */
+/** stageline's targets that this suite checks itself (the cpu ones belong to cpu.js). */
 export function evaluateTargets(rows, memoryRows) {
   const out = []
   for (const row of rows) {
@@ -52,7 +52,7 @@ export function evaluateTargets(rows, memoryRows) {
 /**
  * The verdicts measured in the benchmark process on a workload that was also measured alone in a
  * child process (benchmarks/clean.js) become `info`: with every peer's library loaded, the bare
- * chain slows by 1.06x to 1.9x from run to run with no change to either side (docs/benchmarks.md,
+ * chain slows by 1.06x to 1.9x from run to run with no change to either side (docs/dev/engine-notes.md,
  * "The baseline moves with the young generation"), so a target judged there flips between met and
  * missed. The row measured alone decides; a clean row that failed decides nothing, and the
  * in-process verdict stands.

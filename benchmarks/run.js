@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- options]`: runs issue 5's workloads against the peers in this one process
+ * `npm run bench [-- options]`: runs the throughput workloads against the peers in this one process
  * run (the memory workload in child processes), prints the tables and the target verdicts, and
  * writes the JSON and the SVG chart to benchmarks/results/.
  *
@@ -78,7 +78,7 @@ if (!existsSync(distEntry)) {
   )
   process.exit(1)
 }
-// The run uses a snapshot of dist/: other engineers rebuild dist/ while a long run goes on, and a
+// The run uses a snapshot of dist/: a build may replace dist/ while a long run goes on, and a
 // thread stage loads its worker module from disk when it starts (a rebuilt one may not match). It
 // sits under node_modules/ so that the snapshot's imports of its dependencies resolve as dist's do.
 const snapshot = join(here, '..', 'node_modules', '.cache', 'stageline-bench', String(process.pid))
@@ -99,21 +99,21 @@ for (const w of defineWorkloads(sl, sizes)) {
 }
 
 // Workloads written alongside this suite, each in its own module with the shape its author chose:
-// - cpu.js (issue 4): default export `cpu({ quick, rounds, log, sl })`, measuring with this harness
+// - cpu.js (the cpu workload): default export `cpu({ quick, rounds, log, sl })`, measuring with this harness
 //   and resolving to `{ rows, targets }` (rows as measureWorkload returns them);
-// - redis.js (issue 7): `benchRedis({ items, runs })`, resolving to rows
+// - redis.js (the Redis workload): `benchRedis({ items, runs })`, resolving to rows
 //   `{ impl, workers, itemsPerSec, ratio, runs }` with ratios to a local mapStage, turned into rows here.
 const EXTRA = [
   {
     id: 'cpu',
     file: 'cpu.js',
-    what: 'the thread-stage workload of issue 4',
+    what: 'the cpu workload, thread stages against piscina',
     run: async (mod) => mod.default({ quick, rounds, log, sl }),
   },
   {
     id: 'redis',
     file: 'redis.js',
-    what: 'the Redis transport workload of issue 7',
+    what: 'the Redis workload',
     run: async (mod) => {
       const items = quick ? 20_000 : 300_000
       return { rows: redisRows(await mod.benchRedis({ items, runs: rounds }), items), targets: [] }
@@ -180,7 +180,7 @@ const targets = [
   ...extraTargets,
 ]
 if (targets.length > 0) {
-  log('\n== stageline targets (issue 5)')
+  log('\n== stageline targets')
   for (const t of targets) log(`  ${t.info ? 'info  ' : t.pass ? 'met   ' : 'MISSED'}  ${t.text}: ${t.value}`)
 }
 

@@ -1,5 +1,5 @@
 /**
- * The throughput workloads of issue 5 as data: for each, its implementations (stageline, the
+ * The throughput workloads as data: for each, its implementations (stageline, the
  * baseline it is measured against, the peers), its size, the result every implementation must
  * produce, and stageline's target. The runner (run.js) times them; the smoke spec runs them tiny.
  *
@@ -16,7 +16,7 @@ import { pipe as itPipe } from 'it-pipe'
 import { bareChain, consume, ResolvedIterator, range, rangeSum, sleep, tallyArray } from './common.js'
 import { effectRun, itParallelChain, nodeChain, optimalRun, pMapChain, rxjsRun } from './peers.js'
 
-/** Full sizes (issue 5), the `--quick` smoke sizes, and the spec's tiny ones. */
+/** The full sizes, the `--quick` smoke sizes, and the spec's tiny ones. */
 export const SIZES = {
   full: { overhead: 1_000_000, reduced: 100_000, io: 2_000, ordered: 2_000 },
   quick: { overhead: 50_000, reduced: 10_000, io: 300, ordered: 300 },

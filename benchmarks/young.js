@@ -6,7 +6,7 @@
  * semi-space fixed at 1 or 16 MB by flag. Each row prints ns per item (median of the rounds), the
  * new space's size after the runs and the heap in use.
  *
- * What it shows (docs/benchmarks.md, "The baseline moves with the young generation"): the bare
+ * What it shows (docs/dev/engine-notes.md, "The baseline moves with the young generation"): the bare
  * chain's speed follows the size V8 gives the young generation, which V8 grows with the heap: 8 MB
  * a semi-space (16 MB of new space) in a fresh process or one holding 20,000 objects, 16 MB (32 MB)
  * in one holding 60,000 or with the peers' libraries imported. stageline's speed barely moves.
