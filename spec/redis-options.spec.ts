@@ -12,9 +12,10 @@ describe('redisStage() options', () => {
     })
     expect(s).toBeInstanceOf(Stage)
     expect(s.name).toBe('resize')
-    expect(s.options).toMatchObject({ name: 'resize', capacity: 10, ordered: true, workers: 1 })
+    // a Redis stage's concurrency units are its in-flight slots: `workers` is `capacity`
+    expect(s.options).toMatchObject({ name: 'resize', capacity: 10, ordered: true, workers: 10 })
     const wider = s.setup({ capacity: 20, qsize: 5 })
-    expect(wider.options).toMatchObject({ capacity: 20, qsize: 5, ordered: true })
+    expect(wider.options).toMatchObject({ capacity: 20, qsize: 5, ordered: true, workers: 20 })
     expect(s.options).toMatchObject({ capacity: 10 })
   })
 
@@ -103,11 +104,20 @@ describe('redisStage() options', () => {
     ],
     [{ client: 'x' }, TypeError, 'expected `client` to be an options object, got "x" (string)'],
     [{ client: { url: 'redis://h' } }, TypeError, 'give the server as the `url` option, not as `client.url`'],
-    [{ workers: 4 }, TypeError, '`workers` does not apply to a Redis stage (got 4 (number))'],
+    [
+      { workers: 4 },
+      TypeError,
+      '`workers` does not apply to a Redis stage (got 4 (number)): its workers are the serveStage() processes (set `concurrency` there), and its concurrency here is `capacity`',
+    ],
     [
       { worker: 4 },
       TypeError,
-      'unknown option `worker`; the options are `workers`, `qsize`, `ordered`, `name`, `url`',
+      'redisStage(): unknown option `worker`; the options are `url`, `client`, `connectTimeout`, `capacity`, `batch`, `maxWait`, `visibilityTimeout`, `maxDeliveries`, `deadLetter`, `ordered`, `qsize`, `name`',
+    ],
+    [
+      { name: 'other' },
+      TypeError,
+      'redisStage(): the stage is named by its first argument ("s"), and its options name it "other"',
     ],
     [
       { qsize: -1 },
@@ -144,8 +154,11 @@ describe('redisStage() options', () => {
   test('setup() validates what it changes', () => {
     const s = redisStage('s')
     expect(() => s.setup({ batch: 0 })).toThrow(RangeError)
+    // @ts-expect-error workers is not an option of a Redis stage
     expect(() => s.setup({ workers: 2 })).toThrow('`workers` does not apply to a Redis stage')
     expect(() => s.setup({ name: 'x}' })).toThrow(RangeError)
+    // the name given to setup() is the one the stage is served under
+    expect(s.setup({ name: 'other' }).options).toMatchObject({ name: 'other' })
   })
 })
 

@@ -6,7 +6,7 @@ import { createServer } from 'node:net'
 import { inspect } from 'node:util'
 import { pack, unpackMultiple } from 'msgpackr'
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
-import { MAX_TIMER_MS, mapStage, pipe, RunStopped, TaskException } from '../lib/index.js'
+import { MAX_TIMER_MS, mapStage, pipe, RunStopped, type StageStats, TaskException } from '../lib/index.js'
 import {
   DeliveryLimitError,
   RedisConnectionError,
@@ -715,6 +715,125 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
       expect(seenAt.length).toBe(6)
       expect(seenAt[0]).toBeLessThan(6)
     }
+  })
+
+  /** The change in a stage's time totals between two snapshots. */
+  const spent = (a: StageStats, b: StageStats): { working: number; starved: number; blocked: number } => ({
+    working: b.workingMs - a.workingMs,
+    starved: b.starvedMs - a.starvedMs,
+    blocked: b.blockedMs - a.blockedMs,
+  })
+
+  test('stats count the capacity slots: workers and bound are capacity, busy the items in Redis not back yet', async () => {
+    const name = fresh()
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    await serve(
+      name,
+      async (x: number) => {
+        if (x < 3) await gate
+        return x
+      },
+      8,
+    )
+    const run = pipe(range(10), redisStage<number, number>(name, { url, capacity: 5, batch: 1 })).start()
+    await waitFor('every item but the held ones back', () => run.stats().stages[0]!.out === 7)
+    const a = run.stats().stages[0]!
+    expect(a).toMatchObject({ name, workers: 5, bound: 5, busy: 3, in: 10, out: 7, failed: 0 })
+    await raw.ping() // some time passes, in nothing but a round trip
+    const b = run.stats().stages[0]!
+    expect(b.busy).toBe(3)
+    // 3 slots working, 2 starved (the input is done), none blocked: time accrues in that ratio
+    const d = spent(a, b)
+    expect(d.working).toBeGreaterThan(0)
+    expect(d.starved / d.working).toBeCloseTo(2 / 3, 6)
+    expect(d.blocked).toBe(0)
+    release()
+    await run.done
+    const end = run.stats().stages[0]!
+    expect(end).toMatchObject({ workers: 5, bound: 5, busy: 0, in: 10, out: 10 })
+    // once the run is over, its slots count no more time
+    await raw.ping()
+    expect(spent(end, run.stats().stages[0]!)).toEqual({ working: 0, starved: 0, blocked: 0 })
+  })
+
+  test('results that wait for room downstream count as blocked slots, not busy ones', async () => {
+    const name = fresh()
+    await serve(name, (x: number) => x)
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    const seen: number[] = []
+    // one entry of 4 items comes back as one record: the consumer takes the first and holds it
+    const run = pipe(
+      range(4),
+      redisStage<number, number>(name, {
+        url,
+        capacity: 4,
+        batch: 4,
+        qsize: 0,
+        maxWait: Number.POSITIVE_INFINITY,
+      }),
+    ).start({
+      onResult: (x) => {
+        seen.push(x)
+        return seen.length === 1 ? gate : undefined
+      },
+    })
+    await waitFor('the consumer to hold the first result', () => seen.length === 1)
+    await waitFor('the collector to wait for room', () => run.stats().stages[0]!.out === 2)
+    const a = run.stats().stages[0]!
+    expect(a).toMatchObject({ workers: 4, busy: 0, in: 4, out: 2 })
+    await raw.ping()
+    const d = spent(a, run.stats().stages[0]!)
+    // 3 results wait (the one being handed on and the 2 after it), 1 slot is free: 3 to 1
+    expect(d.working).toBe(0)
+    expect(d.starved).toBeGreaterThan(0)
+    expect(d.blocked / d.starved).toBeCloseTo(3, 6)
+    release()
+    await run.done
+    expect(seen).toEqual([0, 1, 2, 3])
+  })
+
+  test("ordered: results wait in the port's reorder window, which holds qsize + capacity items", async () => {
+    const name = fresh()
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    await serve(
+      name,
+      async (x: number) => {
+        if (x === 0) await gate
+        return x
+      },
+      4,
+    )
+    let pulled = 0
+    function* source(): Generator<number> {
+      for (let i = 0; i < 30; i++) {
+        pulled++
+        yield i
+      }
+    }
+    const out: number[] = []
+    const stage = redisStage<number, number>(name, { url, ordered: true, capacity: 4, batch: 1, qsize: 2 })
+    const run = pipe(source, stage).start({ onResult: (x) => void out.push(x) })
+    // item 0 is held in Redis; items 1..5 came back and wait for it in the window, which is full
+    await waitFor('the reorder window to fill', () => run.stats().stages[0]!.out === 5)
+    await raw.ping()
+    const a = run.stats().stages[0]!
+    expect(a).toMatchObject({ workers: 4, bound: 4, busy: 1, in: 6, out: 5, queued: 6, capacity: 6 })
+    expect(pulled).toBe(6)
+    expect(out).toEqual([])
+    await raw.ping()
+    const b = run.stats().stages[0]!
+    expect(b).toMatchObject({ in: 6, out: 5 })
+    // the stage waits for room downstream: 1 slot works, the other 3 are blocked, none starved
+    const d = spent(a, b)
+    expect(d.starved).toBe(0)
+    expect(d.working).toBeGreaterThan(0)
+    expect(d.blocked / d.working).toBeCloseTo(3, 6)
+    release()
+    await run.done
+    expect(out).toEqual(range(30))
   })
 
   test('results sent twice for the same items reach the consumer once', async () => {

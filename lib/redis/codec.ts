@@ -2,8 +2,8 @@
  * How items, results and errors are serialized: msgpackr with `structuredClone: true`, so Date,
  * Map, Set, typed arrays, BigInt, RegExp and cyclic references arrive as they left (msgpackr's
  * default would turn a Map into a plain object). What may be sent is checked before packing (see
- * lib/sendable.ts); the packer is also set never to change a value silently on its own: it calls
- * no `toJSON()` of a value, and throws on a function rather than write `undefined` for it.
+ * lib/wire/sendable.ts); the packer is also set never to change a value silently on its own: it
+ * calls no `toJSON()` of a value, and throws on a function rather than write `undefined` for it.
  * @module
  */
 import { Packr } from 'msgpackr'

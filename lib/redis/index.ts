@@ -11,6 +11,12 @@ export {
   type RemoteErrorInfo,
   RunStateLostError,
 } from './errors.js'
-export type { RedisClientConfig, RedisConnectionOptions, RedisStageOptions, ServeOptions } from './options.js'
+export type {
+  RedisClientConfig,
+  RedisConnectionOptions,
+  RedisStageOptions,
+  ResolvedRedisStageOptions,
+  ServeOptions,
+} from './options.js'
 export { type StageWorker, serveStage, type WorkerContext } from './serve.js'
 export { redisStage } from './stage.js'

@@ -22,7 +22,7 @@
  * @module
  */
 import { ErrorReply, type RedisArgument } from 'redis'
-import { MAX_TIMER_MS } from '../options.js'
+import { MAX_TIMER_MS } from '../options/limits.js'
 import { BUFFERS, type Client, type Connection, isConnectionError, Script } from './connection.js'
 import {
   type Delivery,
