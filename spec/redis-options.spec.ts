@@ -1,7 +1,9 @@
 /** stageline/redis: option validation. Needs no Redis server: every case throws before connecting. */
 import { describe, expect, test } from 'vitest'
 import { Stage } from '../lib/index.js'
+import { packError, unpack, unpackError } from '../lib/redis/codec.js'
 import { DeliveryLimitError, RemoteError, redisStage, serveStage } from '../lib/redis/index.js'
+import { toWire } from '../lib/wire/errors.js'
 
 describe('redisStage() options', () => {
   test('returns a Stage named after the Redis stage, with its options', () => {
@@ -225,6 +227,39 @@ describe('error classes', () => {
       9,
     ])
     expect(new RemoteError({ name: 'E', message: 'm' }, 'c', 1, 0).stack).toBe('E: m')
+  })
+
+  test("a worker's error record carries the error form, and the fields earlier collectors read", () => {
+    const thrown = Object.assign(new TypeError('bad', { cause: new Error('why') }), { code: 'E1', status: 4 })
+    const record = unpack(packError(thrown, 'h:1:ab', 3)) as Record<string, unknown>
+    // what a collector of an earlier release reads: name, message, stack, code, consumer, attempt
+    expect(record).toMatchObject({
+      name: 'TypeError',
+      message: 'bad',
+      stack: thrown.stack,
+      code: 'E1',
+      consumer: 'h:1:ab',
+      attempt: 3,
+    })
+    // and the one error form, which keeps the rest
+    expect(record.wire).toEqual(toWire(thrown))
+    expect(record.wire).toMatchObject({
+      props: { code: 'E1', status: 4 },
+      cause: { name: 'Error', message: 'why' },
+    })
+    const e = unpackError(packError(thrown, 'h:1:ab', 3), 7)
+    expect(e).toBeInstanceOf(RemoteError)
+    expect([e.name, e.message, e.stack, e.code, e.consumer, e.attempt, e.seq]).toEqual([
+      'TypeError',
+      'bad',
+      thrown.stack,
+      'E1',
+      'h:1:ab',
+      3,
+      7,
+    ])
+    expect((e as RemoteError & { status: unknown }).status).toBe(4)
+    expect(e.cause).toBeInstanceOf(Error)
   })
 
   test('DeliveryLimitError names the items of the entry', () => {

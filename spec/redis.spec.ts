@@ -4,7 +4,7 @@
  */
 import { createServer } from 'node:net'
 import { inspect } from 'node:util'
-import { pack, unpackMultiple } from 'msgpackr'
+import { Packr, pack, unpackMultiple } from 'msgpackr'
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
 import { MAX_TIMER_MS, mapStage, pipe, RunStopped, type StageStats, TaskException } from '../lib/index.js'
 import {
@@ -609,13 +609,17 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
         },
       }),
     ]
+    // described as the one error form describes them (lib/wire/errors.ts), as thread stages do
     const expected: [string, string | RegExp][] = [
-      ['Error', 'an Error was thrown whose message could not be read (reading it threw Error: no message)'],
-      ['TypeError', 'n'],
+      ['Error', 'an Error was thrown whose name or message could not be read: Error (describing it threw)'],
+      [
+        'Error',
+        'an Error was thrown whose name or message could not be read: TypeError (describing it threw)',
+      ],
       ['RangeError', 's'],
       ['Error', 'c'],
-      ['Error', 'a value was thrown that could not be looked at (Error: no prototype)'],
-      ['Error', /^a value was thrown that could not be looked at \(TypeError: .*revoked/],
+      ['Error', 'a value was thrown that could not be looked at: a value that could not be described'],
+      ['Error', 'a value was thrown that could not be looked at: a value that could not be described'],
       ['Error', 'a non-Error value was thrown: [object Object]'],
     ]
     // odd items throw, even ones reject (the function is async)
@@ -834,6 +838,71 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
     release()
     await run.done
     expect(out).toEqual(range(30))
+  })
+
+  test("a remote error's properties and cause come along, and do not overwrite the RemoteError's own fields", async () => {
+    const name = fresh()
+    await serve(name, (x: number) => {
+      throw Object.assign(new RangeError('outer', { cause: new TypeError('inner') }), {
+        code: 'E_OUT',
+        status: 503,
+        details: { id: x },
+        seq: 'theirs',
+        consumer: 'theirs',
+      })
+    })
+    const err = await pipe([4], redisStage<number, number>(name, { url }))
+      .toArray()
+      .catch((e: unknown) => e)
+    const cause = (err as TaskException).cause as RemoteError & { status?: unknown; details?: unknown }
+    expect(cause).toBeInstanceOf(RemoteError)
+    expect([cause.name, cause.message, cause.code, cause.status, cause.details, cause.seq]).toEqual([
+      'RangeError',
+      'outer',
+      'E_OUT',
+      503,
+      { id: 4 },
+      0,
+    ])
+    expect(cause.consumer).toMatch(/:\d+:[0-9a-f]+$/)
+    expect(cause.stack).toMatch(/^RangeError: outer\n/)
+    expect(cause.cause).toBeInstanceOf(TypeError)
+    expect((cause.cause as Error).message).toBe('inner')
+  })
+
+  test('an error record of an earlier worker, without the error form, still fails the run', async () => {
+    const name = fresh()
+    const run = pipe([1], redisStage<number, number>(name, { url }))
+      .toArray()
+      .catch((e: unknown) => e)
+    const [runId] = await waitFor('the run to start', () =>
+      runsOf(raw, name).then((r) => (r.length ? r : null)),
+    )
+    const legacy = {
+      name: 'TypeError',
+      message: 'old',
+      stack: 'TypeError: old\n    at w (w.js:1:1)',
+      code: 404,
+      consumer: 'h:1:ab',
+      attempt: 2,
+    }
+    // packed as workers pack, with structured clone (a plain msgpack map would decode as a Map)
+    const packr = new Packr({ structuredClone: true })
+    const record = ['s', '0', 'e', packr.pack(legacy), 'x', packr.pack(1)]
+    await raw.sendCommand(['XADD', `stageline:{${name}}:${runId}:out`, '*', ...record])
+    const err = await run
+    expect((err as TaskException).item).toBe(1)
+    const cause = (err as TaskException).cause as RemoteError
+    expect(cause).toBeInstanceOf(RemoteError)
+    expect([
+      cause.name,
+      cause.message,
+      cause.stack,
+      cause.code,
+      cause.consumer,
+      cause.attempt,
+      cause.seq,
+    ]).toEqual([...Object.values(legacy), 0])
   })
 
   test('results sent twice for the same items reach the consumer once', async () => {

@@ -24,7 +24,7 @@ import { Stage } from '../stage.js'
 import { SENDABLE, unsendable } from '../wire/sendable.js'
 import { PackedBatch, unpack, unpackError, unpackItems } from './codec.js'
 import { Connection } from './connection.js'
-import { DeliveryLimitError, RemoteError, RunStateLostError } from './errors.js'
+import { DeliveryLimitError, RunStateLostError } from './errors.js'
 import {
   checkStageName,
   type RedisStageOptions,
@@ -562,11 +562,9 @@ class RemoteRun {
           case 'dead':
             values = r.count
             break
-          case 'error': {
-            const info = unpackError(r.error)
-            this.fatal(new RemoteError(info, info.consumer, info.attempt, r.seq), unpack(r.item))
+          case 'error':
+            this.fatal(unpackError(r.error, r.seq), unpack(r.item))
             return
-          }
           case 'limit':
             this.fatal(
               new DeliveryLimitError(this.o.name, r.seq, r.count, r.deliveries, this.o.maxDeliveries),
