@@ -840,6 +840,48 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
     expect(out).toEqual(range(30))
   })
 
+  test('a worker refuses a run of another protocol version, which fails naming both versions', async () => {
+    const cases: [string, (key: string) => Promise<unknown>, string][] = [
+      ['a later one', (key) => raw.hSet(key, 'v', '99'), 'version 99'],
+      [
+        'an earlier release, which records none',
+        (key) => raw.hDel(key, 'v'),
+        'version 1 (it records none: a stageline release before versions were recorded)',
+      ],
+    ]
+    for (const [, alter, theirs] of cases) {
+      const name = fresh()
+      // no worker serves the stage yet: the run's metadata is changed before any reads it
+      const run = pipe(range(5), redisStage<number, number>(name, { url }))
+        .toArray()
+        .catch((e: unknown) => e)
+      const [runId] = await waitFor('the run to start', () =>
+        runsOf(raw, name).then((r) => (r.length ? r : null)),
+      )
+      await alter(`stageline:{${name}}:${runId}:meta`)
+      const calls: number[] = []
+      const w = await serve(name, (x: number) => {
+        calls.push(x)
+        return x
+      })
+      const err = await run
+      expect(err).toBeInstanceOf(TaskException)
+      const te = err as TaskException
+      expect([te.stage, te.item]).toEqual([name, undefined])
+      const cause = te.cause as RemoteError
+      expect(cause).toBeInstanceOf(RemoteError)
+      expect(cause.message).toBe(
+        `stage "${name}": run ${runId} was started by a pipeline that speaks ${theirs} of stageline's Redis protocol, and this worker (${w.id}) speaks version 2: it does not read the run's items. Run the same stageline version in the pipeline's process and in the stage's workers`,
+      )
+      expect([cause.seq, cause.attempt, cause.consumer]).toEqual([-1, 0, w.id])
+      // none of the run's items was read, and the failed run left nothing behind
+      expect(calls).toEqual([])
+      expect(await keysOf(raw, name)).toEqual([])
+      // the worker goes on serving runs of its own version
+      expect((await pipe([1, 2], redisStage<number, number>(name, { url })).toArray()).sort()).toEqual([1, 2])
+    }
+  })
+
   test("a remote error's properties and cause come along, and do not overwrite the RemoteError's own fields", async () => {
     const name = fresh()
     await serve(name, (x: number) => {
