@@ -7,13 +7,13 @@
  * A worker's errors travel in stageline's one error form (lib/wire/errors.ts).
  * @module
  */
-import { Packr } from 'msgpackr'
 import { describeCause } from '../errors.js'
 import { fromWire, toWire, type WireError } from '../wire/errors.js'
+import { msgpackr } from './deps.js'
 import { RemoteError, type RemoteErrorInfo } from './errors.js'
 
 /** One packer for the process: stateless between calls (record structures travel in each message). */
-export const codec = new Packr({
+export const codec = new msgpackr.Packr({
   structuredClone: true,
   useToJSON: false,
   writeFunction: () => {

@@ -8,7 +8,6 @@
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import { setTimeout as delay } from 'node:timers/promises'
-import { ErrorReply } from 'redis'
 import { isThenable } from '../_utils.js'
 import { describeCause, RunStopped } from '../errors.js'
 import type { StageContext } from '../kinds/kind.js'
@@ -16,10 +15,13 @@ import { checkFunction, checkMs } from '../options/check.js'
 import { SENDABLE, unsendable } from '../wire/sendable.js'
 import { pack, packError, unpackItems } from './codec.js'
 import { Connection } from './connection.js'
+import { redis } from './deps.js'
 import type { RedisConnectionError } from './errors.js'
 import { checkStageName, resolveServeOptions, type ServeOptions } from './options.js'
 import { RedisWorkQueue } from './streams.js'
 import { type Delivery, PROTOCOL_VERSION, RunGone, type RunInfo, type WorkQueue } from './transport.js'
+
+const { ErrorReply } = redis
 
 /** How long one blocking read waits before it is issued again. */
 const READ_BLOCK_MS = 1000

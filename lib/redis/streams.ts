@@ -21,9 +21,10 @@
  * the pipeline notices entries lost while the keys stayed.
  * @module
  */
-import { ErrorReply, type RedisArgument } from 'redis'
+import type { RedisArgument } from 'redis'
 import { MAX_TIMER_MS } from '../options/limits.js'
 import { BUFFERS, type Client, type Connection, isConnectionError, Script } from './connection.js'
+import { redis } from './deps.js'
 import {
   type Delivery,
   PROTOCOL_VERSION,
@@ -34,6 +35,8 @@ import {
   type RunSettings,
   type WorkQueue,
 } from './transport.js'
+
+const { ErrorReply } = redis
 
 /** How long a run's keys live without being refreshed (a pipeline process that died leaves them this long). */
 export const KEY_TTL_MS = 30_000
