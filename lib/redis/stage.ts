@@ -417,6 +417,8 @@ class RemoteRun {
     } finally {
       if (timer !== undefined) clearTimeout(timer)
     }
+    // the input said DONE because the stage halted: nothing more is sent
+    if (this.stopping) return
     if (buf.count > 0) {
       await this.send(buf)
       if (this.stopping) return
