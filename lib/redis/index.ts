@@ -2,6 +2,9 @@
  * `stageline/redis`: stages whose workers run in other processes and on other hosts, with Redis
  * Streams carrying the items. The pipeline's process uses {@link redisStage}; worker processes run
  * {@link serveStage}. See docs/distributed.md for the guarantees and what is not promised.
+ *
+ * It needs the packages `redis` and `msgpackr`, optional peer dependencies of stageline
+ * (`npm install redis msgpackr`): without them, importing it fails with an Error that says so.
  * @module
  */
 export {
