@@ -4,9 +4,19 @@
  * specs run; when this spec runs alone and dist/ is missing, it builds it first.
  */
 import { execFileSync, spawnSync } from 'node:child_process'
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { createRequire } from 'node:module'
+import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { beforeAll, describe, expect, test } from 'vitest'
@@ -197,11 +207,80 @@ describe('what the package needs and ships', () => {
     expect(d).toMatch(/class Stage/)
     expect(d).not.toMatch(/\bplan\(name/)
     expect(d).not.toMatch(/\[KIND\]/)
-    const maps = readdirSync(join(root, 'dist'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js.map'))
+    const maps = readdirSync(join(root, 'dist'), { recursive: true, encoding: 'utf8' }).filter((f) =>
+      f.endsWith('.js.map'),
+    )
     expect(maps.length).toBeGreaterThan(10)
     for (const f of maps) {
-      const map = JSON.parse(readFileSync(join(root, 'dist', f), 'utf8')) as { sources: string[]; sourcesContent?: string[] }
+      const map = JSON.parse(readFileSync(join(root, 'dist', f), 'utf8')) as {
+        sources: string[]
+        sourcesContent?: string[]
+      }
       expect(map.sourcesContent?.length, f).toBe(map.sources.length)
     }
+  })
+})
+
+describe('stageline/redis without its optional peer dependencies', () => {
+  /**
+   * The built package laid out in a fresh folder as a dependent project's node_modules/stageline,
+   * with `packages` (from this project's node_modules) next to it and nothing else; runs `code`
+   * there as an ES module and returns what it printed.
+   */
+  function inProject(packages: string[], code: string): string {
+    const project = mkdtempSync(join(tmpdir(), 'stageline-peer-'))
+    try {
+      const modules = join(project, 'node_modules')
+      const installed = join(modules, 'stageline')
+      mkdirSync(installed, { recursive: true })
+      cpSync(join(root, 'dist'), join(installed, 'dist'), { recursive: true })
+      cpSync(join(root, 'package.json'), join(installed, 'package.json'))
+      for (const name of packages) symlinkSync(join(root, 'node_modules', name), join(modules, name), 'dir')
+      // nothing else is found from there: the test is void if a stray install answers
+      const from = createRequire(join(installed, 'package.json'))
+      for (const name of ['redis', 'msgpackr']) {
+        if (!packages.includes(name)) expect(() => from.resolve(name)).toThrow(/Cannot find module/)
+      }
+      return execFileSync(process.execPath, ['--input-type=module', '-e', code], {
+        cwd: project,
+        encoding: 'utf8',
+      })
+    } finally {
+      rmSync(project, { recursive: true, force: true })
+    }
+  }
+
+  const probe = `
+    const core = await import('stageline')
+    const out = await core.pipe([1, 2], core.mapStage((n) => n * 2)).toArray()
+    const failed = await import('stageline/redis').then(() => undefined, (e) => ({ message: e.message, cause: e.cause?.code }))
+    console.log(JSON.stringify({ out, failed }))
+  `
+
+  test('the core imports and runs; stageline/redis fails at import, naming the missing package and the command that installs it', () => {
+    expect(JSON.parse(inProject([], probe).trim())).toEqual({
+      out: [2, 4],
+      failed: {
+        message:
+          'stageline/redis needs the package `redis` (node-redis, the Redis client), an optional peer dependency of stageline, and it is not installed: install it next to stageline with `npm install redis msgpackr`',
+        cause: 'ERR_MODULE_NOT_FOUND',
+      },
+    })
+  })
+
+  test('with redis installed and msgpackr missing, the error names msgpackr', () => {
+    expect(JSON.parse(inProject(['redis'], probe).trim()).failed).toEqual({
+      message:
+        'stageline/redis needs the package `msgpackr` (the serializer of items and results), an optional peer dependency of stageline, and it is not installed: install it next to stageline with `npm install redis msgpackr`',
+      cause: 'ERR_MODULE_NOT_FOUND',
+    })
+  })
+
+  test('with both installed, stageline/redis imports', () => {
+    const out = inProject(
+      ['redis', 'msgpackr'],
+      "const r = await import('stageline/redis'); console.log(typeof r.redisStage, typeof r.serveStage)",
+    )
+    expect(out.trim()).toBe('function function')
   })
 })

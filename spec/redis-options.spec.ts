@@ -1,7 +1,9 @@
 /** stageline/redis: option validation. Needs no Redis server: every case throws before connecting. */
 import { describe, expect, test } from 'vitest'
 import { Stage } from '../lib/index.js'
+import { packError, unpack, unpackError } from '../lib/redis/codec.js'
 import { DeliveryLimitError, RemoteError, redisStage, serveStage } from '../lib/redis/index.js'
+import { toWire } from '../lib/wire/errors.js'
 
 describe('redisStage() options', () => {
   test('returns a Stage named after the Redis stage, with its options', () => {
@@ -12,9 +14,10 @@ describe('redisStage() options', () => {
     })
     expect(s).toBeInstanceOf(Stage)
     expect(s.name).toBe('resize')
-    expect(s.options).toMatchObject({ name: 'resize', capacity: 10, ordered: true, workers: 1 })
+    // a Redis stage's concurrency units are its in-flight slots: `workers` is `capacity`
+    expect(s.options).toMatchObject({ name: 'resize', capacity: 10, ordered: true, workers: 10 })
     const wider = s.setup({ capacity: 20, qsize: 5 })
-    expect(wider.options).toMatchObject({ capacity: 20, qsize: 5, ordered: true })
+    expect(wider.options).toMatchObject({ capacity: 20, qsize: 5, ordered: true, workers: 20 })
     expect(s.options).toMatchObject({ capacity: 10 })
   })
 
@@ -103,11 +106,20 @@ describe('redisStage() options', () => {
     ],
     [{ client: 'x' }, TypeError, 'expected `client` to be an options object, got "x" (string)'],
     [{ client: { url: 'redis://h' } }, TypeError, 'give the server as the `url` option, not as `client.url`'],
-    [{ workers: 4 }, TypeError, '`workers` does not apply to a Redis stage (got 4 (number))'],
+    [
+      { workers: 4 },
+      TypeError,
+      '`workers` does not apply to a Redis stage (got 4 (number)): its workers are the serveStage() processes (set `concurrency` there), and its concurrency here is `capacity`',
+    ],
     [
       { worker: 4 },
       TypeError,
-      'unknown option `worker`; the options are `workers`, `qsize`, `ordered`, `name`, `url`',
+      'redisStage(): unknown option `worker`; the options are `url`, `client`, `connectTimeout`, `capacity`, `batch`, `maxWait`, `visibilityTimeout`, `maxDeliveries`, `deadLetter`, `ordered`, `qsize`, `name`',
+    ],
+    [
+      { name: 'other' },
+      TypeError,
+      'redisStage(): the stage is named by its first argument ("s"), and its options name it "other"',
     ],
     [
       { qsize: -1 },
@@ -144,8 +156,11 @@ describe('redisStage() options', () => {
   test('setup() validates what it changes', () => {
     const s = redisStage('s')
     expect(() => s.setup({ batch: 0 })).toThrow(RangeError)
+    // @ts-expect-error workers is not an option of a Redis stage
     expect(() => s.setup({ workers: 2 })).toThrow('`workers` does not apply to a Redis stage')
     expect(() => s.setup({ name: 'x}' })).toThrow(RangeError)
+    // the name given to setup() is the one the stage is served under
+    expect(s.setup({ name: 'other' }).options).toMatchObject({ name: 'other' })
   })
 })
 
@@ -212,6 +227,39 @@ describe('error classes', () => {
       9,
     ])
     expect(new RemoteError({ name: 'E', message: 'm' }, 'c', 1, 0).stack).toBe('E: m')
+  })
+
+  test("a worker's error record carries the error form, and the fields earlier collectors read", () => {
+    const thrown = Object.assign(new TypeError('bad', { cause: new Error('why') }), { code: 'E1', status: 4 })
+    const record = unpack(packError(thrown, 'h:1:ab', 3)) as Record<string, unknown>
+    // what a collector of an earlier release reads: name, message, stack, code, consumer, attempt
+    expect(record).toMatchObject({
+      name: 'TypeError',
+      message: 'bad',
+      stack: thrown.stack,
+      code: 'E1',
+      consumer: 'h:1:ab',
+      attempt: 3,
+    })
+    // and the one error form, which keeps the rest
+    expect(record.wire).toEqual(toWire(thrown))
+    expect(record.wire).toMatchObject({
+      props: { code: 'E1', status: 4 },
+      cause: { name: 'Error', message: 'why' },
+    })
+    const e = unpackError(packError(thrown, 'h:1:ab', 3), 7)
+    expect(e).toBeInstanceOf(RemoteError)
+    expect([e.name, e.message, e.stack, e.code, e.consumer, e.attempt, e.seq]).toEqual([
+      'TypeError',
+      'bad',
+      thrown.stack,
+      'E1',
+      'h:1:ab',
+      3,
+      7,
+    ])
+    expect((e as RemoteError & { status: unknown }).status).toBe(4)
+    expect(e.cause).toBeInstanceOf(Error)
   })
 
   test('DeliveryLimitError names the items of the entry', () => {

@@ -4,9 +4,9 @@
  */
 import { createServer } from 'node:net'
 import { inspect } from 'node:util'
-import { pack, unpackMultiple } from 'msgpackr'
+import { Packr, pack, unpackMultiple } from 'msgpackr'
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
-import { MAX_TIMER_MS, mapStage, pipe, RunStopped, TaskException } from '../lib/index.js'
+import { MAX_TIMER_MS, mapStage, pipe, RunStopped, type StageStats, TaskException } from '../lib/index.js'
 import {
   DeliveryLimitError,
   RedisConnectionError,
@@ -609,13 +609,17 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
         },
       }),
     ]
+    // described as the one error form describes them (lib/wire/errors.ts), as thread stages do
     const expected: [string, string | RegExp][] = [
-      ['Error', 'an Error was thrown whose message could not be read (reading it threw Error: no message)'],
-      ['TypeError', 'n'],
+      ['Error', 'an Error was thrown whose name or message could not be read: Error (describing it threw)'],
+      [
+        'Error',
+        'an Error was thrown whose name or message could not be read: TypeError (describing it threw)',
+      ],
       ['RangeError', 's'],
       ['Error', 'c'],
-      ['Error', 'a value was thrown that could not be looked at (Error: no prototype)'],
-      ['Error', /^a value was thrown that could not be looked at \(TypeError: .*revoked/],
+      ['Error', 'a value was thrown that could not be looked at: a value that could not be described'],
+      ['Error', 'a value was thrown that could not be looked at: a value that could not be described'],
       ['Error', 'a non-Error value was thrown: [object Object]'],
     ]
     // odd items throw, even ones reject (the function is async)
@@ -715,6 +719,232 @@ describe.runIf(started.ok)('stageline/redis, workers in this process', () => {
       expect(seenAt.length).toBe(6)
       expect(seenAt[0]).toBeLessThan(6)
     }
+  })
+
+  /** The change in a stage's time totals between two snapshots. */
+  const spent = (a: StageStats, b: StageStats): { working: number; starved: number; blocked: number } => ({
+    working: b.workingMs - a.workingMs,
+    starved: b.starvedMs - a.starvedMs,
+    blocked: b.blockedMs - a.blockedMs,
+  })
+
+  test('stats count the capacity slots: workers and bound are capacity, busy the items in Redis not back yet', async () => {
+    const name = fresh()
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    await serve(
+      name,
+      async (x: number) => {
+        if (x < 3) await gate
+        return x
+      },
+      8,
+    )
+    const run = pipe(range(10), redisStage<number, number>(name, { url, capacity: 5, batch: 1 })).start()
+    await waitFor('every item but the held ones back', () => run.stats().stages[0]!.out === 7)
+    const a = run.stats().stages[0]!
+    expect(a).toMatchObject({ name, workers: 5, bound: 5, busy: 3, in: 10, out: 7, failed: 0 })
+    await raw.ping() // some time passes, in nothing but a round trip
+    const b = run.stats().stages[0]!
+    expect(b.busy).toBe(3)
+    // 3 slots working, 2 starved (the input is done), none blocked: time accrues in that ratio
+    const d = spent(a, b)
+    expect(d.working).toBeGreaterThan(0)
+    expect(d.starved / d.working).toBeCloseTo(2 / 3, 6)
+    expect(d.blocked).toBe(0)
+    release()
+    await run.done
+    const end = run.stats().stages[0]!
+    expect(end).toMatchObject({ workers: 5, bound: 5, busy: 0, in: 10, out: 10 })
+    // once the run is over, its slots count no more time
+    await raw.ping()
+    expect(spent(end, run.stats().stages[0]!)).toEqual({ working: 0, starved: 0, blocked: 0 })
+  })
+
+  test('results that wait for room downstream count as blocked slots, not busy ones', async () => {
+    const name = fresh()
+    await serve(name, (x: number) => x)
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    const seen: number[] = []
+    // one entry of 4 items comes back as one record: the consumer takes the first and holds it
+    const run = pipe(
+      range(4),
+      redisStage<number, number>(name, {
+        url,
+        capacity: 4,
+        batch: 4,
+        qsize: 0,
+        maxWait: Number.POSITIVE_INFINITY,
+      }),
+    ).start({
+      onResult: (x) => {
+        seen.push(x)
+        return seen.length === 1 ? gate : undefined
+      },
+    })
+    await waitFor('the consumer to hold the first result', () => seen.length === 1)
+    await waitFor('the collector to wait for room', () => run.stats().stages[0]!.out === 2)
+    const a = run.stats().stages[0]!
+    expect(a).toMatchObject({ workers: 4, busy: 0, in: 4, out: 2 })
+    await raw.ping()
+    const d = spent(a, run.stats().stages[0]!)
+    // 3 results wait (the one being handed on and the 2 after it), 1 slot is free: 3 to 1
+    expect(d.working).toBe(0)
+    expect(d.starved).toBeGreaterThan(0)
+    expect(d.blocked / d.starved).toBeCloseTo(3, 6)
+    release()
+    await run.done
+    expect(seen).toEqual([0, 1, 2, 3])
+  })
+
+  test("ordered: results wait in the port's reorder window, which holds qsize + capacity items", async () => {
+    const name = fresh()
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    await serve(
+      name,
+      async (x: number) => {
+        if (x === 0) await gate
+        return x
+      },
+      4,
+    )
+    let pulled = 0
+    function* source(): Generator<number> {
+      for (let i = 0; i < 30; i++) {
+        pulled++
+        yield i
+      }
+    }
+    const out: number[] = []
+    const stage = redisStage<number, number>(name, { url, ordered: true, capacity: 4, batch: 1, qsize: 2 })
+    const run = pipe(source, stage).start({ onResult: (x) => void out.push(x) })
+    // item 0 is held in Redis; items 1..5 came back and wait for it in the window, which is full
+    await waitFor('the reorder window to fill', () => run.stats().stages[0]!.out === 5)
+    await raw.ping()
+    const a = run.stats().stages[0]!
+    expect(a).toMatchObject({ workers: 4, bound: 4, busy: 1, in: 6, out: 5, queued: 6, capacity: 6 })
+    expect(pulled).toBe(6)
+    expect(out).toEqual([])
+    await raw.ping()
+    const b = run.stats().stages[0]!
+    expect(b).toMatchObject({ in: 6, out: 5 })
+    // the stage waits for room downstream: 1 slot works, the other 3 are blocked, none starved
+    const d = spent(a, b)
+    expect(d.starved).toBe(0)
+    expect(d.working).toBeGreaterThan(0)
+    expect(d.blocked / d.working).toBeCloseTo(3, 6)
+    release()
+    await run.done
+    expect(out).toEqual(range(30))
+  })
+
+  test('a worker refuses a run of another protocol version, which fails naming both versions', async () => {
+    const cases: [string, (key: string) => Promise<unknown>, string][] = [
+      ['a later one', (key) => raw.hSet(key, 'v', '99'), 'version 99'],
+      [
+        'an earlier release, which records none',
+        (key) => raw.hDel(key, 'v'),
+        'version 1 (it records none: a stageline release before versions were recorded)',
+      ],
+    ]
+    for (const [, alter, theirs] of cases) {
+      const name = fresh()
+      // no worker serves the stage yet: the run's metadata is changed before any reads it
+      const run = pipe(range(5), redisStage<number, number>(name, { url }))
+        .toArray()
+        .catch((e: unknown) => e)
+      const [runId] = await waitFor('the run to start', () =>
+        runsOf(raw, name).then((r) => (r.length ? r : null)),
+      )
+      await alter(`stageline:{${name}}:${runId}:meta`)
+      const calls: number[] = []
+      const w = await serve(name, (x: number) => {
+        calls.push(x)
+        return x
+      })
+      const err = await run
+      expect(err).toBeInstanceOf(TaskException)
+      const te = err as TaskException
+      expect([te.stage, te.item]).toEqual([name, undefined])
+      const cause = te.cause as RemoteError
+      expect(cause).toBeInstanceOf(RemoteError)
+      expect(cause.message).toBe(
+        `stage "${name}": run ${runId} was started by a pipeline that speaks ${theirs} of stageline's Redis protocol, and this worker (${w.id}) speaks version 2: it does not read the run's items. Run the same stageline version in the pipeline's process and in the stage's workers`,
+      )
+      expect([cause.seq, cause.attempt, cause.consumer]).toEqual([-1, 0, w.id])
+      // none of the run's items was read, and the failed run left nothing behind
+      expect(calls).toEqual([])
+      expect(await keysOf(raw, name)).toEqual([])
+      // the worker goes on serving runs of its own version
+      expect((await pipe([1, 2], redisStage<number, number>(name, { url })).toArray()).sort()).toEqual([1, 2])
+    }
+  })
+
+  test("a remote error's properties and cause come along, and do not overwrite the RemoteError's own fields", async () => {
+    const name = fresh()
+    await serve(name, (x: number) => {
+      throw Object.assign(new RangeError('outer', { cause: new TypeError('inner') }), {
+        code: 'E_OUT',
+        status: 503,
+        details: { id: x },
+        seq: 'theirs',
+        consumer: 'theirs',
+      })
+    })
+    const err = await pipe([4], redisStage<number, number>(name, { url }))
+      .toArray()
+      .catch((e: unknown) => e)
+    const cause = (err as TaskException).cause as RemoteError & { status?: unknown; details?: unknown }
+    expect(cause).toBeInstanceOf(RemoteError)
+    expect([cause.name, cause.message, cause.code, cause.status, cause.details, cause.seq]).toEqual([
+      'RangeError',
+      'outer',
+      'E_OUT',
+      503,
+      { id: 4 },
+      0,
+    ])
+    expect(cause.consumer).toMatch(/:\d+:[0-9a-f]+$/)
+    expect(cause.stack).toMatch(/^RangeError: outer\n/)
+    expect(cause.cause).toBeInstanceOf(TypeError)
+    expect((cause.cause as Error).message).toBe('inner')
+  })
+
+  test('an error record of an earlier worker, without the error form, still fails the run', async () => {
+    const name = fresh()
+    const run = pipe([1], redisStage<number, number>(name, { url }))
+      .toArray()
+      .catch((e: unknown) => e)
+    const [runId] = await waitFor('the run to start', () =>
+      runsOf(raw, name).then((r) => (r.length ? r : null)),
+    )
+    const legacy = {
+      name: 'TypeError',
+      message: 'old',
+      stack: 'TypeError: old\n    at w (w.js:1:1)',
+      code: 404,
+      consumer: 'h:1:ab',
+      attempt: 2,
+    }
+    // packed as workers pack, with structured clone (a plain msgpack map would decode as a Map)
+    const packr = new Packr({ structuredClone: true })
+    const record = ['s', '0', 'e', packr.pack(legacy), 'x', packr.pack(1)]
+    await raw.sendCommand(['XADD', `stageline:{${name}}:${runId}:out`, '*', ...record])
+    const err = await run
+    expect((err as TaskException).item).toBe(1)
+    const cause = (err as TaskException).cause as RemoteError
+    expect(cause).toBeInstanceOf(RemoteError)
+    expect([
+      cause.name,
+      cause.message,
+      cause.stack,
+      cause.code,
+      cause.consumer,
+      cause.attempt,
+      cause.seq,
+    ]).toEqual([...Object.values(legacy), 0])
   })
 
   test('results sent twice for the same items reach the consumer once', async () => {

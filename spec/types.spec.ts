@@ -19,6 +19,7 @@ import {
   stage,
   TaskException,
 } from '../lib/index.js'
+import { type RedisStageOptions, type ResolvedRedisStageOptions, redisStage } from '../lib/redis/index.js'
 
 const toStr = mapStage((n: number) => `${n}`)
 const toLen = mapStage(async (s: string) => s.length)
@@ -65,6 +66,14 @@ describe('stage types', () => {
     })
   })
 
+  test('a Redis stage is typed by its kind: its options and its resolved options', () => {
+    const s = redisStage<number, string>('s', { capacity: 8 })
+    expectTypeOf(s).toEqualTypeOf<Stage<number, string, RedisStageOptions, ResolvedRedisStageOptions>>()
+    expectTypeOf(s.setup({ batch: 4 })).toEqualTypeOf<typeof s>()
+    expectTypeOf(s.options.capacity).toEqualTypeOf<number>()
+    expect(s.options.workers).toBe(8)
+  })
+
   test('setup() keeps the stage type, transform() maps async iterables', () => {
     expectTypeOf(toStr.setup({ workers: 4 })).toEqualTypeOf<typeof toStr>()
     expectTypeOf(toStr.transform).parameter(0).toEqualTypeOf<Iterable<number> | AsyncIterable<number>>()
@@ -90,6 +99,11 @@ describe('stage types', () => {
       words.setup({ retries: 2 })
       // @ts-expect-error batch() has no workers
       batch<number>(2).setup({ workers: 4 })
+      // @ts-expect-error unknown option of a Redis stage
+      redisStage<number, number>('s').setup({ worker: 2 })
+      // @ts-expect-error a Redis stage's workers are the serveStage() processes: it has capacity
+      redisStage<number, number>('s').setup({ workers: 2 })
+      redisStage<number, number>('s').setup({ capacity: 2, ordered: true })
       toStr.setup({ retries: 2, timeout: 100 })
       batch<number>(2).setup({ maxWait: 5 })
     }

@@ -161,11 +161,22 @@ export class StageRun implements StagePort {
 
   /** A worker finished normally. The last one closes the output: end of stream. */
   exitLane(): void {
-    if (--this.live === 0 && !this.halted) {
-      this.output.close()
-      this.exec.stageFinished(this.index)
+    if (--this.live === 0) {
+      this.lastLaneEnded()
+      if (!this.halted) {
+        this.output.close()
+        this.exec.stageFinished(this.index)
+      }
     }
     this.exec.workerExited()
+  }
+
+  /**
+   * A kind that counts its units has none left once its last lane has ended: they stop counting
+   * time (lanes the port counts leave the book one by one, as they end).
+   */
+  private lastLaneEnded(): void {
+    if (this.plan.countsUnits === true) this.book.set(0, 0, 0)
   }
 
   /** A worker failed on `item` (undefined where unknown): the run fails. */
@@ -178,7 +189,7 @@ export class StageRun implements StagePort {
       return
     }
     if (item !== undefined) this.failed++
-    this.live--
+    if (--this.live === 0) this.lastLaneEnded()
     this.exec.fail(err, this.name, worker, item)
     this.exec.workerExited()
   }

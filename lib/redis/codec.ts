@@ -2,16 +2,18 @@
  * How items, results and errors are serialized: msgpackr with `structuredClone: true`, so Date,
  * Map, Set, typed arrays, BigInt, RegExp and cyclic references arrive as they left (msgpackr's
  * default would turn a Map into a plain object). What may be sent is checked before packing (see
- * lib/sendable.ts); the packer is also set never to change a value silently on its own: it calls
- * no `toJSON()` of a value, and throws on a function rather than write `undefined` for it.
+ * lib/wire/sendable.ts); the packer is also set never to change a value silently on its own: it
+ * calls no `toJSON()` of a value, and throws on a function rather than write `undefined` for it.
+ * A worker's errors travel in stageline's one error form (lib/wire/errors.ts).
  * @module
  */
-import { Packr } from 'msgpackr'
 import { describeCause } from '../errors.js'
-import type { RemoteErrorInfo } from './errors.js'
+import { fromWire, toWire, type WireError } from '../wire/errors.js'
+import { msgpackr } from './deps.js'
+import { RemoteError, type RemoteErrorInfo } from './errors.js'
 
 /** One packer for the process: stateless between calls (record structures travel in each message). */
-export const codec = new Packr({
+export const codec = new msgpackr.Packr({
   structuredClone: true,
   useToJSON: false,
   writeFunction: () => {
@@ -70,23 +72,32 @@ export function unpackItems(items: Buffer): { values: unknown[]; ends: number[] 
   return { values, ends }
 }
 
-/** What a worker sends for a failed item: the error plus who failed on which delivery. */
+/**
+ * What a worker sends for a failed item: the thrown value in stageline's one error form (`wire`),
+ * who failed on which delivery, and the error's name, message, stack and code read from that form,
+ * as records carried them before the form existed, so that a collector of an earlier release still
+ * reads a newer worker's errors.
+ */
 export interface ErrorRecord extends RemoteErrorInfo {
   consumer: string
+  /** The delivery of the item's entry the failure happened on; 0 for a failure that is no item's. */
   attempt: number
+  /** The thrown value (toWire); absent in the records of workers of earlier releases. */
+  wire?: WireError
 }
 
 /**
- * Serializes a thrown value as an error record. Never throws, whatever was thrown: an error whose
- * `name`, `message`, `stack` or `code` getter throws, a Proxy whose prototype cannot be read (a
- * revoked one), an object whose `toString()` throws.
+ * Serializes a thrown value as an error record. Never throws, whatever was thrown: toWire() reads
+ * it warily (a getter that throws, a revoked Proxy, a `toString()` that throws), and a record that
+ * still cannot be packed (a message too long for msgpack) is replaced by one that says so.
  */
 export function packError(thrown: unknown, consumer: string, attempt: number): Buffer {
-  const record: ErrorRecord = { ...errorInfo(thrown), consumer, attempt }
+  const wire = toWire(thrown)
+  const record: ErrorRecord = { ...infoOf(wire, thrown), consumer, attempt, wire }
   try {
     return codec.pack(record)
   } catch (err) {
-    // strings and numbers only: a message too large for a msgpack string, say
+    // strings and numbers only
     return codec.pack({
       name: 'Error',
       message: `the error thrown could not be serialized (${describeCause(err)})`,
@@ -96,65 +107,72 @@ export function packError(thrown: unknown, consumer: string, attempt: number): B
   }
 }
 
-/** What is sent of a thrown value: its name, message, stack and code, where they can be read. */
-function errorInfo(thrown: unknown): RemoteErrorInfo {
-  let isError: boolean
-  try {
-    isError = thrown instanceof Error
-  } catch (err) {
-    // a Proxy whose prototype lookup throws (a revoked one): nothing about it can be relied on
-    return {
-      name: 'Error',
-      message: `a value was thrown that could not be looked at (${describeCause(err)})`,
-    }
+/**
+ * The name, message, stack and code of a thrown value, read from its error form. A value the form
+ * keeps as a value (anything but an Error, or an Error whose name or message could not be read) is
+ * described, saying which of these it was.
+ */
+function infoOf(w: WireError, thrown: unknown): RemoteErrorInfo {
+  if (typeof w.name === 'string') {
+    return { name: w.name, message: w.message ?? '', stack: w.stack, code: codeOf(w.props?.code) }
   }
-  if (!isError) return { name: 'Error', message: `a non-Error value was thrown: ${describeCause(thrown)}` }
-  const e = thrown as Error
-  const name = read(e, 'name')
-  const message = read(e, 'message')
-  const stack = read(e, 'stack')
-  const code = read(e, 'code')
-  return {
-    name: typeof name.value === 'string' ? name.value : (constructorName(e) ?? 'Error'),
-    message:
-      message.error !== undefined
-        ? `an Error was thrown whose message could not be read (reading it threw ${describeCause(message.error.thrown)})`
-        : typeof message.value === 'string'
-          ? message.value
-          : describeCause(message.value),
-    stack: typeof stack.value === 'string' ? stack.value : undefined,
-    code: typeof code.value === 'string' || typeof code.value === 'number' ? code.value : undefined,
-  }
-}
-
-/** A property of a thrown value, or what reading it threw. */
-function read(o: object, key: string): { value?: unknown; error?: { thrown: unknown } } {
+  let what: string
   try {
-    return { value: (o as Record<string, unknown>)[key] }
-  } catch (thrown) {
-    return { error: { thrown } }
-  }
-}
-
-/** The name of the class of an Error whose own `name` cannot be read (`TypeError`), if it has one. */
-function constructorName(e: object): string | undefined {
-  try {
-    const C = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(e), 'constructor')?.value
-    const name = typeof C === 'function' ? Object.getOwnPropertyDescriptor(C, 'name')?.value : undefined
-    return typeof name === 'string' && name !== '' ? name : undefined
+    what =
+      thrown instanceof Error || Object.prototype.toString.call(thrown) === '[object Error]'
+        ? 'an Error was thrown whose name or message could not be read'
+        : 'a non-Error value was thrown'
   } catch {
-    return undefined
+    // a Proxy whose traps throw
+    what = 'a value was thrown that could not be looked at'
   }
+  return { name: 'Error', message: `${what}: ${describeCause(w.value)}` }
 }
 
-export function unpackError(buf: Buffer): ErrorRecord {
+/** A remote error's `code`, when it is a string or a number (`'ENOENT'`, 404). */
+function codeOf(code: unknown): string | number | undefined {
+  return typeof code === 'string' || typeof code === 'number' ? code : undefined
+}
+
+/** A RemoteError's own fields, which the remote error's properties do not overwrite. */
+const OWN_FIELDS = new Set(['name', 'message', 'stack', 'code', 'consumer', 'attempt', 'seq'])
+
+/**
+ * The RemoteError an error record describes, for item `seq` of the run (-1: no item's). From a
+ * record's error form, the remote error is rebuilt as the core rebuilds any (fromWire): its
+ * properties and its cause come along; from a record of an earlier worker (no error form), or of a
+ * value that is no Error, its name, message, stack and code.
+ */
+export function unpackError(buf: Buffer, seq: number): RemoteError {
   const r = codec.unpack(buf) as Partial<ErrorRecord> | null
-  return {
-    name: typeof r?.name === 'string' ? r.name : 'Error',
-    message: typeof r?.message === 'string' ? r.message : '',
-    stack: typeof r?.stack === 'string' ? r.stack : undefined,
-    code: r?.code,
-    consumer: typeof r?.consumer === 'string' ? r.consumer : 'unknown',
-    attempt: typeof r?.attempt === 'number' ? r.attempt : 0,
+  const consumer = typeof r?.consumer === 'string' ? r.consumer : 'unknown'
+  const attempt = typeof r?.attempt === 'number' ? r.attempt : 0
+  const w = r?.wire
+  if (w !== null && typeof w === 'object' && typeof w.name === 'string') {
+    let props: Record<string, unknown> | undefined
+    let code: string | number | undefined
+    if (w.props !== null && typeof w.props === 'object') {
+      code = codeOf(w.props.code)
+      props = {}
+      for (const key of Object.keys(w.props)) if (!OWN_FIELDS.has(key)) props[key] = w.props[key]
+    }
+    const info: RemoteErrorInfo = {
+      name: w.name,
+      message: typeof w.message === 'string' ? w.message : '',
+      stack: typeof w.stack === 'string' ? w.stack : undefined,
+      code,
+    }
+    return fromWire({ ...w, props }, () => new RemoteError(info, consumer, attempt, seq)) as RemoteError
   }
+  return new RemoteError(
+    {
+      name: typeof r?.name === 'string' ? r.name : 'Error',
+      message: typeof r?.message === 'string' ? r.message : '',
+      stack: typeof r?.stack === 'string' ? r.stack : undefined,
+      code: codeOf(r?.code),
+    },
+    consumer,
+    attempt,
+    seq,
+  )
 }

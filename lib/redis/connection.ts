@@ -6,7 +6,13 @@
  * @module
  */
 import { createHash } from 'node:crypto'
-import {
+import type { RedisArgument } from 'redis'
+import { describeCause } from '../errors.js'
+import { redis } from './deps.js'
+import { RedisConnectionError } from './errors.js'
+import { type RedisClientConfig, redactUrl } from './options.js'
+
+const {
   ClientClosedError,
   ClientOfflineError,
   ConnectionTimeoutError,
@@ -14,14 +20,10 @@ import {
   DisconnectsClientError,
   ErrorReply,
   RESP_TYPES,
-  type RedisArgument,
   SocketClosedUnexpectedlyError,
   SocketTimeoutError,
   TimeoutError,
-} from 'redis'
-import { describeCause } from '../errors.js'
-import { RedisConnectionError } from './errors.js'
-import { type RedisClientConfig, redactUrl } from './options.js'
+} = redis
 
 export type Client = ReturnType<typeof createClient>
 

@@ -27,8 +27,14 @@ export interface RemoteErrorInfo {
  * It becomes the `cause` of the run's {@link TaskException}, so the run reads like a local failure.
  *
  * `name`, `message` and `stack` are the remote error's own (a remote `TypeError` arrives with
- * `name === 'TypeError'`): test for it with `instanceof RemoteError`. `consumer` names the worker
- * process (`host:pid:random`), `attempt` the delivery it failed on, `seq` the item's input position.
+ * `name === 'TypeError'`): test for it with `instanceof RemoteError`. Its other own properties that
+ * can be sent (`code`, `status`, ...) come along, and its `cause`, rebuilt, to a depth of 8: the
+ * error crosses in the form a thread stage's errors cross in. `consumer` names the worker process
+ * (`host:pid:random`), `attempt` the delivery it failed on, `seq` the item's input position.
+ *
+ * A worker also fails a run it will not serve, one started by a pipeline that speaks another
+ * version of stageline's Redis protocol: its RemoteError names both versions, with `seq` -1 and
+ * `attempt` 0 (no item's failure).
  *
  * @example
  * <!-- no-run: needs a Redis server -->
@@ -47,9 +53,9 @@ export interface RemoteErrorInfo {
 export class RemoteError extends Error {
   /** The worker process that ran the item: `host:pid:random`. */
   readonly consumer: string
-  /** The delivery of the item's entry this failure happened on (1 for the first). */
+  /** The delivery of the item's entry this failure happened on (1 for the first); 0 when no item's. */
   readonly attempt: number
-  /** The item's 0-based position in the run's input. */
+  /** The item's 0-based position in the run's input; -1 when the failure is no item's. */
   readonly seq: number
   /** The remote error's `code`, when it had one. */
   readonly code: string | number | undefined

@@ -1,18 +1,23 @@
 /**
- * Options of redisStage() and serveStage(), their defaults, and eager validation with messages
- * that name the option, the value, its type and what is allowed.
+ * Options of redisStage() and serveStage(), their defaults, and their schemas: both are checked
+ * by the one validator (lib/options/check.ts), whose messages name the option, the value, its type
+ * and what is allowed.
  * @module
  */
 import type { RedisClientOptions } from 'redis'
 import {
-  checkBoolean,
+  boolean,
+  type Checker,
   checkInteger,
-  checkMs,
   checkObject,
   got,
-  MAX_CAPACITY,
-  MAX_WORKERS,
-} from '../options.js'
+  integer,
+  ms,
+  type Schema,
+  validateOptions,
+} from '../options/check.js'
+import { DEFAULT_QSIZE, MAX_CAPACITY, MAX_WORKERS } from '../options/limits.js'
+import { type ResolvedStageOptions, STAGE_SCHEMA } from '../options/stage.js'
 
 /**
  * Client options passed to node-redis's `createClient()` as they are: `username`, `password`,
@@ -116,8 +121,10 @@ export interface RedisStageOptions extends RedisConnectionOptions {
    */
   deadLetter?: boolean
   /**
-   * Emit results in input order rather than completion order. The reorder window counts against
-   * `capacity`.
+   * Emit results in input order rather than completion order. Results wait for the earlier ones in
+   * the stage's reorder window, which holds `qsize + capacity` items, as a local stage's holds
+   * `qsize + workers`: the stage takes an item only once the window has room for it, so the
+   * pipeline reads at most `qsize + capacity` items ahead of its consumer.
    * @default false
    */
   ordered?: boolean
@@ -127,6 +134,11 @@ export interface RedisStageOptions extends RedisConnectionOptions {
    * @default 64
    */
   qsize?: number
+  /**
+   * The stage's name, in Redis and in errors and stats: the `name` given to redisStage(), which
+   * workers serve with serveStage(). `setup({ name })` makes a stage served under another name.
+   */
+  name?: string
 }
 
 /**
@@ -149,6 +161,7 @@ export interface ServeOptions extends RedisConnectionOptions {
   concurrency?: number
 }
 
+/** The defaults of the Redis options of a stage. */
 export const STAGE_DEFAULTS = {
   url: 'redis://127.0.0.1:6379',
   capacity: 1000,
@@ -178,17 +191,21 @@ export interface ResolvedRedisOptions {
   deadLetter: boolean
 }
 
-export const REDIS_STAGE_OPTIONS: ReadonlySet<string> = new Set([
-  'url',
-  'client',
-  'connectTimeout',
-  'capacity',
-  'batch',
-  'maxWait',
-  'visibilityTimeout',
-  'maxDeliveries',
-  'deadLetter',
-])
+/**
+ * The checked, complete options of a Redis stage, as `stage.options` shows them. `workers` is
+ * `capacity`: a Redis stage's concurrency units are its in-flight slots (its workers are the
+ * serveStage() processes, wherever they run).
+ *
+ * @example
+ * ```ts
+ * import { redisStage, type ResolvedRedisStageOptions } from 'stageline/redis'
+ * const o: ResolvedRedisStageOptions = redisStage('resize', { capacity: 50 }).options
+ * console.log(o.name, o.capacity, o.workers, o.batch) // resize 50 50 100
+ * ```
+ */
+export interface ResolvedRedisStageOptions extends ResolvedStageOptions, ResolvedRedisOptions {
+  name: string
+}
 
 /** Validates a stage name used in Redis key names: it goes inside a `{hash tag}`. */
 export function checkStageName(where: string, name: unknown): string {
@@ -203,26 +220,36 @@ export function checkStageName(where: string, name: unknown): string {
   return name
 }
 
-function checkUrl(where: string, value: unknown): string {
-  if (typeof value !== 'string') {
-    throw new TypeError(
-      `${where}: expected \`url\` to be a redis:// or rediss:// URL string, got ${got(value)}`,
-    )
-  }
+const url: Checker = (where, option, value) => {
+  const allowed = `${where}: expected \`${option}\` to be a redis:// or rediss:// URL string, got`
+  if (typeof value !== 'string') throw new TypeError(`${allowed} ${got(value)}`)
   let protocol: string
   try {
     protocol = new URL(value).protocol
   } catch {
-    throw new TypeError(
-      `${where}: expected \`url\` to be a redis:// or rediss:// URL string, got ${got(redactUrl(value))}`,
-    )
+    throw new TypeError(`${allowed} ${got(redactUrl(value))}`)
   }
-  if (protocol !== 'redis:' && protocol !== 'rediss:') {
-    throw new TypeError(
-      `${where}: expected \`url\` to be a redis:// or rediss:// URL string, got ${got(redactUrl(value))}`,
-    )
+  if (protocol !== 'redis:' && protocol !== 'rediss:')
+    throw new TypeError(`${allowed} ${got(redactUrl(value))}`)
+  return value
+}
+
+const client: Checker = (where, option, value) => {
+  checkObject(where, option, value)
+  if ('url' in (value as object)) {
+    throw new TypeError(`${where}: give the server as the \`url\` option, not as \`client.url\``)
   }
   return value
+}
+
+const batch: Checker = (where, option, value) => {
+  const n = checkInteger(where, option, value, 1, false)
+  if (n > MAX_BATCH) {
+    throw new RangeError(
+      `${where}: expected \`${option}\` to be an integer from 1 to ${MAX_BATCH}, got ${got(value)}`,
+    )
+  }
+  return n
 }
 
 /** Replaces the password in a URL with `***`, so it can go into a message. */
@@ -230,87 +257,82 @@ export function redactUrl(url: string): string {
   return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*:)[^@/]*@/i, '$1***@')
 }
 
-/** Validates the connection options shared by both sides. */
-export function resolveConnection(
-  where: string,
-  o: Record<string, unknown>,
-): Pick<ResolvedRedisOptions, 'url' | 'client' | 'connectTimeout'> {
-  const url = o.url === undefined ? STAGE_DEFAULTS.url : checkUrl(where, o.url)
-  let client: RedisClientConfig | undefined
-  if (o.client !== undefined) {
-    checkObject(where, 'client', o.client)
-    if ('url' in (o.client as object)) {
-      throw new TypeError(`${where}: give the server as the \`url\` option, not as \`client.url\``)
-    }
-    client = o.client as RedisClientConfig
-  }
-  const connectTimeout =
-    o.connectTimeout === undefined
-      ? STAGE_DEFAULTS.connectTimeout
-      : checkMs(where, 'connectTimeout', o.connectTimeout, { min: 1 })
-  return { url, client, connectTimeout }
+/** The connection options both sides take. */
+const CONNECTION_SCHEMA: Schema = {
+  url,
+  client,
+  connectTimeout: ms({ min: 1 }),
 }
 
-/** Validates the Redis-specific options of a stage (the common ones are resolveStageOptions' job). */
-export function resolveRedisOptions(where: string, o: Record<string, unknown>): ResolvedRedisOptions {
-  const conn = resolveConnection(where, o)
+/** The options of redisStage() and its setup(): the Redis ones plus `ordered`, `qsize` and `name`. */
+const REDIS_STAGE_SCHEMA: Schema = {
+  ...CONNECTION_SCHEMA,
+  capacity: integer(1, MAX_CAPACITY),
+  batch,
+  maxWait: ms({ infinity: true }),
+  visibilityTimeout: ms({ min: MIN_VISIBILITY_MS }),
+  maxDeliveries: integer(1),
+  deadLetter: boolean,
+  ordered: STAGE_SCHEMA.ordered!,
+  qsize: STAGE_SCHEMA.qsize!,
+  name: (where, _option, value) => checkStageName(where, value),
+}
+
+/** The defaults of a Redis stage named `name`. */
+export function stageDefaults(name: string): ResolvedRedisStageOptions {
   return {
-    ...conn,
-    capacity:
-      o.capacity === undefined
-        ? STAGE_DEFAULTS.capacity
-        : checkInteger(where, 'capacity', o.capacity, 1, false, MAX_CAPACITY),
-    batch: o.batch === undefined ? STAGE_DEFAULTS.batch : checkBatch(where, o.batch),
-    maxWait:
-      o.maxWait === undefined
-        ? STAGE_DEFAULTS.maxWait
-        : checkMs(where, 'maxWait', o.maxWait, { infinity: true }),
-    visibilityTimeout:
-      o.visibilityTimeout === undefined
-        ? STAGE_DEFAULTS.visibilityTimeout
-        : checkMs(where, 'visibilityTimeout', o.visibilityTimeout, { min: MIN_VISIBILITY_MS }),
-    maxDeliveries:
-      o.maxDeliveries === undefined
-        ? STAGE_DEFAULTS.maxDeliveries
-        : checkInteger(where, 'maxDeliveries', o.maxDeliveries, 1, false),
-    deadLetter:
-      o.deadLetter === undefined
-        ? STAGE_DEFAULTS.deadLetter
-        : checkBoolean(where, 'deadLetter', o.deadLetter),
+    ...STAGE_DEFAULTS,
+    client: undefined,
+    workers: STAGE_DEFAULTS.capacity,
+    qsize: DEFAULT_QSIZE,
+    ordered: false,
+    name,
   }
 }
 
-function checkBatch(where: string, value: unknown): number {
-  const n = checkInteger(where, 'batch', value, 1, false)
-  if (n > MAX_BATCH) {
-    throw new RangeError(
-      `${where}: expected \`batch\` to be an integer from 1 to ${MAX_BATCH}, got ${got(value)}`,
-    )
+/**
+ * Checks `options` given to redisStage() or to a Redis stage's setup() (`where` names which),
+ * merged over `base`, and returns the complete options. `workers` is refused: it is not a Redis
+ * stage's to set.
+ */
+export function resolveRedisStageOptions(
+  where: string,
+  base: ResolvedRedisStageOptions,
+  options: unknown,
+): ResolvedRedisStageOptions {
+  if (options !== undefined) {
+    checkObject(where, 'options', options)
+    if (Object.hasOwn(options as object, 'workers')) {
+      throw new TypeError(
+        `${where}: \`workers\` does not apply to a Redis stage (got ${got((options as { workers: unknown }).workers)}): ` +
+          'its workers are the serveStage() processes (set `concurrency` there), and its concurrency here is ' +
+          '`capacity`, the items of a run it may have in Redis at once',
+      )
+    }
   }
-  return n
+  const o = { ...base, ...validateOptions(where, options, REDIS_STAGE_SCHEMA) } as ResolvedRedisStageOptions
+  o.workers = o.capacity
+  return o
 }
 
-const SERVE_OPTIONS = new Set(['url', 'client', 'connectTimeout', 'concurrency'])
+const SERVE_SCHEMA: Schema = {
+  ...CONNECTION_SCHEMA,
+  concurrency: integer(1, MAX_WORKERS),
+}
+
+/** The checked options of serveStage(). */
+export type ResolvedServeOptions = Pick<ResolvedRedisOptions, 'url' | 'client' | 'connectTimeout'> & {
+  concurrency: number
+}
 
 /** Validates serveStage()'s options. */
-export function resolveServeOptions(
-  where: string,
-  options: unknown,
-): Pick<ResolvedRedisOptions, 'url' | 'client' | 'connectTimeout'> & { concurrency: number } {
-  if (options === undefined) options = {}
-  checkObject(where, 'options', options)
-  const o = options as Record<string, unknown>
-  for (const key of Object.keys(o)) {
-    if (!SERVE_OPTIONS.has(key)) {
-      const allowed = [...SERVE_OPTIONS].map((k) => `\`${k}\``).join(', ')
-      throw new TypeError(`${where}: unknown option \`${key}\`; the options are ${allowed}`)
-    }
-  }
+export function resolveServeOptions(where: string, options: unknown): ResolvedServeOptions {
+  if (options !== undefined) checkObject(where, 'options', options)
   return {
-    ...resolveConnection(where, o),
-    concurrency:
-      o.concurrency === undefined
-        ? 1
-        : checkInteger(where, 'concurrency', o.concurrency, 1, false, MAX_WORKERS),
+    url: STAGE_DEFAULTS.url,
+    client: undefined,
+    connectTimeout: STAGE_DEFAULTS.connectTimeout,
+    concurrency: 1,
+    ...validateOptions(where, options, SERVE_SCHEMA),
   }
 }

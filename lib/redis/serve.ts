@@ -8,18 +8,20 @@
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import { setTimeout as delay } from 'node:timers/promises'
-import { ErrorReply } from 'redis'
+import { isThenable } from '../_utils.js'
 import { describeCause, RunStopped } from '../errors.js'
-import type { StageContext } from '../group.js'
-import { checkFunction, checkMs } from '../options.js'
+import type { StageContext } from '../kinds/kind.js'
+import { checkFunction, checkMs } from '../options/check.js'
 import { SENDABLE, unsendable } from '../wire/sendable.js'
-import { isThenable } from '../workers.js'
 import { pack, packError, unpackItems } from './codec.js'
 import { Connection } from './connection.js'
+import { redis } from './deps.js'
 import type { RedisConnectionError } from './errors.js'
 import { checkStageName, resolveServeOptions, type ServeOptions } from './options.js'
 import { RedisWorkQueue } from './streams.js'
-import { type Delivery, RunGone, type RunInfo, type WorkQueue } from './transport.js'
+import { type Delivery, PROTOCOL_VERSION, RunGone, type RunInfo, type WorkQueue } from './transport.js'
+
+const { ErrorReply } = redis
 
 /** How long one blocking read waits before it is issued again. */
 const READ_BLOCK_MS = 1000
@@ -302,6 +304,10 @@ class Server implements StageWorker {
         for (const info of infos) {
           alive.add(info.runId)
           if (!this.runs.has(info.runId) && !this.ended.has(info.runId)) {
+            if (info.version !== String(PROTOCOL_VERSION)) {
+              this.refuse(info)
+              continue
+            }
             this.runs.set(info.runId, { info, held: new Set(), ended: false, lastRenew: 0, lastReclaim: 0 })
             this.wakeMaintenance?.() // its visibilityTimeout may call for a shorter tick
           }
@@ -315,14 +321,46 @@ class Server implements StageWorker {
   }
 
   /**
+   * Fails a run started by a pipeline that speaks another protocol version (or records none: a
+   * release before versions were recorded), once, without reading any of its entries: what it
+   * sends could be misread. Should the refusal not reach Redis, the next listing of runs tries again.
+   */
+  private refuse(info: RunInfo): void {
+    const runId = info.runId
+    this.markEnded(runId)
+    const theirs =
+      info.version === undefined
+        ? 'version 1 (it records none: a stageline release before versions were recorded)'
+        : /^\d{1,9}$/.test(info.version)
+          ? `version ${info.version}`
+          : `an unknown version (${JSON.stringify(info.version.slice(0, 40))})`
+    const err = new Error(
+      `stage "${this.stage}": run ${runId} was started by a pipeline that speaks ${theirs} of stageline's Redis protocol, ` +
+        `and this worker (${this.id}) speaks version ${PROTOCOL_VERSION}: it does not read the run's items. ` +
+        "Run the same stageline version in the pipeline's process and in the stage's workers",
+    )
+    this.write(
+      this.queue.refuse(runId, packError(err, this.id, 0), pack(undefined)).catch((e: unknown) => {
+        this.ended.delete(runId)
+        throw e
+      }),
+    )
+  }
+
+  /** Remembers that a run ended, so that a later listing does not take it up again. */
+  private markEnded(runId: string): void {
+    this.ended.add(runId)
+    if (this.ended.size > 10_000) this.ended.delete(this.ended.values().next().value!)
+  }
+
+  /**
    * A run ended (or failed, or was cancelled), or is gone from Redis: abort its items here and
    * forget it. `why`: its end was announced, or its results found its keys deleted (`ended`); it is
    * no longer in the list of live runs (`unlisted`); its input stream or consumer group is gone
    * (`gone`: it ended, or Redis lost it).
    */
   private endRun(runId: string, why: 'ended' | 'unlisted' | 'gone' = 'ended'): void {
-    this.ended.add(runId)
-    if (this.ended.size > 10_000) this.ended.delete(this.ended.values().next().value!)
+    this.markEnded(runId)
     const run = this.runs.get(runId)
     if (run === undefined) return
     this.runs.delete(runId)

@@ -1,31 +1,36 @@
 /**
- * redisStage(): a stage whose workers live in other processes. Inside a run it is one loop pair:
- * the producer takes items from the stage's input, packs them into entries and appends them under
- * the run's capacity; the collector reads results back, drops duplicates, restores input order when
- * asked, and frees capacity. Both end in the run's teardown, which deletes the run's keys.
+ * redisStage(): a kind of stage whose workers live in other processes. Inside a run it is a loop
+ * pair on two lanes of the stage's port: the producer takes items from the stage's input, packs
+ * them into entries and appends them under the run's capacity; the collector reads results back,
+ * drops duplicates, emits them (or, with `ordered`, fills their slots in the port's reorder
+ * window), and frees capacity. Both end in the run's teardown, which deletes the run's keys.
+ *
+ * The stage's concurrency units are its `capacity` in-flight slots, whose time it counts itself
+ * (`countsUnits`): a slot is working while its item is in Redis and its result has not come back,
+ * blocked while its result waits for room downstream, starved otherwise.
  * @module
  */
 import { randomBytes } from 'node:crypto'
-import type { Group } from '../group.js'
 import {
-  checkObject,
-  DEFAULT_QSIZE,
-  got,
-  type ResolvedStageOptions,
-  resolveStageOptions,
-} from '../options.js'
-import { type Channel, DONE, EMPTY, Waiter } from '../queue.js'
-import { type RunnerFactory, Stage } from '../stage.js'
+  DONE,
+  EMPTY,
+  type Lane,
+  SKIP,
+  type StageKind,
+  type StagePlan,
+  type StagePort,
+} from '../kinds/kind.js'
+import { Stage } from '../stage.js'
 import { SENDABLE, unsendable } from '../wire/sendable.js'
 import { PackedBatch, unpack, unpackError, unpackItems } from './codec.js'
 import { Connection } from './connection.js'
-import { DeliveryLimitError, RemoteError, RunStateLostError } from './errors.js'
+import { DeliveryLimitError, RunStateLostError } from './errors.js'
 import {
   checkStageName,
-  REDIS_STAGE_OPTIONS,
   type RedisStageOptions,
-  type ResolvedRedisOptions,
-  resolveRedisOptions,
+  type ResolvedRedisStageOptions,
+  resolveRedisStageOptions,
+  stageDefaults,
 } from './options.js'
 import { KEY_TTL_MS, RedisRunQueue } from './streams.js'
 import type { RunQueue } from './transport.js'
@@ -43,7 +48,21 @@ interface Outgoing {
   ends: Buffer
 }
 
-const DEFAULTS: ResolvedStageOptions = { workers: 1, qsize: DEFAULT_QSIZE, ordered: false, name: undefined }
+/** The kind of a Redis stage (lib/kinds/kind.ts). */
+const REDIS_STAGE: StageKind<ResolvedRedisStageOptions> = {
+  factory: 'redisStage',
+  resolve: resolveRedisStageOptions,
+  plan(o): StagePlan {
+    return {
+      workers: o.capacity,
+      bound: o.capacity,
+      qsize: o.qsize,
+      ordered: o.ordered,
+      countsUnits: true,
+      start: (port) => void new RemoteRun(port, o).run(),
+    }
+  },
+}
 
 /**
  * Makes a stage whose items are processed by worker processes, on this host or others, that run
@@ -58,7 +77,11 @@ const DEFAULTS: ResolvedStageOptions = { workers: 1, qsize: DEFAULT_QSIZE, order
  * Redis and aborts `ctx.signal` for its items in the workers. Runs are isolated: two pipelines may
  * share a Redis and a stage name. A run whose state Redis lost (a server restarted without
  * persistence, a flush, a failover that missed writes) fails with a {@link RunStateLostError}
- * rather than wait or finish short. See docs/distributed.md.
+ * rather than wait or finish short. A worker of another stageline version refuses the run (it
+ * fails, naming both protocol versions) rather than misread it. See docs/distributed.md.
+ *
+ * Its stats count `capacity` concurrency units (`workers`), the in-flight slots: `busy` is how many
+ * hold an item in Redis whose result has not come back.
  *
  * Caveat: with no worker serving the stage, a run waits (items stay queued in Redis) rather than
  * failing: pass a `signal` to `results()` to give up after a while.
@@ -79,37 +102,19 @@ const DEFAULTS: ResolvedStageOptions = { workers: 1, qsize: DEFAULT_QSIZE, order
  * }
  * ```
  */
-export function redisStage<I, O>(name: string, options?: RedisStageOptions): Stage<I, O> {
+export function redisStage<I, O>(
+  name: string,
+  options?: RedisStageOptions,
+): Stage<I, O, RedisStageOptions, ResolvedRedisStageOptions> {
   const where = 'redisStage()'
   checkStageName(where, name)
-  if (options !== undefined) checkObject(where, 'options', options)
-  const o: Record<string, unknown> = { ...(options as Record<string, unknown> | undefined), name }
-  const resolved = resolveStageOptions(where, DEFAULTS, o, REDIS_STAGE_OPTIONS) as ResolvedStageOptions &
-    Record<string, unknown>
-  for (const key of REDIS_STAGE_OPTIONS) if (o[key] !== undefined) resolved[key] = o[key]
-  return new Stage<I, O>('redisStage', runner, resolved, REDIS_STAGE_OPTIONS, validate)
-}
-
-function validate(o: ResolvedStageOptions & Record<string, unknown>): void {
-  const where = 'redisStage()'
-  checkStageName(where, o.name)
-  if (o.workers !== 1) {
+  const o = REDIS_STAGE.resolve(where, stageDefaults(name), options)
+  if (o.name !== name) {
     throw new TypeError(
-      `${where}: \`workers\` does not apply to a Redis stage (got ${got(o.workers)}): its workers are the serveStage() processes; set \`concurrency\` there`,
+      `${where}: the stage is named by its first argument (${JSON.stringify(name)}), and its options name it ${JSON.stringify(o.name)}: leave \`name\` out of the options, or give the same`,
     )
   }
-  resolveRedisOptions(where, o)
-}
-
-const runner: RunnerFactory = (options) => {
-  const o = options as ResolvedStageOptions & Record<string, unknown>
-  const redis = resolveRedisOptions('redisStage()', o)
-  const name = o.name as string
-  return {
-    // the reorder window is the collector's own: it counts against `capacity`, not qsize + workers
-    ordered: false,
-    launch: (g) => g.spawn((g) => new RemoteRun(g, name, redis, o.ordered).run()),
-  }
+  return new Stage(REDIS_STAGE, o)
 }
 
 /** One run of a Redis stage. */
@@ -118,7 +123,11 @@ class RemoteRun {
   private main: Connection | undefined
   private readonly runId = randomBytes(9).toString('base64url')
   private readonly batch: number
-  /** Set once this loop has a failure to report with g.fail() (reported at once, or once `failing` settles). */
+  /** The producer's lane, worker 0: the lane the run's failure is reported on. */
+  private readonly producer: Lane
+  /** The collector's lane, worker 1. */
+  private readonly collector: Lane
+  /** Set once this loop has a failure to report (reported at once, or once `failing` settles). */
   private failed = false
   /** Set once the run finished without failing: its keys are being deleted. */
   private finished = false
@@ -154,33 +163,40 @@ class RemoteRun {
   private received = 0
   /** Entries whose results arrived (each counted once). */
   private entriesReceived = 0
-  /** Items given back to the capacity. */
-  private released = 0
-  /** Every item below this input position has arrived (unordered) or been emitted (ordered). */
+  /** Every item below this input position has arrived. */
   private low = 0
-  /** Entries above `low` that arrived: their size (unordered), or their values (ordered; a number for dead ones). */
-  private readonly above = new Map<number, number | unknown[]>()
+  /** Entries above `low` that arrived, by input position: their size (to tell a duplicate). */
+  private readonly above = new Map<number, number>()
   private wakeCollector: (() => void) | undefined
   private releasing: Promise<void> = Promise.resolve()
 
+  // time accounting of the `capacity` slots (see account())
+  /** Results read and not yet handed on while the collector waits for room downstream. */
+  private waitingRoom = 0
+  /** The producer waits for room in the reorder window (`ordered`). */
+  private reserving = false
+  private lastWorking = -1
+  private lastBlocked = -1
+
   constructor(
-    private readonly g: Group,
-    private readonly stage: string,
-    private readonly o: ResolvedRedisOptions,
-    private readonly ordered: boolean,
+    private readonly port: StagePort,
+    private readonly o: ResolvedRedisStageOptions,
   ) {
     this.batch = Math.min(o.batch, o.capacity)
+    this.producer = port.lane()
+    this.collector = port.lane()
   }
 
   async run(): Promise<void> {
-    const g = this.g
+    const port = this.port
     const onHalt = (): void => this.interrupt()
-    g.ctl.signal.addEventListener('abort', onHalt, { once: true })
+    port.signal.addEventListener('abort', onHalt, { once: true })
+    this.account()
     try {
       this.main = await Connection.open(this.o)
-      if (!g.halted) {
-        this.queue = await RedisRunQueue.open(this.main, this.stage, this.runId, this.o)
-        if (!g.halted) {
+      if (!port.halted) {
+        this.queue = await RedisRunQueue.open(this.main, this.o.name, this.runId, this.o)
+        if (!port.halted) {
           this.touchTimer = setInterval(() => this.touch(), KEY_TTL_MS / 3)
           this.touchTimer.unref()
           // a connection that dropped while no command was waiting on it fails nothing by itself:
@@ -196,7 +212,7 @@ class RemoteRun {
     } catch (err) {
       this.fatal(err, undefined)
     } finally {
-      g.ctl.signal.removeEventListener('abort', onHalt)
+      port.signal.removeEventListener('abort', onHalt)
       clearInterval(this.touchTimer)
     }
     if (this.failed) {
@@ -207,7 +223,33 @@ class RemoteRun {
     }
     this.finished = true
     await this.teardown()
-    g.exit()
+    // the producer's lane exits last: its exit closes the stage's output, once the keys are gone
+    this.collector.exit()
+    this.producer.exit()
+  }
+
+  /**
+   * Tells the port how many of the `capacity` slots are working and blocked (the rest are
+   * starved), when that changed. Working: items sent to Redis whose results have not come back.
+   * Blocked: results read back that wait for room downstream (the collector waits to emit them),
+   * or, with `ordered`, every slot not working while the producer waits for room in the reorder
+   * window (as a local ordered stage's workers are blocked there). Called where the counts change
+   * by an entry or a read of results, never per item.
+   */
+  private account(): void {
+    const cap = this.o.capacity
+    const working = Math.max(0, Math.min(cap, this.appended + this.sending - this.received))
+    const blocked = this.reserving ? cap - working : Math.min(this.waitingRoom, cap - working)
+    if (working === this.lastWorking && blocked === this.lastBlocked) return
+    this.lastWorking = working
+    this.lastBlocked = blocked
+    this.port.units(working, blocked)
+  }
+
+  /** Ends both lanes, failing the run with `err` on `item` (unless it is stopping anyway). */
+  private report(err: unknown, item: unknown): void {
+    this.collector.exit()
+    this.producer.fail(err, item)
   }
 
   /**
@@ -219,22 +261,22 @@ class RemoteRun {
    * Redis not answer), so that whoever catches the run's rejection finds nothing of it in Redis.
    */
   private fatal(err: unknown, item: unknown): void {
-    if (this.failed || this.finished || this.g.halted) return
+    if (this.failed || this.finished || this.port.halted) return
     this.failed = true
     const queue = this.queue
     if (queue === undefined) {
-      this.g.fail(this.main?.failure(err, 'could not connect to') ?? err, 0, item)
+      this.report(this.main?.failure(err, 'could not connect to') ?? err, item)
     } else if (queue.reconnecting(err)) {
       const dropped = queue.failure(err)
       this.failing = queue.survived().then((kept) => {
         const reported =
           kept === false ? this.vanished(true, dropped) : kept ? dropped : this.main!.failure(err)
-        this.g.fail(reported, 0, item)
+        this.report(reported, item)
       })
     } else {
       const reported = queue.failure(err)
       this.failing = waitAtMost(this.teardown(), this.o.connectTimeout).then(() =>
-        this.g.fail(reported, 0, item),
+        this.report(reported, item),
       )
     }
     this.interrupt()
@@ -247,7 +289,7 @@ class RemoteRun {
   }
 
   private get stopping(): boolean {
-    return this.g.halted || this.failed
+    return this.port.halted || this.failed
   }
 
   /**
@@ -270,7 +312,7 @@ class RemoteRun {
 
   /** The run's state is gone: `reconnected` when found after a dropped connection (`cause`) came back. */
   private vanished(reconnected = false, cause?: unknown): RunStateLostError {
-    return new RunStateLostError(this.stage, this.runId, reconnected ? { reconnected, cause } : {})
+    return new RunStateLostError(this.o.name, this.runId, reconnected ? { reconnected, cause } : {})
   }
 
   /** Deletes the run's keys and closes its connections (once); never rejects. */
@@ -291,68 +333,92 @@ class RemoteRun {
     }
   }
 
-  /** Takes items, packs them into entries of up to `batch` items (or what `maxWait` allows), appends. */
+  /**
+   * Takes items, packs them into entries of up to `batch` items (or what `maxWait` allows), appends.
+   * With `ordered`, a slot of the reorder window is reserved before each item is taken.
+   */
   private async produce(): Promise<void> {
-    const g = this.g
-    const input = g.input
-    const w = new Waiter()
+    const lane = this.producer
+    const ordered = this.o.ordered
     const batch = this.batch
     const maxWait = this.o.maxWait
     const buf = new PackedBatch()
-    let deadline = 0
-    // an input.wait() still pending after a partial entry was sent on maxWait
-    let parked: Promise<void> | undefined
-    for (;;) {
-      let x: unknown
-      if (parked !== undefined) {
-        await parked
-        parked = undefined
-        if (this.stopping) return
-        x = w.item
-        w.item = undefined
-      } else {
-        x = input.poll(w)
+    let firstAt = 0
+    let reserved = false
+    // the deadline of a partial entry takes back the lane's wait: it then receives EMPTY
+    let timer: NodeJS.Timeout | undefined
+    const onDeadline = (): void => {
+      timer = undefined
+      lane.cancel()
+    }
+    try {
+      for (;;) {
+        if (ordered && !reserved) {
+          const room = lane.reserve()
+          if (room !== undefined) {
+            this.reserving = true
+            this.account()
+            await room
+            this.reserving = false
+            this.account()
+            if (this.stopping) return
+          }
+          reserved = true
+        }
+        let x = lane.take()
         if (x === EMPTY) {
-          const p = input.wait(w)
-          // with maxWait Infinity a partial entry waits for the input (no timer: Node would fire
-          // one set for Infinity after 1 ms)
-          if (
-            buf.count > 0 &&
-            maxWait !== Number.POSITIVE_INFINITY &&
-            !(await settlesWithin(p, deadline - performance.now()))
-          ) {
-            parked = p
+          if (buf.count > 0 && maxWait === 0) {
             await this.send(buf)
             if (this.stopping) return
             continue
           }
-          await p
+          // with maxWait Infinity a partial entry waits for the input (no timer: Node would fire
+          // one set for Infinity after 1 ms)
+          if (buf.count > 0 && maxWait !== Number.POSITIVE_INFINITY) {
+            timer = setTimeout(onDeadline, Math.max(0, firstAt + maxWait - performance.now()))
+          }
+          await lane.wait()
+          if (timer !== undefined) {
+            clearTimeout(timer)
+            timer = undefined
+          }
           if (this.stopping) return
-          x = w.item
-          w.item = undefined
+          x = lane.received()
+          if (x === EMPTY) {
+            await this.send(buf)
+            if (this.stopping) return
+            continue
+          }
+        }
+        if (x === DONE) {
+          if (reserved) lane.release()
+          break
+        }
+        reserved = false
+        // checked before it is packed: the packer would send a function as undefined, an instance
+        // of a class as a plain object
+        const refused = unsendable(x)
+        if (refused !== undefined) {
+          this.fatal(new TypeError(`${refused}; ${SENDABLE}`), x)
+          return
+        }
+        if (buf.count === 0) firstAt = performance.now()
+        try {
+          buf.add(x)
+        } catch (err) {
+          this.fatal(err, x)
+          return
+        }
+        if (buf.count === batch) {
+          await this.send(buf)
+          if (this.stopping) return
         }
       }
-      if (x === DONE) break
-      g.taken++
-      // checked before it is packed: the packer would send a function as undefined, an instance
-      // of a class as a plain object
-      const refused = unsendable(x)
-      if (refused !== undefined) {
-        this.fatal(new TypeError(`${refused}; ${SENDABLE}`), x)
-        return
-      }
-      if (buf.count === 0) deadline = performance.now() + maxWait
-      try {
-        buf.add(x)
-      } catch (err) {
-        this.fatal(err, x)
-        return
-      }
-      if (buf.count === batch) {
-        await this.send(buf)
-        if (this.stopping) return
-      }
+    } finally {
+      if (timer !== undefined) clearTimeout(timer)
     }
+    // the input said DONE because the stage halted: nothing more is sent
+    if (this.stopping) return
     if (buf.count > 0) {
       await this.send(buf)
       if (this.stopping) return
@@ -406,6 +472,7 @@ class RemoteRun {
     }
     this.appends++
     this.sending += e.count
+    this.account()
     this.queue!.append(e.seq, e.count, e.items, e.ends).then(
       (added) => {
         this.appends--
@@ -413,10 +480,10 @@ class RemoteRun {
         if (added < 0) return this.fatal(this.vanished(), undefined)
         this.appended += added
         if (added > 0) this.entries++
-        this.g.busy = this.appended - this.released
         if (added < e.count) {
           this.leftovers.push(rest(e, added))
           this.cutShort = true
+          this.account()
         }
         this.wakeProducer?.()
         this.wakeCollector?.()
@@ -434,12 +501,19 @@ class RemoteRun {
     })
   }
 
-  /** Reads results back, drops duplicates, emits (in order when asked), frees capacity. */
+  /**
+   * Reads results back, drops duplicates, hands them on and frees capacity. Unordered, results go
+   * on through the collector's lane as they arrive; ordered, each fills its item's slot of the
+   * port's reorder window (a dead-lettered item's slot is skipped), which releases them in input
+   * order and never waits: room for them was reserved when their items were taken.
+   */
   private async collect(): Promise<void> {
-    const g = this.g
     const queue = this.queue!
-    const out = g.output as Channel<unknown>
-    const w = new Waiter()
+    const port = this.port
+    const lane = this.collector
+    const ordered = this.o.ordered
+    /** Results of one read to emit (unordered). */
+    const out: unknown[][] = []
     for (;;) {
       if (this.total >= 0 && this.low === this.total) return
       if (this.received === this.appended) {
@@ -472,12 +546,13 @@ class RemoteRun {
         if (this.stopping) return
         if (held < 0) throw this.vanished()
         if (held < expected) {
-          throw new RunStateLostError(this.stage, this.runId, { missing: expected - held })
+          throw new RunStateLostError(this.o.name, this.runId, { missing: expected - held })
         }
         continue
       }
       const ids = new Array<string>(records.length)
       let freed = 0
+      let pending = 0
       for (let i = 0; i < records.length; i++) {
         const r = records[i]!
         ids[i] = r.id
@@ -489,61 +564,58 @@ class RemoteRun {
           case 'dead':
             values = r.count
             break
-          case 'error': {
-            const info = unpackError(r.error)
-            this.fatal(new RemoteError(info, info.consumer, info.attempt, r.seq), unpack(r.item))
+          case 'error':
+            this.fatal(unpackError(r.error, r.seq), unpack(r.item))
             return
-          }
           case 'limit':
             this.fatal(
-              new DeliveryLimitError(this.stage, r.seq, r.count, r.deliveries, this.o.maxDeliveries),
+              new DeliveryLimitError(this.o.name, r.seq, r.count, r.deliveries, this.o.maxDeliveries),
               unpackItems(r.items).values[0],
             )
             return
         }
         const n = typeof values === 'number' ? values : values.length
         if (r.seq < this.low || this.above.has(r.seq)) continue // a duplicate: already had it
+        if (r.seq === this.low) {
+          this.low += n
+          for (let s = this.above.get(this.low); s !== undefined; s = this.above.get(this.low)) {
+            this.above.delete(this.low)
+            this.low += s
+          }
+        } else this.above.set(r.seq, n)
         this.received += n
         this.entriesReceived++
-        if (typeof values === 'number') g.failed += values
-        if (this.ordered) {
-          this.above.set(r.seq, values)
-          // emit every entry that is next in input order
-          for (let next = this.above.get(this.low); next !== undefined; next = this.above.get(this.low)) {
-            this.above.delete(this.low)
-            if (typeof next === 'number') {
-              this.low += next
-              freed += next
-              continue
-            }
-            this.low += next.length
-            freed += next.length
-            for (let j = 0; j < next.length; j++) {
-              g.emitted++
-              if (!out.offer(next[j])) {
-                await out.put(w, next[j])
-                if (this.stopping) return
-              }
-            }
-          }
+        freed += n
+        if (typeof values === 'number') {
+          // dead-lettered: gone on without
+          port.failed += values
+          if (ordered) for (let j = 0; j < values; j++) port.fill(r.seq + j, SKIP)
+        } else if (ordered) {
+          for (let j = 0; j < values.length; j++) port.fill(r.seq + j, values[j])
         } else {
-          if (r.seq === this.low) {
-            this.low += n
-            for (let s = this.above.get(this.low); s !== undefined; s = this.above.get(this.low)) {
-              this.above.delete(this.low)
-              this.low += s as number
-            }
-          } else this.above.set(r.seq, n)
-          freed += n
-          if (typeof values === 'number') continue
-          for (let j = 0; j < values.length; j++) {
-            g.emitted++
-            if (!out.offer(values[j])) {
-              await out.put(w, values[j])
-              if (this.stopping) return
-            }
+          out.push(values)
+          pending += values.length
+        }
+      }
+      this.account()
+      for (let k = 0; k < out.length; k++) {
+        const values = out[k]!
+        for (let j = 0; j < values.length; j++) {
+          const room = lane.emit(values[j])
+          pending--
+          if (room !== undefined) {
+            // this one and the rest of the read wait for room downstream
+            this.waitingRoom = pending + 1
+            this.account()
+            await room
+            if (this.stopping) return
           }
         }
+      }
+      out.length = 0
+      if (this.waitingRoom !== 0) {
+        this.waitingRoom = 0
+        this.account()
       }
       this.release(ids, freed)
     }
@@ -551,8 +623,6 @@ class RemoteRun {
 
   /** Deletes results read and frees capacity, without waiting: the next read goes out meanwhile. */
   private release(ids: string[], items: number): void {
-    this.released += items
-    this.g.busy = this.appended - this.released
     this.releasing = this.queue!.release(ids, items).then(
       () => {
         this.releasedConfirmed += items
@@ -579,18 +649,6 @@ function waitAtMost(p: Promise<void>, ms: number): Promise<void> {
     p.then(() => {
       clearTimeout(timer)
       resolve()
-    })
-  })
-}
-
-/** Resolves true if `p` settles within `ms`, false otherwise (`p` is left pending, to be awaited later). */
-function settlesWithin(p: Promise<void>, ms: number): Promise<boolean> {
-  if (ms <= 0) return Promise.resolve(false)
-  return new Promise<boolean>((resolve) => {
-    const timer = setTimeout(resolve, ms, false)
-    p.then(() => {
-      clearTimeout(timer)
-      resolve(true)
     })
   })
 }

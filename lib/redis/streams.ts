@@ -8,9 +8,9 @@
  *   msgpack messages back to back (one field, not one per item: a command with hundreds of
  *   arguments costs several times more to send and parse).
  * - `stageline:{name}:<run>:out`  the run's results; only the run's own process reads it.
- * - `stageline:{name}:<run>:meta` a hash: `n` (items of the run in Redis), `cap`, and the settings
- *   workers need. Every script that writes for a run checks it exists first, so a late write never
- *   recreates a run's keys after they were deleted.
+ * - `stageline:{name}:<run>:meta` a hash: `v` (the protocol version, PROTOCOL_VERSION), `n` (items
+ *   of the run in Redis), `cap`, and the settings workers need. Every script that writes for a run
+ *   checks it exists first, so a late write never recreates a run's keys after they were deleted.
  * - `stageline:{name}:runs`       a sorted set of live runs, scored by lease deadline (server time).
  * - `stageline:{name}:dead`       the dead-letter stream (only with `deadLetter`; never expired).
  * - channel `stageline:{name}:events`: `+<run>` when a run starts, `-<run>` when it ends.
@@ -21,11 +21,13 @@
  * the pipeline notices entries lost while the keys stayed.
  * @module
  */
-import { ErrorReply, type RedisArgument } from 'redis'
-import { MAX_TIMER_MS } from '../options.js'
+import type { RedisArgument } from 'redis'
+import { MAX_TIMER_MS } from '../options/limits.js'
 import { BUFFERS, type Client, type Connection, isConnectionError, Script } from './connection.js'
+import { redis } from './deps.js'
 import {
   type Delivery,
+  PROTOCOL_VERSION,
   type ResultRecord,
   RunGone,
   type RunInfo,
@@ -33,6 +35,8 @@ import {
   type RunSettings,
   type WorkQueue,
 } from './transport.js'
+
+const { ErrorReply } = redis
 
 /** How long a run's keys live without being refreshed (a pipeline process that died leaves them this long). */
 export const KEY_TTL_MS = 30_000
@@ -229,6 +233,15 @@ return {cursor, entries, counts}`,
   1,
 )
 
+// KEYS in, out, meta; ARGV error, item: a failure of the run that is no item's (seq -1), sent
+// without reading the run's entries (a worker refusing a run of another protocol version)
+const REFUSE = new Script(
+  `if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+redis.call('XADD', KEYS[2], '*', 's', '-1', 'e', ARGV[1], 'x', ARGV[2])
+${KEEP_OUT_TTL}return 1`,
+  3,
+)
+
 // KEYS in, meta; ARGV group, id, attempts: the same items as a new entry at the stream's end
 const REQUEUE = new Script(
   `if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
@@ -362,6 +375,8 @@ export class RedisRunQueue implements RunQueue {
       const keys = new StageKeys(stage)
       const q = new RedisRunQueue(keys, runId, main, reader, s.connectTimeout)
       const meta = [
+        'v',
+        String(PROTOCOL_VERSION),
         'cap',
         String(s.capacity),
         'batch',
@@ -517,7 +532,7 @@ export class RedisWorkQueue implements WorkQueue {
     try {
       extra.push(await main.duplicate())
       extra.push(await main.duplicate())
-      await Script.load(main.client, [LIST, COMPLETE, REPORT, RENEW, RECLAIM, REQUEUE, EXPIRE])
+      await Script.load(main.client, [LIST, COMPLETE, REPORT, REFUSE, RENEW, RECLAIM, REQUEUE, EXPIRE])
       const q = new RedisWorkQueue(new StageKeys(stage), consumer, main, extra[0]!, extra[1]!)
       await q.fetchReaderId()
       // a reconnected reader has a new id: CLIENT UNBLOCK must aim at the new one
@@ -548,15 +563,18 @@ export class RedisWorkQueue implements WorkQueue {
             'vis',
             'maxd',
             'dl',
+            'v',
           ]) as Promise<(string | null)[]>,
       ),
     )
     const out: RunInfo[] = []
     for (let i = 0; i < ids.length; i++) {
       const m = metas[i]!
-      if (m[0] == null) continue // ended between the two calls
+      // ended between the two calls (a run of another version may lack the settings, not `v`)
+      if (m[0] == null && m[5] == null) continue
       out.push({
         runId: ids[i]!,
+        version: m[5] ?? undefined,
         capacity: Number(m[0]),
         batch: Number(m[1]),
         visibilityTimeout: Number(m[2]),
@@ -649,6 +667,12 @@ export class RedisWorkQueue implements WorkQueue {
       item,
     )
     await REPORT.run(this.main.client, args)
+  }
+
+  async refuse(runId: string, error: Buffer, item: Buffer): Promise<boolean> {
+    const args = REFUSE.args(5)
+    args.splice(3, 5, this.keys.input(runId), this.keys.output(runId), this.keys.meta(runId), error, item)
+    return (await REFUSE.run<number>(this.main.client, args)) === 1
   }
 
   async renew(runId: string, ids: readonly string[]): Promise<string[] | null> {

@@ -10,6 +10,15 @@
  * @module
  */
 
+/**
+ * The version of what a run and its workers exchange: the run's metadata, its entries, its result
+ * and error records. A run records the version its pipeline speaks; a worker serves only runs of
+ * its own version and refuses any other (or one that records none: a run of a release before
+ * versions were recorded), failing it with a message that names both, rather than misread it.
+ * Raised whenever what is exchanged changes in a way the other side would misread.
+ */
+export const PROTOCOL_VERSION = 2
+
 /** Settings a run publishes for the workers that serve it. */
 export interface RunSettings {
   capacity: number
@@ -74,6 +83,12 @@ export interface RunQueue {
 /** A run as a worker sees it. */
 export interface RunInfo extends RunSettings {
   runId: string
+  /**
+   * The protocol version the run's pipeline speaks, as the run recorded it; undefined for a run
+   * that recorded none (a release before versions were recorded). The settings are read as this
+   * version writes them: only for a run of {@link PROTOCOL_VERSION} may they be relied on.
+   */
+  version: string | undefined
 }
 
 /** An entry handed to a worker. */
@@ -115,6 +130,12 @@ export interface WorkQueue {
   complete(runId: string, done: readonly (readonly [Delivery, Buffer])[]): Promise<number>
   /** Sends an item's failure (and the item's own payload) to the run; the entry stays held. */
   report(d: Delivery, seq: number, error: Buffer, item: Buffer): Promise<void>
+  /**
+   * Fails a run this worker will not serve (it speaks another protocol version): sends it an error
+   * record for no item (`seq` -1, `item` the payload a reader takes for the item), without reading
+   * any of its entries. Resolves to false when the run is gone.
+   */
+  refuse(runId: string, error: Buffer, item: Buffer): Promise<boolean>
   /**
    * Renews the lease on entries of a run still being worked on; resolves to the ids this worker
    * lost, or null when the run's queue is gone (its run ended, or the engine lost it).
