@@ -151,7 +151,7 @@ describe('what the package needs and ships', () => {
       const progress = runIn(project, `await import('stageline/progress')`)
       expect(progress.status).not.toBe(0)
       expect(progress.stderr).toContain(
-        'stageline/progress needs the package `log-update`, an optional peer dependency of stageline that is not installed: run `npm install log-update`',
+        'stageline/progress needs the package `log-update` (the live table redrawn in place on a terminal), an optional peer dependency of stageline, and it is not installed: install it next to stageline with `npm install log-update`',
       )
     } finally {
       rmSync(project, { recursive: true, force: true })

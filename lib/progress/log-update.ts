@@ -5,10 +5,12 @@
  */
 import { loadOptional } from '../optional.js'
 
-const logUpdate = await loadOptional<typeof import('log-update')>(
-  'log-update',
-  'stageline/progress',
-  'npm install log-update',
-)
+const logUpdate = await loadOptional({
+  name: 'log-update',
+  what: 'the live table redrawn in place on a terminal',
+  entry: 'stageline/progress',
+  install: 'npm install log-update',
+  load: () => import('log-update'),
+})
 
 export const createLogUpdate = logUpdate.createLogUpdate
