@@ -309,12 +309,22 @@ export class WorkerLane extends Waiter implements Lane {
   }
 
   exit(): void {
-    if (this.counted) this.stage.book.stop(WORKING)
+    this.leaveBook()
     this.stage.exitLane()
   }
 
   fail(err: unknown, item: unknown): void {
-    if (this.counted) this.stage.book.stop(WORKING)
+    this.leaveBook()
     this.stage.failLane(err, this.worker, item)
+  }
+
+  /**
+   * The lane ends: it leaves the time book. Where the kind counts its own units, they end with the
+   * stage's last lane: they would otherwise go on counting as starved for as long as the run lasts.
+   */
+  private leaveBook(): void {
+    const s = this.stage
+    if (this.counted) s.book.stop(WORKING)
+    else if (s.live === 1) s.book.set(0, 0, 0)
   }
 }
