@@ -160,7 +160,7 @@ export interface ThreadStageOptions<I = unknown> extends Omit<StageOptions, 'wor
   /**
    * What an item's failure (after retries) does: `'fail'` fails the run; `'skip'` drops the item
    * and calls `onError` with it. Failures that are not the function's (an item that cannot be
-   * cloned, `transfer` throwing, a thread that dies) fail the run either way.
+   * sent, `transfer` throwing, a thread that dies) fail the run either way.
    * @default 'fail'
    */
   errors?: 'fail' | 'skip'
