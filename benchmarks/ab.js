@@ -1,9 +1,11 @@
 /**
- * `node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen|genmap] [--workers N] [--items N] [--rounds N]`
+ * `node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen|genmap|threads|thread-records] [--workers N] [--items N] [--rounds N]`
  *
  * A/B of two builds of stageline on one overhead workload (3 steps of x + 1, `for await`
- * consumer; `genmap`: a generator step, then 2 sync map steps), alternating A and B round by round in one process so that drift in the machine's
- * speed hits both alike. Prints the median of the per-round ratios (B's speed over A's) and the
+ * consumer; `genmap`: a generator step, then 2 sync map steps; `threads`: one thread stage over
+ * benchmarks/cpu.js's tiny items, `--workers` threads; `thread-records`: the same with small
+ * records, objects of a few fields, as items and results), alternating A and B round by round in
+ * one process so that drift in the machine's speed hits both alike. Prints the median of the per-round ratios (B's speed over A's) and the
  * spread between the 20th and 80th percentile. Use it before and after an engine change:
  *
  *   git worktree add /tmp/base HEAD && (cd /tmp/base && npm install && npm run build)
@@ -14,9 +16,11 @@ import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { consume, intFlag, range } from './common.js'
 
+const KINDS = ['sync', 'async', 'gen', 'genmap', 'threads', 'thread-records']
+
 function usage(problem) {
   console.error(
-    `${problem}\nusage: node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen|genmap] [--workers N] [--items N] [--rounds N]`,
+    `${problem}\nusage: node benchmarks/ab.js <distA> <distB> [--kind ${KINDS.join('|')}] [--workers N] [--items N] [--rounds N]`,
   )
   process.exit(2)
 }
@@ -26,8 +30,7 @@ const dirs = args.filter((a, i) => !a.startsWith('--') && (i === 0 || !args[i - 
 if (dirs.length !== 2) usage(`expected two build directories, got ${dirs.length}`)
 const kindAt = args.indexOf('--kind')
 const kind = kindAt < 0 ? 'sync' : args[kindAt + 1]
-if (!['sync', 'async', 'gen', 'genmap'].includes(kind))
-  usage(`--kind must be sync, async, gen or genmap, got ${kind}`)
+if (!KINDS.includes(kind)) usage(`--kind must be one of ${KINDS.join(', ')}, got ${kind}`)
 const nums = {
   workers: intFlag(args, 'workers', 1),
   items: intFlag(args, 'items', 300_000),
@@ -36,9 +39,36 @@ const nums = {
 
 const AsyncGeneratorFunction = Object.getPrototypeOf(async function* () {}).constructor
 
+/** The module the thread stages' threads load: its `tiny` and `tinyRecord` exports. */
+const CPU = new URL('./cpu.js', import.meta.url)
+
+/** Small records as a thread stage's items: a few fields, a nested array and object. */
+function* records(n) {
+  for (let i = 0; i < n; i++) yield { id: i, name: `item ${i}`, tags: ['a', 'b'], at: { x: i, y: -i } }
+}
+
+/** Counts the records a thread stage sends back (`{ id, h }`) and sums their ids. */
+async function consumeRecords(iterable) {
+  let count = 0
+  let sum = 0
+  for await (const r of iterable) {
+    count++
+    sum += r.id
+  }
+  return { count, sum: sum - (count * (count - 1)) / 2, inversions: 0 }
+}
+
 /** One run of the workload on build `sl`; each build gets its own copies of the functions. */
 function job(sl) {
   const { workers, items } = nums
+  if (kind === 'threads' || kind === 'thread-records') {
+    const rec = kind === 'thread-records'
+    const s = sl.threadStage(CPU, { export: rec ? 'tinyRecord' : 'tiny', threads: workers })
+    return async () => {
+      const r = await (rec ? consumeRecords(sl.pipe(records(items), s)) : consume(sl.pipe(range(items), s)))
+      if (r.count !== items) throw new Error(`expected ${items} items, got ${r.count}`)
+    }
+  }
   const gen = () =>
     sl.stage(new AsyncGeneratorFunction('src', 'for await (const x of src) yield x + 1'), { workers })
   const map = (sync) =>
@@ -62,16 +92,24 @@ const [a, b] = await Promise.all(dirs.map((d) => import(pathToFileURL(resolve(d,
 const runA = job(a)
 const runB = job(b)
 const ratios = []
+const rates = [[], []]
 for (let r = 0; r < nums.rounds; r++) {
   let t = performance.now()
   await runA()
   const ta = performance.now() - t
   t = performance.now()
   await runB()
-  ratios.push(ta / (performance.now() - t))
+  const tb = performance.now() - t
+  ratios.push(ta / tb)
+  rates[0].push((nums.items * 1000) / ta)
+  rates[1].push((nums.items * 1000) / tb)
 }
-ratios.sort((x, y) => x - y)
-const at = (q) => ratios[Math.min(ratios.length - 1, Math.floor(q * ratios.length))]
+const quantile = (xs, q) => {
+  const sorted = [...xs].sort((x, y) => x - y)
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
+}
+const at = (q) => quantile(ratios, q)
+const perSec = (xs) => `${Math.round(quantile(xs, 0.5) / 1000)}k items/s`
 console.log(
-  `${kind}, workers ${nums.workers}, ${nums.items} items, ${nums.rounds} rounds: B/A speed ${at(0.5).toFixed(3)} (p20..p80 ${at(0.2).toFixed(2)}..${at(0.8).toFixed(2)})`,
+  `${kind}, workers ${nums.workers}, ${nums.items} items, ${nums.rounds} rounds: B/A speed ${at(0.5).toFixed(3)} (p20..p80 ${at(0.2).toFixed(2)}..${at(0.8).toFixed(2)}); medians A ${perSec(rates[0])}, B ${perSec(rates[1])}`,
 )
