@@ -31,7 +31,9 @@ const rounds = intFlag(args, 'rounds', 7)
 
 const dist = new URL('../dist/', import.meta.url)
 const sl = await import(new URL('index.js', dist).href)
-const { Channel, EMPTY, Waiter } = await import(new URL('queue.js', dist).href)
+const { Channel } = await import(new URL('channel/bounded.js', dist).href)
+const { EMPTY } = await import(new URL('channel/inlet.js', dist).href)
+const { Waiter } = await import(new URL('channel/waiter.js', dist).href)
 
 const inc = (x) => x + 1
 

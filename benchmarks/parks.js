@@ -22,15 +22,16 @@ const workers = intFlag(args, 'workers', 1)
 const runs = intFlag(args, 'runs', 3)
 const items = intFlag(args, 'items', 100_000)
 
-const PARK = 'export function park(w) {'
+const PARK = '    park() {'
 const tmp = mkdtempSync(join(tmpdir(), 'stageline-parks-'))
 try {
   for (const [k, dir] of dirs.entries()) {
     const copy = join(tmp, String(k))
     cpSync(resolve(dir), copy, { recursive: true })
-    const file = join(copy, 'queue.js')
+    const file = join(copy, 'channel', 'waiter.js')
     const src = readFileSync(file, 'utf8')
-    if (!src.includes(PARK)) throw new Error(`${dir}/queue.js has no \`${PARK}\`: not a stageline build`)
+    if (!src.includes(PARK))
+      throw new Error(`${dir}/channel/waiter.js has no \`${PARK.trim()}\`: not a stageline build`)
     writeFileSync(file, src.replace(PARK, `${PARK} globalThis.__stagelineParks++;`))
     const { pipe, stage } = await import(pathToFileURL(join(copy, 'index.js')).href)
     const inc = () =>

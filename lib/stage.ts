@@ -88,5 +88,16 @@ export class Stage<
     results<O>({ source, stages: [this], names: [this.name ?? 'stage1'] })
 }
 
-/** Any stage, whatever its kind: what a pipeline accepts. */
+/**
+ * Any stage, whatever its kind: what a pipeline accepts.
+ *
+ * @example
+ * ```ts
+ * import { type AnyStage, batch, mapStage, pipe } from 'stageline'
+ * // stages of different kinds, each with its own options type, under one type
+ * const double: AnyStage<number, number> = mapStage((n: number) => n * 2)
+ * const pairs: AnyStage<number, number[]> = batch<number>(2)
+ * console.log(await pipe([1, 2, 3], double, pairs).toArray()) // [ [ 2, 4 ], [ 6 ] ]
+ * ```
+ */
 export type AnyStage<I, O> = Stage<I, O, any, any>

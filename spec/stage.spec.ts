@@ -206,7 +206,7 @@ describe('bad stage options', () => {
     for (const bad of [null, 5, 'x', []]) {
       const err = thrown(() => mapStage(id, bad as never))
       expect(err).toBeInstanceOf(TypeError)
-      expect(err.message).toMatch(/expected `options` to be an options object/)
+      expect(err.message).toMatch(/^mapStage\(\): expected an options object, got /)
     }
   })
 

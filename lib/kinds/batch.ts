@@ -33,7 +33,16 @@ export interface BatchOptions {
   name?: string
 }
 
-/** The resolved options of a batch stage, as `stage.options` shows them. */
+/**
+ * The resolved options of a batch stage, as `stage.options` shows them.
+ *
+ * @example
+ * ```ts
+ * import { batch, type ResolvedBatchOptions } from 'stageline'
+ * const o: Readonly<ResolvedBatchOptions> = batch<number>(100, { maxWait: 50 }).options
+ * console.log(o.size, o.maxWait, o.name) // 100 50 batch
+ * ```
+ */
 export interface ResolvedBatchOptions extends ResolvedStageOptions {
   /** Items per batch. */
   size: number

@@ -138,7 +138,16 @@ export function checkSkipRule(where: string, o: { errors?: unknown; onError?: un
  */
 export interface MapStageOptions<I = any, S = any> extends StageOptions, PolicyOptions<I, S> {}
 
-/** The checked options of a map stage, as `stage.options` shows them. */
+/**
+ * The checked options of a map stage, as `stage.options` shows them.
+ *
+ * @example
+ * ```ts
+ * import { mapStage, type ResolvedMapStageOptions } from 'stageline'
+ * const o: Readonly<ResolvedMapStageOptions> = mapStage((n: number) => n, { workers: 4, retries: 2 }).options
+ * console.log(o.workers, o.qsize, o.retries) // 4 64 2
+ * ```
+ */
 export interface ResolvedMapStageOptions extends ResolvedStageOptions, PolicyOptions {}
 
 /**
