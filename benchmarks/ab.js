@@ -5,7 +5,7 @@
  * consumer; `genmap`: a generator step, then 2 sync map steps; `threads`: one thread stage over
  * benchmarks/cpu.js's tiny items, `--workers` threads; `thread-records`: the same with small
  * records, objects of a few fields, as items and results), alternating A and B round by round in
- * one process so that drift in the machine's speed hits both alike. Prints the median of the per-round ratios (B's speed over A's) and the
+ * one process so that drift in the machine's speed hits both alike (which goes first alternates too). Prints the median of the per-round ratios (B's speed over A's) and the
  * spread between the 20th and 80th percentile. Use it before and after an engine change:
  *
  *   git worktree add /tmp/base HEAD && (cd /tmp/base && npm install && npm run build)
@@ -93,13 +93,24 @@ const runA = job(a)
 const runB = job(b)
 const ratios = []
 const rates = [[], []]
+/** Runs `run` once and says how long it took, in ms. */
+async function timed(run) {
+  const t = performance.now()
+  await run()
+  return performance.now() - t
+}
 for (let r = 0; r < nums.rounds; r++) {
-  let t = performance.now()
-  await runA()
-  const ta = performance.now() - t
-  t = performance.now()
-  await runB()
-  const tb = performance.now() - t
+  // which build goes first alternates, so that what the first run of a round pays (or leaves
+  // behind: garbage, a pool's threads exiting) weighs on both alike
+  let ta
+  let tb
+  if (r % 2 === 0) {
+    ta = await timed(runA)
+    tb = await timed(runB)
+  } else {
+    tb = await timed(runB)
+    ta = await timed(runA)
+  }
   ratios.push(ta / tb)
   rates[0].push((nums.items * 1000) / ta)
   rates[1].push((nums.items * 1000) / tb)

@@ -347,12 +347,13 @@ async function runBatch(task: unknown[]): Promise<Answer> {
       ) {
         y = await y
       }
-      // one call for the common case (a primitive returns at once); skip is a symbol, refused
-      const refused = unsendable(y, 'result', TO_THREADS)
-      if (refused !== undefined) {
-        if (!isSkip(y)) return { worker, at: i, error: badResult(refused) }
+      if (isSkip(y)) {
         ;(skipped ??= []).push(i)
         y = undefined
+      } else {
+        // a primitive returns at once
+        const refused = unsendable(y, 'result', TO_THREADS)
+        if (refused !== undefined) return { worker, at: i, error: badResult(refused) }
       }
       out[i] = y
       // between items: a stop that came while this batch ran leaves the rest of it undone
@@ -409,14 +410,13 @@ async function runPolicyBatch(task: unknown[]): Promise<Answer> {
     let error: WireError | undefined
     if (timedOut) error = undefined
     else if (threw) error = toWire(err)
-    else {
+    else if (isSkip(y)) {
+      ;(skipped ??= []).push(i)
+      continue
+    } else {
       const refused = unsendable(y, 'result', TO_THREADS)
       if (refused === undefined) {
         out[i] = y
-        continue
-      }
-      if (isSkip(y)) {
-        ;(skipped ??= []).push(i)
         continue
       }
       error = badResult(refused)
