@@ -4,6 +4,9 @@
  * stop's reason crosses, and how `skip` and structured clone's refusals are recognised. The thread
  * specs run it across real threads; these run both sides in one thread, where the coverage sees them.
  */
+import { readFileSync } from 'node:fs'
+import { dirname, join, relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { describe, expect, test } from 'vitest'
 import { skip } from '../lib/skip.js'
 import {
@@ -121,5 +124,34 @@ describe('recognising', () => {
       },
     )
     expect(isCloneFailure(hostile)).toBe(false)
+  })
+})
+
+describe('the thread entry', () => {
+  test('imports only small modules (the protocol, the error form, the sendable rule, skip, the error classes), never the index', () => {
+    const lib = fileURLToPath(new URL('../lib/', import.meta.url))
+    const seen = new Set<string>()
+    const builtins = new Set<string>()
+    const walk = (file: string): void => {
+      if (seen.has(file)) return
+      seen.add(file)
+      const source = readFileSync(file, 'utf8')
+      // what it loads when it runs: type-only imports are erased
+      for (const m of source.matchAll(/^import (?!type )[^'"]*from '([^']+)'/gm)) {
+        const spec = m[1]!
+        if (spec.startsWith('node:')) builtins.add(spec)
+        else walk(join(dirname(file), spec.replace(/\.js$/, '.ts')))
+      }
+    }
+    walk(join(lib, 'threads', 'entry.ts'))
+    expect([...seen].map((f) => relative(lib, f)).sort()).toEqual([
+      'errors.ts',
+      'skip.ts',
+      'threads/entry.ts',
+      'threads/protocol.ts',
+      'wire/errors.ts',
+      'wire/sendable.ts',
+    ])
+    expect([...builtins].sort()).toEqual(['node:util', 'node:worker_threads'])
   })
 })
