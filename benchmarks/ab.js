@@ -1,14 +1,17 @@
 /**
- * `node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen|genmap|io] [--workers N] [--items N] [--rounds N] [--stats]`
+ * `node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen|genmap|io|threads|thread-records] [--workers N] [--items N] [--rounds N] [--stats]`
  *
  * A/B of two builds of stageline on one workload, alternating A and B round by round in one
- * process so that drift in the machine's speed hits both alike. The overhead workloads are 3 steps
- * of x + 1 read with `for await` (`sync` and `async` map stages, `gen` generator stages, `genmap` a
- * generator step then 2 sync map steps); `io` is 2 map stages that wait 5 ms (16 workers) then 1 ms
- * (4 workers) per item, 2,000 items by default. `--stats` runs with an `onProgress` callback, so
- * that the stages keep their time accounting. Prints the median of the per-round ratios (B's speed
- * over A's) and the spread between the 20th and 80th percentile; A against itself gives the A/A
- * spread of the measurement. Use it before and after an engine change:
+ * process (which goes first alternates too) so that drift in the machine's speed hits both alike.
+ * The overhead workloads are 3 steps of x + 1 read with `for await` (`sync` and `async` map stages,
+ * `gen` generator stages, `genmap` a generator step then 2 sync map steps); `io` is 2 map stages
+ * that wait 5 ms (16 workers) then 1 ms (4 workers) per item, 2,000 items by default; `threads` is
+ * one thread stage over benchmarks/cpu.js's tiny items (`--workers` threads), `thread-records` the
+ * same with small records (objects of a few fields) as items and results. `--stats` runs with an
+ * `onProgress` callback, so that the stages keep their time accounting. Prints the median of the
+ * per-round ratios (B's speed over A's), the spread between the 20th and 80th percentile, and each
+ * build's median rate; A against itself gives the A/A spread of the measurement. Use it before and
+ * after an engine change:
  *
  *   git worktree add ../stageline-base HEAD && (cd ../stageline-base && npm install && npm run build)
  *   npm run build && node benchmarks/ab.js ../stageline-base/dist dist --kind gen --workers 4
@@ -19,9 +22,11 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { pathToFileURL } from 'node:url'
 import { consume, intFlag, range } from './common.js'
 
+const KINDS = ['sync', 'async', 'gen', 'genmap', 'io', 'threads', 'thread-records']
+
 function usage(problem) {
   console.error(
-    `${problem}\nusage: node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen|genmap|io] [--workers N] [--items N] [--rounds N] [--stats]`,
+    `${problem}\nusage: node benchmarks/ab.js <distA> <distB> [--kind ${KINDS.join('|')}] [--workers N] [--items N] [--rounds N] [--stats]`,
   )
   process.exit(2)
 }
@@ -31,8 +36,7 @@ const dirs = args.filter((a, i) => !a.startsWith('--') && (i === 0 || !args[i - 
 if (dirs.length !== 2) usage(`expected two build directories, got ${dirs.length}`)
 const kindAt = args.indexOf('--kind')
 const kind = kindAt < 0 ? 'sync' : args[kindAt + 1]
-if (!['sync', 'async', 'gen', 'genmap', 'io'].includes(kind))
-  usage(`--kind must be sync, async, gen, genmap or io, got ${kind}`)
+if (!KINDS.includes(kind)) usage(`--kind must be one of ${KINDS.join(', ')}, got ${kind}`)
 const nums = {
   workers: intFlag(args, 'workers', 1),
   items: intFlag(args, 'items', kind === 'io' ? 2_000 : 300_000),
@@ -42,16 +46,42 @@ const stats = args.includes('--stats')
 
 const AsyncGeneratorFunction = Object.getPrototypeOf(async function* () {}).constructor
 
+/** The module the thread stages' threads load: its `tiny` and `tinyRecord` exports. */
+const CPU = new URL('./cpu.js', import.meta.url)
+
+/** Small records as a thread stage's items: a few fields, a nested array and object. */
+function* records(n) {
+  for (let i = 0; i < n; i++) yield { id: i, name: `item ${i}`, tags: ['a', 'b'], at: { x: i, y: -i } }
+}
+
+/** Counts the records a thread stage sends back (`{ id, h }`) and sums their ids. */
+async function consumeRecords(iterable) {
+  let count = 0
+  let sum = 0
+  for await (const r of iterable) {
+    count++
+    sum += r.id
+  }
+  return { count, sum: sum - (count * (count - 1)) / 2, inversions: 0 }
+}
+
 /** One run of the workload on build `sl`; each build gets its own copies of the functions. */
 function job(sl) {
   const { workers, items } = nums
+  if (kind === 'threads' || kind === 'thread-records') {
+    const rec = kind === 'thread-records'
+    const s = sl.threadStage(CPU, { export: rec ? 'tinyRecord' : 'tiny', threads: workers })
+    return async () => {
+      const r = await (rec ? consumeRecords(sl.pipe(records(items), s)) : consume(sl.pipe(range(items), s)))
+      if (r.count !== items) throw new Error(`expected ${items} items, got ${r.count}`)
+    }
+  }
   const gen = () =>
     sl.stage(new AsyncGeneratorFunction('src', 'for await (const x of src) yield x + 1'), { workers })
   const map = (sync) =>
     sl.mapStage(sync ? new Function('x', 'return x + 1') : new Function('return async (x) => x + 1')(), {
       workers,
     })
-  // genmap: one generator stage, then two sync map stages (fused into the generator's worker)
   const wait = (ms, w) =>
     sl.mapStage(
       async (x) => {
@@ -60,6 +90,7 @@ function job(sl) {
       },
       { workers: w },
     )
+  // genmap: one generator stage, then two sync map stages (fused into the generator's worker)
   const steps =
     kind === 'gen'
       ? [gen(), gen(), gen()]
@@ -80,16 +111,35 @@ const [a, b] = await Promise.all(dirs.map((d) => import(pathToFileURL(resolve(d,
 const runA = job(a)
 const runB = job(b)
 const ratios = []
-for (let r = 0; r < nums.rounds; r++) {
-  let t = performance.now()
-  await runA()
-  const ta = performance.now() - t
-  t = performance.now()
-  await runB()
-  ratios.push(ta / (performance.now() - t))
+const rates = [[], []]
+/** Runs `run` once and says how long it took, in ms. */
+async function timed(run) {
+  const t = performance.now()
+  await run()
+  return performance.now() - t
 }
-ratios.sort((x, y) => x - y)
-const at = (q) => ratios[Math.min(ratios.length - 1, Math.floor(q * ratios.length))]
+for (let r = 0; r < nums.rounds; r++) {
+  // which build goes first alternates, so that what the first run of a round pays (or leaves
+  // behind: garbage, a pool's threads exiting) weighs on both alike
+  let ta
+  let tb
+  if (r % 2 === 0) {
+    ta = await timed(runA)
+    tb = await timed(runB)
+  } else {
+    tb = await timed(runB)
+    ta = await timed(runA)
+  }
+  ratios.push(ta / tb)
+  rates[0].push((nums.items * 1000) / ta)
+  rates[1].push((nums.items * 1000) / tb)
+}
+const quantile = (xs, q) => {
+  const sorted = [...xs].sort((x, y) => x - y)
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
+}
+const at = (q) => quantile(ratios, q)
+const perSec = (xs) => `${Math.round(quantile(xs, 0.5) / 1000)}k items/s`
 console.log(
-  `${kind}${stats ? ' (with stats)' : ''}, workers ${nums.workers}, ${nums.items} items, ${nums.rounds} rounds: B/A speed ${at(0.5).toFixed(3)} (p20..p80 ${at(0.2).toFixed(2)}..${at(0.8).toFixed(2)})`,
+  `${kind}${stats ? ' (with stats)' : ''}, workers ${nums.workers}, ${nums.items} items, ${nums.rounds} rounds: B/A speed ${at(0.5).toFixed(3)} (p20..p80 ${at(0.2).toFixed(2)}..${at(0.8).toFixed(2)}); medians A ${perSec(rates[0])}, B ${perSec(rates[1])}`,
 )

@@ -4,6 +4,7 @@ import type { Row, TargetVerdict, Workload } from './types.js'
 export declare const SPIN_ROUNDS: number
 export declare function spin(n: number): number
 export declare function tiny(n: number): number
+export declare function tinyRecord(r: { id: number; at: { x: number } }): { id: number; h: number }
 export interface CpuSizes {
   spin: number
   tiny: number

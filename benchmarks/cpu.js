@@ -9,8 +9,9 @@
  *   against piscina with one task per item (run on 100,000 items, it is that slow). Target: the
  *   thread stage >= 3x piscina's throughput, both with one thread.
  *
- * This file is also the module the benchmark's threads load (the `spin` and `tiny` exports): its
- * top level imports nothing but Node built-ins, and the harness is imported only when it runs.
+ * This file is also the module the benchmark's threads load (the `spin`, `tiny` and `tinyRecord`
+ * exports): its top level imports nothing but Node built-ins, and the harness is imported only when
+ * it runs.
  *
  * Run alone (after `npm run build`): `node benchmarks/cpu.js [--quick] [--rounds N]`.
  * From the suite (run.js): the default export, called with `{ quick, rounds, log, sl }`.
@@ -42,6 +43,11 @@ export function spin(n) {
 /** A tiny CPU step: the cost per item is then almost all overhead. */
 export function tiny(n) {
   return mix(n, TINY_ROUNDS)
+}
+
+/** The tiny step on a small record (benchmarks/ab.js `--kind thread-records`): a record in, a record out. */
+export function tinyRecord(r) {
+  return { id: r.id, h: mix(r.id + r.at.x, TINY_ROUNDS) }
 }
 
 export const SIZES = {

@@ -32,7 +32,9 @@ try {
   for (const [k, dir] of dirs.entries()) {
     const copy = join(tmp, String(k))
     cpSync(resolve(dir), copy, { recursive: true })
-    const found = PARKS.find(([f, at]) => existsSync(join(copy, f)) && readFileSync(join(copy, f), 'utf8').includes(at))
+    const found = PARKS.find(
+      ([f, at]) => existsSync(join(copy, f)) && readFileSync(join(copy, f), 'utf8').includes(at),
+    )
     if (found === undefined) throw new Error(`${dir} has no park() to count: not a stageline build`)
     const [f, at] = found
     const file = join(copy, f)

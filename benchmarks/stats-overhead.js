@@ -92,7 +92,8 @@ if (args.child !== undefined) {
 
 /** Takes the sampled timing out of stage-run.ts; fails loudly if the code no longer looks as expected. */
 function withoutSampling(source) {
-  const sampled = /\(s\.taken & s\.sampleMask\) !== 0 \? fn\(x, this\.ctx\) : s\.callTimed\(fn, x, this\.ctx\)/g
+  const sampled =
+    /\(s\.taken & s\.sampleMask\) !== 0 \? fn\(x, this\.ctx\) : s\.callTimed\(fn, x, this\.ctx\)/g
   const found = source.match(sampled)?.length ?? 0
   if (found !== 1) throw new Error(`stage-run.ts changed: expected 1 sampled call, found ${found}`)
   return source.replace(sampled, 'fn(x, this.ctx)')

@@ -36,4 +36,9 @@ export { Pipeline, pipe, type RunOptions } from './pipeline.js'
 export type { Run, StartOptions } from './run.js'
 export { skip } from './skip.js'
 export { type AnyStage, Stage } from './stage.js'
-export { type ThreadContext, type ThreadStageOptions, threadStage } from './threads/stage.js'
+export {
+  type ResolvedThreadStageOptions,
+  type ThreadContext,
+  type ThreadStageOptions,
+  threadStage,
+} from './threads/stage.js'

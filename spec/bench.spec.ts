@@ -398,7 +398,7 @@ describe('cpu workload (benchmarks/cpu.js)', async () => {
 describe('park counter (benchmarks/parks.js)', () => {
   test('counts parks of the built library: with lazy hand-over, three 1-worker generator stages park on few items', () => {
     // the script patches a copy of dist/ (npm test builds it before the specs run)
-    expect(existsSync('dist/index.js'), 'dist/ is missing: run `npm run build`').toBe(true)
+    expect(existsSync('dist/channel/waiter.js'), 'dist/ is missing: run `npm run build`').toBe(true)
     const run = spawnSync(
       process.execPath,
       ['benchmarks/parks.js', 'dist', '--items', '3000', '--runs', '1'],
@@ -418,7 +418,7 @@ describe('park counter (benchmarks/parks.js)', () => {
 
 describe('promise jobs per item (benchmarks/floors.js --jobs)', () => {
   test('three stage()s run no more promise jobs than the least design with a queue between generator steps', () => {
-    expect(existsSync('dist/index.js'), 'dist/ is missing: run `npm run build`').toBe(true)
+    expect(existsSync('dist/channel/waiter.js'), 'dist/ is missing: run `npm run build`').toBe(true)
     const run = spawnSync(process.execPath, ['benchmarks/floors.js', '--jobs', '--items', '5000'], {
       encoding: 'utf8',
     })

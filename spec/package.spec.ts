@@ -26,6 +26,7 @@ const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
   name: string
   type: string
   exports: Record<string, { types: string; default: string } | string>
+  scripts: Record<string, string>
 }
 type Api = typeof import('../lib/index.js')
 
@@ -115,6 +116,37 @@ describe('the built package', () => {
     for (const name of ['pipe', 'stage', 'mapStage', 'Stage', 'Pipeline', 'TaskException']) {
       expect(types).toMatch(new RegExp(`\\b${name}\\b`))
     }
+  })
+
+  test('the thread entry is the compiled TypeScript: dist/threads/entry.js is shipped, built from lib/threads/entry.ts', () => {
+    const entry = join(root, 'dist', 'threads', 'entry.js')
+    expect(existsSync(entry)).toBe(true)
+    // its source map points at the TypeScript it was compiled from
+    const map = JSON.parse(readFileSync(`${entry}.map`, 'utf8')) as { sources: string[] }
+    expect(map.sources.map((s) => resolve(dirname(entry), s))).toEqual([
+      join(root, 'lib', 'threads', 'entry.ts'),
+    ])
+    // no hand-written JavaScript copy beside the sources, and no build step that copies one
+    expect(existsSync(join(root, 'lib', 'threads', 'entry.js'))).toBe(false)
+    expect(pkg.scripts.build).toBe('tsc -p tsconfig.build.json')
+    const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm'
+    const packed = JSON.parse(
+      execFileSync(npm, ['pack', '--dry-run', '--json'], { cwd: root, encoding: 'utf8', stdio: 'pipe' }),
+    ) as { files: { path: string }[] }[]
+    const files = packed[0]!.files.map((f) => f.path)
+    expect(files).toContain('dist/threads/entry.js')
+    expect(files).toContain('dist/threads/protocol.js')
+    expect(files.filter((f) => f.startsWith('lib/'))).toEqual([])
+  })
+
+  test('a thread stage runs from the built package, resolved by its name', () => {
+    const work = new URL('./fixtures/threads/work.js', import.meta.url).href
+    const out = runNode(`
+      import { pipe, threadStage } from 'stageline'
+      const s = threadStage(${JSON.stringify(work)}, { export: 'failAt57', threads: 1, ordered: true })
+      console.log(JSON.stringify({ workers: s.options.workers, out: await pipe([1, 2, 3], s).toArray() }))
+    `)
+    expect(JSON.parse(out.trim())).toEqual({ workers: 1, out: [2, 4, 6] })
   })
 })
 

@@ -342,8 +342,8 @@ describe('callbacks that fail', () => {
 
 describe('skip', () => {
   test('returning stageline skip from the thread drops the item, in order and out of order, and counts it', async () => {
-    // what the fixture returns is its own symbol with skip's description, as a thread's copy of stageline has
-    expect(skip.description).toBe('stageline.skip-item')
+    // what the fixture returns is the registered symbol, as every copy of stageline has it
+    expect(skip).toBe(Symbol.for('stageline.skip'))
     const stats = lastStats()
     const ordered = await pipe(
       numbers(50),
@@ -356,6 +356,20 @@ describe('skip', () => {
       threadStage<number, number>(POLICIES, { export: 'evensOnly', threads: 2 }),
     ).toArray()
     expect(sorted(unordered)).toEqual(numbers(50).filter((n) => n % 2 === 0))
+  })
+
+  test('skip is recognised by identity: a symbol that only shares its description is refused', async () => {
+    const err = (await rejectionOf(
+      pipe(
+        numbers(6),
+        threadStage(POLICIES, { export: 'skipLookalike', threads: 1, ordered: true }),
+      ).toArray(),
+    )) as TaskException
+    expect(err).toBeInstanceOf(TaskException)
+    expect(err.item).toBe(3)
+    expect((err.cause as Error).message).toMatch(
+      /^threadStage "skipLookalike": a result cannot be sent back from its thread: result is a symbol \(Symbol\(stageline\.skip\)\); only primitives/,
+    )
   })
 
   test('skip from an async function, next to skipped failures, with policies on', async () => {
@@ -852,9 +866,14 @@ describe('disposeTimeout', () => {
     ['soon', TypeError, '"soon" (string)'],
     [2 ** 31, RangeError, '2147483648 (number)'],
   ])('disposeTimeout: %o is refused, naming the range', (value, Kind, shown) => {
-    const message = `threadStage(): expected \`disposeTimeout\` to be a number of milliseconds above 0 and at most 2147483647 (about 24.8 days, the longest a timer can wait) or \`Infinity\`, got ${shown}`
-    expect(() => threadStage(WORK, { disposeTimeout: value as number })).toThrow(new Kind(message))
-    expect(() => threadStage(WORK).setup({ disposeTimeout: value } as never)).toThrow(new Kind(message))
+    const message = `expected \`disposeTimeout\` to be a number of milliseconds above 0 and at most 2147483647 (about 24.8 days, the longest a timer can wait) or \`Infinity\`, got ${shown}`
+    expect(() => threadStage(WORK, { disposeTimeout: value as number })).toThrow(
+      new Kind(`threadStage(): ${message}`),
+    )
+    // setup() names itself, as every stage's does
+    expect(() => threadStage(WORK).setup({ disposeTimeout: value } as never)).toThrow(
+      new Kind(`threadStage().setup(): ${message}`),
+    )
   })
 
   test('disposeTimeout defaults to 5 s and takes Infinity, which waits for dispose as long as it takes', async () => {
@@ -929,7 +948,7 @@ describe('options', () => {
       /^threadStage\(\): `limit` is not supported by a thread stage, got .*: the threads bound its concurrency \(`threads`\).*use `rate` to space items out$/,
     )
     // setup() says the same
-    expect(() => threadStage(WORK).setup({ init: () => 1 })).toThrow(
+    expect(() => threadStage(WORK).setup({ init: (() => 1) as never })).toThrow(
       /`init` is not supported by a thread stage/,
     )
     expect(() => threadStage(WORK, { retries: 1, transfer: () => undefined })).toThrow(

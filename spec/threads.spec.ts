@@ -14,7 +14,11 @@ import { dirname, join, relative } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import ts from 'typescript'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { mapStage, pipe, RunStopped, stage, TaskException, threadStage } from '../lib/index.js'
+import { drain } from '../lib/engine/consumer.js'
+import { Execution } from '../lib/engine/execution.js'
+import { snapshot } from '../lib/engine/stats.js'
+import { feed, mapStage, pipe, RunStopped, stage, TaskException, threadStage } from '../lib/index.js'
+import { SENDABLE_TO_THREADS } from '../lib/wire/sendable.js'
 import {
   abortListeners,
   flush,
@@ -330,15 +334,15 @@ describe('errors', () => {
     expect((err2.cause as Error).message).toContain('has no function export `notAFunction` (it is number;')
   })
 
-  test('an item that cannot be cloned fails clearly, naming the stage and the item', async () => {
+  test('an item that cannot be sent fails clearly, naming the stage, the item and where in it', async () => {
+    const refusal = (where: string) =>
+      `threadStage "identity": an item cannot be sent to its thread: ${where}; ${SENDABLE_TO_THREADS}`
     const f = () => 1
     const e1 = (await rejectionOf(
       pipe([1, f, 3], threadStage(WORK, { export: 'identity' })).toArray(),
     )) as TaskException
     expect(e1.item).toBe(f)
-    expect((e1.cause as Error).message).toBe(
-      'threadStage "identity": an item is a function (f), which cannot be cloned; send plain data and rebuild it in the thread',
-    )
+    expect((e1.cause as Error).message).toBe(refusal('item is a function f'))
     class Point {
       constructor(readonly x: number) {}
     }
@@ -347,15 +351,45 @@ describe('errors', () => {
       pipe([p], threadStage(WORK, { export: 'identity' })).toArray(),
     )) as TaskException
     expect(e2.item).toBe(p)
-    expect((e2.cause as Error).message).toContain('an item is an instance of class Point')
+    expect((e2.cause as Error).message).toBe(refusal('item is an instance of Point'))
     const nested = { g: () => 2 }
     const e3 = (await rejectionOf(
       pipe([1, 2, nested], threadStage(WORK, { export: 'identity' })).toArray(),
     )) as TaskException
     expect(e3.item).toBe(nested)
-    expect((e3.cause as Error).message).toMatch(
-      /^threadStage "identity": an item could not be sent to its thread \(structured clone\): DataCloneError/,
+    expect((e3.cause as Error).message).toBe(refusal('item.g is a function g'))
+    // structured clone would send it, as a plain object without its class: checked at any depth
+    const deep = { points: [p] }
+    const e4 = (await rejectionOf(
+      pipe([deep], threadStage(WORK, { export: 'identity' })).toArray(),
+    )) as TaskException
+    expect(e4.item).toBe(deep)
+    expect((e4.cause as Error).message).toBe(refusal('item.points[0] is an instance of Point'))
+    // an error keeps only its class, message, stack and cause on the way: one with more is refused
+    const coded = Object.assign(new RangeError('x'), { code: 'E1' })
+    const e5 = (await rejectionOf(
+      pipe([{ coded }], threadStage(WORK, { export: 'identity' })).toArray(),
+    )) as TaskException
+    expect((e5.cause as Error).message).toBe(
+      refusal('item.coded is a RangeError with properties of its own (code), which would not be sent'),
     )
+  })
+
+  test('an item structured clone refuses past the sendable rule (a port `transfer` did not list) fails on the item', async () => {
+    const { port1, port2 } = new MessageChannel()
+    try {
+      const item = { port: port1 }
+      const err = (await rejectionOf(
+        pipe([item], threadStage(WORK, { export: 'identity', threads: 1 })).toArray(),
+      )) as TaskException
+      expect(err.item).toBe(item)
+      expect((err.cause as Error).message).toBe(
+        'threadStage "identity": an item could not be sent to its thread (structured clone): TypeError: Object that needs transfer was found in message but not listed in transferList',
+      )
+    } finally {
+      port1.close()
+      port2.close()
+    }
   })
 
   test('plain data of every cloneable kind goes through unchanged (a Buffer arrives as a Uint8Array)', async () => {
@@ -484,21 +518,15 @@ describe('errors', () => {
   })
 
   test.each([
+    ['returnsFunction', 4, /: result is a function \(anonymous\); only primitives/],
+    ['returnsClass', 5, /: result is an instance of Point; only primitives/],
+    ['returnsSymbol', 1, /: result is a symbol \(Symbol\(one\)\); only primitives/],
+    ['returnsNested', 6, /: result\.f is a function f; only primitives/],
+    ['returnsNestedClass', 3, /: result\.at\[0\] is an instance of Point; only primitives/],
     [
-      'returnsFunction',
-      4,
-      /its result is a function \(anonymous\), which cannot be cloned$|its result is a function \(\), which/,
-    ],
-    [
-      'returnsClass',
-      5,
-      /its result is an instance of class Point, which structured clone would turn into a plain object/,
-    ],
-    ['returnsSymbol', 1, /its result is a symbol, which cannot be cloned/],
-    [
-      'returnsNested',
-      6,
-      /its result could not be sent back from the thread \(structured clone\): .*could not be cloned/,
+      'returnsPort',
+      2,
+      /^threadStage "returnsPort": its result could not be sent back from the thread \(structured clone\): TypeError: Object that needs transfer was found in message but not listed in transferList$/,
     ],
   ])('a result that cannot be cloned back fails clearly (%s)', async (name, item, message) => {
     const err = (await rejectionOf(
@@ -508,6 +536,11 @@ describe('errors', () => {
     expect(err.stage).toBe(name)
     expect(err.item).toBe(item)
     expect((err.cause as Error).message).toMatch(message)
+    if (name !== 'returnsPort') {
+      expect((err.cause as Error).message).toMatch(
+        new RegExp(`^threadStage "${name}": a result cannot be sent back from its thread: `),
+      )
+    }
   })
 })
 
@@ -654,6 +687,63 @@ describe('cancellation and cleanup', () => {
   })
 })
 
+describe('stats', () => {
+  test('workers are the threads, bound 2 x threads x batch, busy the threads holding a batch; thread time adds up', async () => {
+    // the run's time book reads this clock, and only the spec moves it: every state change below
+    // happens at the time the spec set, so the totals are exact
+    let now = 0
+    const gate = shared(2)
+    const input = feed<{ n: number; gate: Int32Array }>({ capacity: Number.POSITIVE_INFINITY })
+    const s = threadStage<{ n: number; gate: Int32Array }, number>(WORK, {
+      export: 'gated',
+      threads: 2,
+      batch: 8,
+      qsize: 0,
+    })
+    const exec = new Execution({ source: input, stages: [s], names: ['gated'] }, { clock: () => now })
+    const stats = () => snapshot(exec).stages[0]!
+    const open = () => {
+      Atomics.store(gate, 0, 1)
+      Atomics.notify(gate, 0)
+    }
+    try {
+      expect(stats()).toMatchObject({ workers: 2, bound: 2 * 2 * 8 })
+      // one item, blocked in its thread: one thread holds a batch, the other has nothing to do
+      void input.push({ n: 0, gate })
+      await whenSet(gate, 1)
+      now = 10
+      expect(stats()).toMatchObject({ busy: 1, workingMs: 10, starvedMs: 10, blockedMs: 0 })
+      // two more: both threads hold a batch (the third batch waits behind one of them)
+      void input.push({ n: 1, gate })
+      void input.push({ n: 2, gate })
+      await eventually(() => Atomics.load(gate, 1) === 2)
+      now = 20
+      expect(stats()).toMatchObject({ busy: 2, workingMs: 30, starvedMs: 10, blockedMs: 0 })
+      // the results find no room (qsize 0, nobody reads): the idle threads' loops wait downstream
+      open()
+      await eventually(() => exec.stages[0]!.emitted === 3)
+      now = 40
+      expect(stats()).toMatchObject({ busy: 0, workingMs: 30, starvedMs: 10, blockedMs: 40 })
+      const out: number[] = []
+      const done = drain(exec, (x) => {
+        out.push(x as number)
+      })
+      input.end()
+      await done
+      expect(sorted(out)).toEqual([0, 1, 2])
+      // the stage has ended: its threads count no more time, whatever the clock does
+      now = 1000
+      const end = stats()
+      expect(end).toMatchObject({ busy: 0, workingMs: 30, starvedMs: 10, blockedMs: 40, in: 3, out: 3 })
+      expect(end.workingMs + end.starvedMs + end.blockedMs).toBe(2 * 40)
+    } finally {
+      open()
+      input.end()
+      exec.stop(new RunStopped('the spec ended'), false)
+    }
+  })
+})
+
 describe('options', () => {
   test('refuses bad options, naming the option, the value and what is allowed', () => {
     expect(() => threadStage(WORK, { threads: 0 })).toThrow(
@@ -691,14 +781,19 @@ describe('options', () => {
     expect(() => threadStage(42 as any)).toThrow(TypeError)
   })
 
-  test('setup() changes threads and batch, and refuses workers', () => {
+  test('setup() changes threads and batch, and refuses workers; options.workers is threads', () => {
     const s = threadStage(WORK, { threads: 1, batch: 8 })
-    expect(s.options.workers).toBe(1 * 2 * 8)
-    const wider = s.setup({ threads: 3 } as any)
-    expect((wider.options as any).threads).toBe(3)
-    expect(wider.options.workers).toBe(3 * 2 * 8)
-    expect(() => s.setup({ workers: 5 })).toThrow(/`workers` is not an option of a thread stage/)
-    expect(() => s.setup({ batch: 0 } as any)).toThrow(RangeError)
+    expect(s.options.workers).toBe(1)
+    const wider = s.setup({ threads: 3 })
+    expect(wider.options.threads).toBe(3)
+    expect(wider.options.workers).toBe(3)
+    expect(wider.options.batch).toBe(8)
+    expect(() => s.setup({ workers: 5 } as never)).toThrow(
+      new TypeError(
+        'threadStage().setup(): `workers` is not an option of a thread stage, got 5 (number); use `threads` for the number of threads',
+      ),
+    )
+    expect(() => s.setup({ batch: 0 })).toThrow(RangeError)
   })
 
   test('defaults to the available cores minus one, at least one thread', async () => {
@@ -715,7 +810,7 @@ describe('packaging', () => {
   })
 
   test('importing stageline does not load piscina; the first thread-stage run does, from a built layout', async () => {
-    // compile lib/ the way the build lays out dist/ (each .ts to a .js beside the copied entry.js)
+    // compile lib/ the way the build lays out dist/ (each .ts to a .js, the thread entry's included)
     const lib = fileURLToPath(new URL('../lib/', import.meta.url))
     dir = mkdtempSync(join(tmpdir(), 'stageline-threads-'))
     const out = join(dir, 'lib')
@@ -759,12 +854,12 @@ console.log(JSON.stringify({ before, after: piscinaLoaded(), out }))
       out: [1, 2, 3].map((n) => work.mix(n)),
     })
 
-    // a build that did not copy entry.js fails the run with a message that says so
+    // with no compiled entry next to pool.js nor in a build, the run fails with a message that says so
     rmSync(join(out, 'threads', 'entry.js'))
     const r2 = spawnSync(process.execPath, [child], { encoding: 'utf8', timeout: 60_000 })
     expect(r2.status).not.toBe(0)
     expect(r2.stderr).toContain(
-      `its worker-thread entry ${pathToFileURL(join(out, 'threads', 'entry.js')).href} is missing; a build must copy lib/threads/entry.js next to the compiled pool.js`,
+      `its worker-thread entry is missing: neither ${pathToFileURL(join(out, 'threads', 'entry.js')).href} nor ${pathToFileURL(join(dir, 'dist', 'threads', 'entry.js')).href} exists; \`npm run build\` compiles lib/threads/entry.ts to dist/threads/entry.js`,
     )
   }, 60_000) // transpiling lib/ and two child processes: slow on a loaded machine
 })

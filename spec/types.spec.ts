@@ -11,6 +11,7 @@ import {
   type Pipeline,
   pipe,
   type ResolvedMapStageOptions,
+  type ResolvedThreadStageOptions,
   type RunOptions,
   type Source,
   type SourceItem,
@@ -18,6 +19,8 @@ import {
   type StageContext,
   stage,
   TaskException,
+  type ThreadStageOptions,
+  threadStage,
 } from '../lib/index.js'
 import { type RedisStageOptions, type ResolvedRedisStageOptions, redisStage } from '../lib/redis/index.js'
 
@@ -78,6 +81,13 @@ describe('stage types', () => {
     expectTypeOf(toStr.setup({ workers: 4 })).toEqualTypeOf<typeof toStr>()
     expectTypeOf(toStr.transform).parameter(0).toEqualTypeOf<Iterable<number> | AsyncIterable<number>>()
     expectTypeOf(toStr.transform).returns.toEqualTypeOf<AsyncIterableIterator<string>>()
+    // a thread stage's setup() takes what threadStage() takes
+    const hash = threadStage<string, string>(new URL('./hash.worker.js', import.meta.url))
+    expectTypeOf(hash).toEqualTypeOf<
+      Stage<string, string, ThreadStageOptions<string>, ResolvedThreadStageOptions>
+    >()
+    expectTypeOf(hash.setup({ threads: 2 })).toEqualTypeOf<typeof hash>()
+    expectTypeOf(hash.options.threads).toEqualTypeOf<number>()
   })
 
   test('bad options and bad functions do not compile', () => {
@@ -104,8 +114,16 @@ describe('stage types', () => {
       // @ts-expect-error a Redis stage's workers are the serveStage() processes: it has capacity
       redisStage<number, number>('s').setup({ workers: 2 })
       redisStage<number, number>('s').setup({ capacity: 2, ordered: true })
+      const hash = threadStage<string, string>(new URL('./hash.worker.js', import.meta.url))
+      // @ts-expect-error unknown option of a thread stage
+      hash.setup({ worker: 2 })
+      // @ts-expect-error a thread stage's concurrency is `threads`, not `workers`
+      hash.setup({ workers: 2 })
+      // @ts-expect-error init is an export of the worker module, not an option
+      hash.setup({ init: () => 1 })
       toStr.setup({ retries: 2, timeout: 100 })
       batch<number>(2).setup({ maxWait: 5 })
+      hash.setup({ threads: 2, batch: 64, retries: 1 })
     }
     expect(typeof bad).toBe('function')
   })

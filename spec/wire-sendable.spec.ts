@@ -1,11 +1,12 @@
 /**
- * The rule for data crossing processes (lib/sendable.ts), and why it is what it is: every value it
- * accepts survives the Redis codec unchanged, and what it refuses would not have.
+ * The rule for data crossing threads and processes (lib/wire/sendable.ts), and why it is what it is:
+ * every value it accepts survives the Redis codec unchanged, and what it refuses would not have; with
+ * the thread rule (TO_THREADS), the same holds for structured clone.
  */
 import { Packr } from 'msgpackr'
 import { describe, expect, test } from 'vitest'
 import { codec } from '../lib/redis/codec.js'
-import { unsendable } from '../lib/wire/sendable.js'
+import { TO_THREADS, unsendable } from '../lib/wire/sendable.js'
 
 const roundTrip = (v: unknown): unknown => codec.unpack(codec.pack(v))
 
@@ -238,5 +239,107 @@ describe('unsendable(): what is refused, and where', () => {
     }
     expect(unsendable(counted)).toBe('item.a is a function (anonymous)')
     expect(reads).toBe(1)
+  })
+})
+
+describe('unsendable(..., TO_THREADS): what structured clone carries besides', () => {
+  const bytes = new SharedArrayBuffer(8)
+  const accepted: [string, unknown][] = [
+    ['an Error', new Error('plain')],
+    ['a TypeError with a cause', new TypeError('outer', { cause: new RangeError('inner') })],
+    ['an Error whose cause is plain data', new Error('x', { cause: { code: 7, at: [1, 2] } })],
+    ['errors nested in plain data', { errors: [new SyntaxError('a'), new URIError('b')] }],
+    ['a SharedArrayBuffer', bytes],
+  ]
+
+  test.each(accepted)('%s goes to a thread, and arrives as it left (not to a process)', (_, value) => {
+    expect(unsendable(value, 'item', TO_THREADS)).toBeUndefined()
+    expect(unsendable(value)).toBeDefined()
+    const back = structuredClone(value)
+    expect(back).toEqual(value)
+    const first = (v: unknown): unknown =>
+      v instanceof Error ? v : ((v as { errors?: unknown[] }).errors?.[0] ?? v)
+    if (first(value) instanceof Error) {
+      const [e, b] = [first(value) as Error, first(back) as Error]
+      expect(Object.getPrototypeOf(b)).toBe(Object.getPrototypeOf(e))
+      expect([b.message, b.stack]).toEqual([e.message, e.stack])
+    }
+  })
+
+  test('a SharedArrayBuffer is shared, not copied; a MessagePort goes (moved with `transfer`)', () => {
+    const view = new Int32Array(bytes)
+    expect(unsendable({ bytes, view }, 'item', TO_THREADS)).toBeUndefined()
+    const back = structuredClone({ bytes, view }) as { bytes: SharedArrayBuffer; view: Int32Array }
+    new Int32Array(back.bytes)[0] = 42
+    back.view[1] = 43
+    expect([view[0], view[1]]).toEqual([42, 43])
+    const { port1, port2 } = new MessageChannel()
+    try {
+      expect(unsendable({ port: port1 }, 'item', TO_THREADS)).toBeUndefined()
+      expect(unsendable({ port: port1 })).toBe('item.port is an instance of MessagePort')
+    } finally {
+      port1.close()
+      port2.close()
+    }
+  })
+
+  class ItemError extends Error {
+    override name = 'ItemError'
+  }
+  const refused: [string, unknown, string][] = [
+    [
+      'an Error with a property of its own',
+      Object.assign(new Error('x'), { code: 'E1' }),
+      'item is an Error with properties of its own (code), which would not be sent',
+    ],
+    [
+      'an Error with a name of its own',
+      Object.assign(new TypeError('x'), { name: 'Custom' }),
+      'item is a TypeError with properties of its own (name), which would not be sent',
+    ],
+    ['a subclass of Error', new ItemError('x'), 'item is an instance of ItemError'],
+    ['an AggregateError', new AggregateError([], 'x'), 'item is an instance of AggregateError'],
+    ['a DOMException', new DOMException('x', 'AbortError'), 'item is an instance of DOMException'],
+    [
+      'an Error whose cause is a function',
+      { e: new Error('x', { cause: { f() {} } }) },
+      'item.e.cause.f is a function f',
+    ],
+    [
+      'a SharedArrayBuffer with a property of its own',
+      Object.assign(new SharedArrayBuffer(4), { meta: 1 }),
+      'item is a SharedArrayBuffer with properties of its own (meta), which would not be sent',
+    ],
+    [
+      'a class instance, deep down',
+      { a: [{ at: new URL('http://h/') }] },
+      'item.a[0].at is an instance of URL',
+    ],
+  ]
+
+  test.each(refused)('%s is refused, naming where', (_, value, reason) => {
+    expect(unsendable(value, 'item', TO_THREADS)).toBe(reason)
+  })
+
+  test('what structured clone left to itself does with them: changes them without a word (hence the rule)', () => {
+    const coded = structuredClone(Object.assign(new Error('x'), { code: 'E1' })) as Error & { code?: string }
+    expect(coded.code).toBeUndefined()
+    expect(Object.getPrototypeOf(structuredClone(new ItemError('x')))).toBe(Error.prototype)
+    expect(structuredClone(new AggregateError([new Error('e')], 'x'))).not.toHaveProperty('errors')
+    expect(Object.getPrototypeOf(structuredClone(new DOMException('x')))).toBe(Object.prototype)
+    const point = structuredClone({ at: [new URL('http://h/')] }) as { at: unknown[] }
+    expect(Object.getPrototypeOf(point.at[0])).toBe(Object.prototype)
+  })
+
+  test('an error whose cause cannot be read is refused, not thrown', () => {
+    const e = new Error('x')
+    Object.defineProperty(e, 'cause', {
+      get() {
+        throw new Error('no cause')
+      },
+    })
+    expect(unsendable(e, 'item', TO_THREADS)).toBe(
+      'item.cause cannot be read (its getter threw Error: no cause)',
+    )
   })
 })

@@ -8,7 +8,13 @@ import { realpathSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { RunStats } from 'stageline'
-import { formatCount, formatDuration, formatStats, type ProgressStream, progressReporter } from 'stageline/progress'
+import {
+  formatCount,
+  formatDuration,
+  formatStats,
+  type ProgressStream,
+  progressReporter,
+} from 'stageline/progress'
 import { crawl, type MostCommon } from './crawl.js'
 import { startPageServer } from './server.js'
 

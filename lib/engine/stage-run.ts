@@ -176,7 +176,7 @@ export class StageRun implements StagePort {
    * time (lanes the port counts leave the book one by one, as they end).
    */
   private lastLaneEnded(): void {
-    if (this.plan.countsUnits === true) this.book.set(0, 0, 0)
+    if (this.plan.countsUnits === true && this.exec.accounting) this.book.set(0, 0, 0)
   }
 
   /** A worker failed on `item` (undefined where unknown): the run fails. */
@@ -319,12 +319,17 @@ export class WorkerLane extends Waiter implements Lane {
   }
 
   exit(): void {
-    if (this.counted) this.stage.book.stop(WORKING)
+    this.leaveBook()
     this.stage.exitLane()
   }
 
   fail(err: unknown, item: unknown): void {
-    if (this.counted) this.stage.book.stop(WORKING)
+    this.leaveBook()
     this.stage.failLane(err, this.worker, item)
+  }
+
+  /** The lane ends: it leaves the time book (a kind that counts its units leaves with its last lane). */
+  private leaveBook(): void {
+    if (this.counted) this.stage.book.stop(WORKING)
   }
 }

@@ -4,7 +4,7 @@
  * anywhere else (CI logs, a file, a pipe).
  * @module
  */
-import { createLogUpdate } from './log-update.js'
+
 import type { RunStats, StageStats } from '../engine/stats.js'
 import { boolean, got, integer, type Schema, validateOptions } from '../options/check.js'
 import { MAX_TIMER_MS } from '../options/limits.js'
@@ -20,6 +20,7 @@ import {
   summary,
   table,
 } from './format.js'
+import { createLogUpdate } from './log-update.js'
 
 /**
  * Where a reporter writes: `process.stderr` (the default), `process.stdout`, or anything with a

@@ -1,30 +1,60 @@
 /**
  * One run of a thread stage: the piscina pool it owns, the batch loops that feed the pool from the
- * stage's inlet, and the bridge that carries the run's abort into the threads. The thread side is
- * entry.js; the stage description is stage.ts.
+ * stage's input, and the bridge that carries the run's stop into the threads. Written against the
+ * kind contract (lib/kinds/kind.ts): each batch loop is a lane of the stage's port. The thread side
+ * is entry.ts, what crosses between the two is protocol.ts, and the stage description is stage.ts.
  *
  * The pool is created when the run starts and destroyed when the stage's last loop ends (the input
- * is done, the run failed, or the consumer stopped), before that loop reports to its group: once a
- * run has settled, none of its threads is left.
+ * is done, the run failed, or the consumer stopped), before that loop exits its lane: once a run
+ * has settled, none of its threads is left.
+ *
+ * Time accounting: the stage's units are its threads, as the main thread sees them (the kind
+ * counts them itself: `countsUnits`). A thread is working while it holds a batch: min(batches the
+ * loops hold, threads), a batch being held from when its loop took it until its results are handed
+ * on (its retries, their delays and rate turns included), and every thread while the pool starts
+ * (the module loads and `init` runs) and during the end round (`dispose`). An idle thread is
+ * blocked when a loop that would feed it waits for room downstream, and starved otherwise.
  * @module
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import type { TransferListItem, Worker } from 'node:worker_threads'
 import type { Piscina } from 'piscina'
-import { isThenable } from '../_utils.js'
+import { noop } from '../_utils.js'
 import { describeCause, TimeoutError } from '../errors.js'
-import type { Group } from '../group.js'
-import { got, SETTLE_GRACE_MS } from '../options.js'
-import { type MapContext, type RateLimit, retryDelayOf } from '../policies.js'
-import { type Channel, DONE, EMPTY, type OrderedChannel, SKIP, Waiter } from '../queue.js'
+import { DONE, EMPTY, type Lane, SKIP, type StagePort } from '../kinds/kind.js'
+import type { MapContext } from '../kinds/policies.js'
+import type { RateLimit } from '../kinds/rate-limit.js'
+import { type FailurePolicy, nextTry, skipFailed } from '../kinds/retry.js'
+import { got } from '../options/check.js'
+import { SETTLE_GRACE_MS } from '../options/limits.js'
+import { fromWire } from '../wire/errors.js'
+import { SENDABLE_TO_THREADS, TO_THREADS, unsendable } from '../wire/sendable.js'
+import {
+  type Answer,
+  CHECK,
+  ControlBlock,
+  encodeReason,
+  type FailedItem,
+  H_ARRIVED,
+  isCloneFailure,
+  monotonicOffset,
+  S_BATCH,
+  S_DEADLINE,
+  S_ITEM,
+  S_THREAD,
+  S_WORKER,
+  type ThreadData,
+} from './protocol.js'
 
 /** What a run of a thread stage needs from the stage's options. */
 export interface ThreadPlan {
   readonly moduleHref: string
   readonly exportName: string
   readonly threads: number
+  /** The most items per batch (`batch`, or 1 where a batch must hold one item: see stage.ts). */
   readonly batch: number
+  readonly ordered: boolean
   readonly transfer: ((item: any) => readonly (TransferListItem | ArrayBufferView)[] | undefined) | undefined
   /** How long the end round waits for `dispose` in the threads (ms; Infinity: as long as it takes). */
   readonly disposeTimeout: number
@@ -33,19 +63,17 @@ export interface ThreadPlan {
 }
 
 /** The step policies of a thread stage, applied per item (see docs/threads.md, Policies). */
-export interface ThreadPolicies {
-  readonly retries: number
-  readonly retryDelay: number | ((retry: number, error: unknown) => number)
+export interface ThreadPolicies extends FailurePolicy {
   readonly timeout: number | undefined
   /** Set with `errors: 'skip'`. */
-  readonly onError: ((error: unknown, item: any, ctx: MapContext<undefined>) => void) | undefined
+  readonly onError: ((error: unknown, item: any, ctx: MapContext<undefined>) => unknown) | undefined
   readonly rate: RateLimit | undefined
 }
 
 /**
  * Batches in flight per thread: one running and one queued behind it, so a thread finishing a batch
  * finds the next already there, while piscina's own queue never holds more than one per thread
- * (the stage's bounded channels, not the pool, carry the backpressure).
+ * (the stage's bounded channels, not the pool, carry the backpressure). Each is a batch loop.
  */
 export const IN_FLIGHT_PER_THREAD = 2
 
@@ -57,29 +85,6 @@ export const IN_FLIGHT_PER_THREAD = 2
 const TARGET_BATCH_MS = 2
 
 /**
- * The control block shared with the threads (a SharedArrayBuffer; entry.js reads it the same way:
- * keep the two in step). Int32 header: [0] abort flag, [1] thread counter (a thread's ctx.worker),
- * [2] reason length, [3] threads arrived at the end barrier. Then `slots` slots of SLOT Int32 each
- * (the S_ offsets below): a thread claims a free one when it starts, and threadExited() frees it.
- * Then the abort reason's UTF-8 bytes (up to REASON_BYTES).
- */
-const HEADER = 4
-const SLOT = 6
-/** In a slot: the threadId of the thread that holds it; 0 while it is free. */
-const S_THREAD = 0
-/** In a slot: 1 while its thread is inside a batch. */
-const S_RUNNING = 1
-/** In a slot: the id of the batch whose item runs under a timeout; 0 when none does. */
-const S_BATCH = 2
-/** In a slot: the index, within its batch, of that item. */
-const S_ITEM = 3
-/** In a slot: that item's deadline, in whole ms of sharedNow()'s clock (a wrapping Int32). */
-const S_DEADLINE = 4
-/** In a slot: the thread's index (ctx.worker). */
-const S_WORKER = 5
-const REASON_BYTES = 1024
-
-/**
  * How long a thread may stay on an item past the item's deadline before the stage ends the thread
  * (a function that does not look at its signal, or blocks its thread: nothing else can stop it).
  * Long enough for a thread that has just finished the item to move on, short next to any timeout
@@ -87,64 +92,41 @@ const REASON_BYTES = 1024
  */
 export const STUCK_GRACE_MS = 100
 
-/**
- * The offset from performance.now() to the process's monotonic clock, which the threads read too
- * (entry.js). Both are read once first: the first call of each loads what it needs, which would
- * skew the offset by milliseconds.
- */
-const CLOCK_OFFSET = (() => {
-  performance.now()
-  process.hrtime.bigint()
-  return Number(process.hrtime.bigint()) / 1e6 - performance.now()
-})()
+/** The offset from this thread's performance.now() to the clock of the deadlines in the control block. */
+const CLOCK_OFFSET = monotonicOffset()
 
 /** Now, on the clock of the deadlines in the control block. */
 function sharedNow(): number {
   return performance.now() + CLOCK_OFFSET
 }
 
-/** The thread side, next to this file: lib/threads/entry.js, or dist/threads/entry.js once built. */
-const ENTRY = new URL('./entry.js', import.meta.url)
+/** The compiled thread side, once found (see entryURL()). */
+let entry: URL | undefined
+
+/**
+ * The thread side's compiled module. A worker thread loads modules with Node's own loader, which
+ * does not read TypeScript, so it is always the compiled entry.ts: entry.js next to this file once
+ * built (dist/threads/), or the build's when this file runs from the sources (the specs run lib/).
+ */
+async function entryURL(stage: string): Promise<URL> {
+  if (entry !== undefined) return entry
+  // node:fs is imported here, not at the top: its ESM namespace loads fs/promises, streams and
+  // readline, about 1 MB of RSS in every program that imports stageline and never uses threads
+  const { existsSync } = await import('node:fs')
+  const beside = new URL('./entry.js', import.meta.url)
+  const built = new URL('../../dist/threads/entry.js', import.meta.url)
+  for (const url of [beside, built]) if (existsSync(fileURLToPath(url))) return (entry = url)
+  throw new Error(
+    `threadStage "${stage}": its worker-thread entry is missing: neither ${beside.href} nor ${built.href} exists; ` +
+      '`npm run build` compiles lib/threads/entry.ts to dist/threads/entry.js',
+  )
+}
 
 /**
  * Loaded on the first run of any thread stage, so that importing stageline does not load piscina.
  * (piscina's CommonJS typings give its ESM namespace a confused type, hence the cast.)
  */
 let piscina: Promise<{ Piscina: typeof Piscina }> | undefined
-
-/** A check task: load the module and find the export. Any non-array task is one. */
-const CHECK = Object.freeze({ check: true })
-
-/** An error, or any thrown value, as entry.js sends it across. */
-interface Described {
-  value?: unknown
-  name?: string
-  message?: string
-  stack?: string
-  props?: Record<string, unknown>
-  cause?: Described
-}
-
-/** The answer of a batch, or of a check or end task (see entry.js). */
-interface Answer {
-  worker: number
-  out?: unknown[]
-  ms?: number
-  at?: number
-  error?: Described
-  stopped?: boolean
-  /** Indexes of the items whose function returned `skip`. */
-  skipped?: number[]
-  /**
-   * `[index, error, timedOut, worker?]` of each item that failed, when the policies keep batches
-   * going; `worker` where it is not the answer's (an item whose thread was ended).
-   */
-  failed?: [number, Described | undefined, boolean, number?][]
-  /** Item `at` failed by its timeout. */
-  timedOut?: boolean
-  /** A check's answer: the module exports `dispose`. */
-  dispose?: boolean
-}
 
 /** A task whose thread the watchdog ended: the index of the item it was stuck on, and the thread's index. */
 interface Stuck {
@@ -159,7 +141,7 @@ interface Failed {
   worker: number
 }
 
-/** A batch that failed: the run fails with `err` on `item`. */
+/** A batch that failed: the run fails with `err` on `item`, as thread `worker`. */
 class BatchFailure {
   constructor(
     readonly err: unknown,
@@ -169,7 +151,13 @@ class BatchFailure {
 }
 
 const NO_RESULTS: unknown[] = []
-function noop(): void {}
+
+/** The pool is starting: its threads load the module and run `init`. */
+const STARTING = 0
+/** The batch loops run. */
+const RUNNING = 1
+/** The end round: the threads run `dispose`. */
+const ENDING = 2
 
 export class ThreadRun {
   private pool: Piscina | undefined
@@ -180,12 +168,10 @@ export class ThreadRun {
   /** Every thread the pool started, and a promise of its exit (see track()). */
   private readonly threads = new Map<Worker, Promise<void>>()
   private graceTimer: ReturnType<typeof setTimeout> | undefined
-  /** Thread indexes with a running flag: the threads, and replacements for a few that die. */
+  /** Threads with a slot in the control block: the threads, and replacements for a few that die. */
   private readonly slots: number
-  private readonly control: SharedArrayBuffer
+  private readonly control: ControlBlock
   private readonly flags: Int32Array
-  /** Where the abort reason's bytes start in the control block. */
-  private readonly reasonAt: number
   /** The last batch id given (batches are numbered only under a timeout, from 1). */
   private batchIds = 0
   /** The watchdog's next look at the slots (only with a timeout; see watch()). */
@@ -198,205 +184,242 @@ export class ThreadRun {
   private closing = false
   /** What an item costs, in ms, averaged over recent batches (see learn()); -1 before the first batch returns. */
   private perItem = -1
-  /** Items per batch now: starts at 1 and follows `perItem`, up to `maxBatch`. */
+  /** Items per batch now: starts at 1 and follows `perItem`, up to `plan.batch`. */
   private size = 1
-  /** `plan.batch`, or 1 under a rate limit: a turn is taken per item right before it is sent. */
-  private readonly maxBatch: number
   /** The module exports `dispose` (a check said so): after a stop too, the pool is destroyed after the end round. */
   private disposes = false
+  /** STARTING, RUNNING or ENDING: what the threads do, for the time accounting. */
+  private phase = STARTING
+  /** Batches the loops hold (taken, and their results not yet handed on). */
+  private holding = 0
+  /** Loops waiting for room downstream. */
+  private roomWaits = 0
+  /** The units last reported to the port: threads working, and idle threads blocked. */
+  private working = -1
+  private blocked = -1
 
   constructor(
-    private readonly g: Group,
+    private readonly port: StagePort,
     private readonly plan: ThreadPlan,
-    ordered: boolean,
   ) {
     const loops = plan.threads * IN_FLIGHT_PER_THREAD
     this.active = loops
-    // one item per batch under a rate limit (a turn is taken per item right before it is sent),
-    // and with `transfer` under a timeout: the other items of a batch whose thread is ended are
-    // sent again, but `transfer` moved their buffers into the ended thread
-    this.maxBatch =
-      plan.policies?.rate === undefined &&
-      (plan.transfer === undefined || plan.policies?.timeout === undefined)
-        ? plan.batch
-        : 1
     this.slots = 2 * plan.threads + 8
-    const int32s = HEADER + SLOT * this.slots
-    this.reasonAt = 4 * int32s
-    this.control = new SharedArrayBuffer(this.reasonAt + REASON_BYTES)
-    this.flags = new Int32Array(this.control, 0, int32s)
-    g.ctl.signal.addEventListener('abort', this.onHalt, { once: true })
+    this.control = ControlBlock.create(this.slots)
+    this.flags = this.control.flags
+    port.signal.addEventListener('abort', this.onHalt, { once: true })
+    this.recount()
     this.ready = this.start()
-    // Group.spawn would start `g.workers` loops, but a thread stage's `workers` counts the items it
-    // may hold in flight (it sizes the reorder window), not its loops: start them the way spawn does
     for (let i = 0; i < loops; i++) {
-      g.live++
-      void (ordered ? this.orderedLoop() : this.loop())
+      const lane = port.lane()
+      void (plan.ordered ? this.orderedLoop(lane) : this.loop(lane))
     }
+  }
+
+  /**
+   * Tells the port how many threads are working and how many idle ones are blocked, when that
+   * changed (see the module's comment).
+   */
+  private recount(): void {
+    const t = this.plan.threads
+    let w = t
+    let b = 0
+    if (this.phase === RUNNING) {
+      w = Math.min(this.holding, t)
+      b = Math.min(this.roomWaits, t - w)
+    }
+    if (w === this.working && b === this.blocked) return
+    this.working = w
+    this.blocked = b
+    this.port.units(w, b)
   }
 
   /** Loads piscina, starts the threads, and has them load the module and find the export (one check per thread). */
   private async start(): Promise<void> {
-    // node:fs is imported here, not at the top: its ESM namespace loads fs/promises, streams and
-    // readline, about 1 MB of RSS in every program that imports stageline and never uses threads
-    const { existsSync } = await import('node:fs')
-    if (!existsSync(fileURLToPath(ENTRY))) {
-      throw new Error(
-        `threadStage "${this.g.name}": its worker-thread entry ${ENTRY.href} is missing; a build must copy ` +
-          'lib/threads/entry.js next to the compiled pool.js (`npm run build` does)',
-      )
+    try {
+      await this.startPool()
+    } finally {
+      this.phase = RUNNING
+      this.recount()
     }
+  }
+
+  private async startPool(): Promise<void> {
+    const filename = await entryURL(this.port.name)
     piscina ??= import('piscina') as Promise<unknown> as Promise<{ Piscina: typeof Piscina }>
     const { Piscina: Pool } = await piscina
-    if (this.g.halted) return
+    if (this.port.halted) return
+    const p = this.plan
+    const workerData: ThreadData = {
+      module: p.moduleHref,
+      exportName: p.exportName,
+      stage: this.port.name,
+      control: this.control.buffer,
+      slots: this.slots,
+      timeout: p.policies?.timeout,
+      keepGoing: this.keepGoing,
+    }
     const pool = new Pool({
-      filename: ENTRY.href,
+      filename: filename.href,
       // threads start for tasks (the checks below start them all) and are never retired. Not
       // minThreads: piscina tops a pool up to minThreads whenever a dead thread's exit arrives,
       // even after destroy() has returned, which would leave new threads running after the run
       minThreads: 0,
       idleTimeout: Number.POSITIVE_INFINITY,
-      maxThreads: this.plan.threads,
+      maxThreads: p.threads,
       // the loops keep at most this many tasks in flight; the rest is room for the checks that
       // replace threads the watchdog ended (see replace())
-      maxQueue: this.plan.threads * IN_FLIGHT_PER_THREAD + this.slots,
+      maxQueue: p.threads * IN_FLIGHT_PER_THREAD + this.slots,
       concurrentTasksPerWorker: 1,
       recordTiming: false,
-      workerData: {
-        module: this.plan.moduleHref,
-        exportName: this.plan.exportName,
-        stage: this.g.name,
-        control: this.control,
-        slots: this.slots,
-        timeout: this.plan.policies?.timeout,
-        keepGoing: this.keepGoing,
-      },
+      workerData,
     })
     this.pool = pool
     pool.on('error', this.onPoolError)
     pool.on('workerCreate', this.track)
     this.track()
     const checks: Promise<Answer>[] = []
-    for (let i = 0; i < this.plan.threads; i++) checks.push(pool.run(CHECK))
+    for (let i = 0; i < p.threads; i++) checks.push(pool.run(CHECK))
     for (const answer of await Promise.all(checks)) {
-      if (answer.error !== undefined) throw new BatchFailure(rebuild(answer.error), answer.worker, undefined)
+      if (answer.error !== undefined) throw new BatchFailure(fromWire(answer.error), answer.worker, undefined)
       if (answer.dispose === true) this.disposes = true
     }
-    if (this.plan.policies?.timeout !== undefined && !this.g.halted) this.watch()
+    if (p.policies?.timeout !== undefined && !this.port.halted) this.watch()
   }
 
   /** A batch loop, outputs in completion order. */
-  private async loop(): Promise<void> {
-    const g = this.g
-    const input = g.input
-    const out = g.output as Channel<unknown>
-    const w = new Waiter()
+  private async loop(lane: Lane): Promise<void> {
+    const port = this.port
     let failure: BatchFailure | undefined
     try {
       await this.ready
       outer: for (;;) {
-        if (g.halted) break
-        let x = input.poll(w)
+        if (port.halted) break
+        let x = lane.take()
         if (x === EMPTY) {
-          await input.wait(w)
-          x = w.item
-          w.item = undefined
-          if (g.halted) break
+          await lane.wait()
+          x = lane.received()
         }
         if (x === DONE) break
-        // the rest of the batch is what the inlet has now: only the first item is waited for
+        // the rest of the batch is what the input has now: only the first item is waited for
         const batch = [x]
         const max = this.size
         while (batch.length < max) {
-          const y = input.poll(w)
+          const y = lane.take()
           if (y === EMPTY || y === DONE) break
           batch.push(y)
         }
         const results = await this.send(batch)
-        if (g.halted) break
+        if (port.halted) break
         for (let i = 0; i < results.length; i++) {
           const y = results[i]
           if (y === SKIP) continue
-          g.emitted++
-          if (!out.offer(y)) {
-            await out.put(w, y)
-            if (g.halted) break outer
+          const room = lane.emit(y)
+          if (room !== undefined) {
+            this.roomWait(1)
+            await room
+            this.roomWait(-1)
+            if (port.halted) break outer
           }
         }
       }
     } catch (err) {
       failure = err instanceof BatchFailure ? err : new BatchFailure(err, 0, undefined)
     }
-    await this.loopEnded(failure)
+    await this.loopEnded(lane, failure)
   }
 
-  /** A batch loop, outputs in input order: a slot of the reorder window is reserved per item before it is taken. */
-  private async orderedLoop(): Promise<void> {
-    const g = this.g
-    const input = g.input
-    const out = g.output as OrderedChannel<unknown>
-    const w = new Waiter()
+  /**
+   * A batch loop, outputs in input order: a slot of the reorder window is reserved per item before
+   * it is taken. A batch takes more items only while a slot is free at once; the reservation that
+   * had to wait is the first of the loop's next batch, awaited once this batch is on its way.
+   */
+  private async orderedLoop(lane: Lane): Promise<void> {
+    const port = this.port
     const seqs: number[] = []
+    let pending: Promise<void> | undefined
     let failure: BatchFailure | undefined
     try {
       await this.ready
       for (;;) {
-        if (g.halted) break
-        if (!out.tryAcquire()) {
-          await out.acquire(w)
-          if (g.halted) break
+        if (port.halted) break
+        const slot = pending ?? lane.reserve()
+        pending = undefined
+        if (slot !== undefined) {
+          this.roomWait(1)
+          await slot
+          this.roomWait(-1)
+          if (port.halted) break
         }
-        let x = input.poll(w)
+        let x = lane.take()
         if (x === EMPTY) {
-          await input.wait(w)
-          x = w.item
-          w.item = undefined
-          if (g.halted) break
+          await lane.wait()
+          x = lane.received()
         }
         if (x === DONE) {
-          out.release()
+          lane.release()
           break
         }
         const batch = [x]
         seqs.length = 0
-        seqs.push(w.seq)
+        seqs.push(lane.seq)
         const max = this.size
-        while (batch.length < max && out.tryAcquire()) {
-          const y = input.poll(w)
+        while (batch.length < max) {
+          const next = lane.reserve()
+          if (next !== undefined) {
+            pending = next
+            break
+          }
+          const y = lane.take()
           if (y === EMPTY || y === DONE) {
-            out.release()
+            lane.release()
             break
           }
           batch.push(y)
-          seqs.push(w.seq)
+          seqs.push(lane.seq)
         }
         const results = await this.send(batch)
-        if (g.halted) break
-        for (let i = 0; i < results.length; i++) {
-          const y = results[i]
-          if (y !== SKIP) g.emitted++
-          out.fill(seqs[i]!, y)
-        }
+        if (port.halted) break
+        for (let i = 0; i < results.length; i++) port.fill(seqs[i]!, results[i])
       }
     } catch (err) {
       failure = err instanceof BatchFailure ? err : new BatchFailure(err, 0, undefined)
     }
-    await this.loopEnded(failure)
+    await this.loopEnded(lane, failure)
   }
 
-  /** Runs one batch on the pool; resolves to its results, or throws a BatchFailure. */
+  /** A loop waits for room downstream (+1), or got it (-1). */
+  private roomWait(d: number): void {
+    this.roomWaits += d
+    this.recount()
+  }
+
+  /** Runs one batch on the pool, held by its loop meanwhile; resolves to its results, or throws a BatchFailure. */
   private async send(batch: unknown[]): Promise<unknown[]> {
-    const g = this.g
+    this.holding++
+    this.recount()
+    try {
+      return await this.sendHeld(batch)
+    } finally {
+      this.holding--
+      this.recount()
+      if (this.port.halted) this.destroyIfIdle()
+    }
+  }
+
+  private async sendHeld(batch: unknown[]): Promise<unknown[]> {
+    const port = this.port
     const n = batch.length
     const transfer = this.plan.transfer
     let transferList: TransferListItem[] | undefined
     for (let i = 0; i < n; i++) {
       const x = batch[i]
-      const bad = unclonable(x)
-      if (bad !== undefined) {
+      // one call for the common case (a primitive returns at once)
+      const refused = unsendable(x, 'item', TO_THREADS)
+      if (refused !== undefined) {
         throw new BatchFailure(
           new TypeError(
-            `threadStage "${g.name}": an item is ${bad}; send plain data and rebuild it in the thread`,
+            `threadStage "${port.name}": an item cannot be sent to its thread: ${refused}; ${SENDABLE_TO_THREADS}`,
           ),
           0,
           x,
@@ -412,18 +435,16 @@ export class ThreadRun {
         if (list !== undefined) transferList = this.movable(list, x, transferList)
       }
     }
-    g.taken += n
-    g.busy += n
     let answer: Answer
     let sent = performance.now()
     try {
       const rate = this.plan.policies?.rate
       if (rate !== undefined) {
-        // a batch is one item under a rate limit (maxBatch): its turn comes right before it goes
-        const turn = rate.take(g.ctl.signal)
+        // a batch is one item under a rate limit (see stage.ts): its turn comes right before it goes
+        const turn = rate.take(port.signal)
         if (turn !== undefined) {
           await turn
-          if (g.halted) return NO_RESULTS
+          if (port.halted) return NO_RESULTS
           sent = performance.now()
         }
       }
@@ -432,14 +453,11 @@ export class ThreadRun {
           ? await this.pool!.run(batch, transferList === undefined ? undefined : { transferList })
           : await this.runWatched(batch, 0, transferList)
     } catch (err) {
-      if (g.halted) {
+      if (port.halted) {
         this.rejectedAfterHalt(err)
         return NO_RESULTS
       }
       throw this.explain(err, batch)
-    } finally {
-      g.busy -= n
-      if (g.halted) this.destroyIfIdle()
     }
     if (answer.out !== undefined) {
       this.learn(answer.ms!, performance.now() - sent, n)
@@ -455,8 +473,8 @@ export class ThreadRun {
     const at = answer.at!
     const err =
       answer.timedOut === true
-        ? new TimeoutError(this.g.name, this.plan.policies!.timeout!)
-        : rebuild(answer.error!)
+        ? new TimeoutError(this.port.name, this.plan.policies!.timeout!)
+        : fromWire(answer.error!)
     return new BatchFailure(err, answer.worker, at >= 0 ? items[at] : undefined)
   }
 
@@ -464,41 +482,45 @@ export class ThreadRun {
    * A batch came back with skipped or failed items: marks the skipped ones SKIP, retries the
    * failed ones (only those, after retryDelay, together: one retry task per round, or one per
    * item under a rate limit), then skips what still fails (onError) or fails the run with it.
-   * Resolves to the batch's results, or NO_RESULTS if the run stopped meanwhile.
+   * What a failure leads to is decided as for a map stage (lib/kinds/retry.ts). Resolves to the
+   * batch's results, or NO_RESULTS if the run stopped meanwhile.
    */
   private async settle(items: unknown[], answer: Answer): Promise<unknown[]> {
-    const g = this.g
+    const port = this.port
     const p = this.plan.policies
+    const where = `threadStage "${port.name}"`
     const out = answer.out!
     let pending = this.takeOutcome(out, answer, undefined)
     for (let attempt = 0; pending.length > 0; attempt++) {
       const again: number[] = []
       let delay = 0
       for (const f of pending) {
-        if (p !== undefined && attempt < p.retries) {
-          g.retried++
-          let d: number
+        let d = -1
+        if (p !== undefined) {
           try {
-            d = retryDelayOf(p.retryDelay, attempt + 1, f.err, `threadStage "${g.name}"`)
+            d = nextTry(p, attempt, f.err, where)
           } catch (delayErr) {
             throw new BatchFailure(delayErr, f.worker, items[f.at])
           }
+        }
+        if (d >= 0) {
+          port.retried++
           if (d > delay) delay = d
           again.push(f.at)
         } else if (p?.onError !== undefined) {
-          g.failed++
+          port.failed++
           out[f.at] = SKIP
           const ctx: MapContext<undefined> = {
-            signal: g.ctl.signal,
+            signal: port.signal,
             worker: f.worker,
-            stage: g.name,
+            stage: port.name,
             state: undefined,
             attempt,
           }
           try {
             // an async onError is awaited: its rejection fails the run as a throw does
-            const r: unknown = p.onError(f.err, items[f.at], ctx)
-            if (isThenable(r)) await r
+            const seen = skipFailed(p, f.err, items[f.at], ctx)
+            if (seen !== undefined) await seen
           } catch (cbErr) {
             throw new BatchFailure(cbErr, f.worker, items[f.at])
           }
@@ -508,8 +530,8 @@ export class ThreadRun {
       }
       if (again.length === 0) break
       // the items of one round wait the longest of their delays (each waits at least its own)
-      if (delay > 0) await sleep(delay, undefined, { signal: g.ctl.signal }).catch(noop)
-      if (g.halted) return NO_RESULTS
+      if (delay > 0) await sleep(delay, undefined, { signal: port.signal }).catch(noop)
+      if (port.halted) return NO_RESULTS
       pending = []
       const one = p?.rate !== undefined
       for (let k = 0; k < again.length; k += one ? 1 : again.length) {
@@ -518,7 +540,7 @@ export class ThreadRun {
           at.map((i) => items[i]),
           attempt + 1,
         )
-        if (retried === undefined || g.halted) return NO_RESULTS
+        if (retried === undefined || port.halted) return NO_RESULTS
         if (retried.out === undefined)
           throw this.failureOf(
             retried,
@@ -544,14 +566,14 @@ export class ThreadRun {
     if (answer.skipped !== undefined) {
       for (const k of answer.skipped) {
         out[at === undefined ? k : at[k]!] = SKIP
-        this.g.skipped++
+        this.port.skipped++
       }
     }
     if (answer.failed !== undefined) {
-      for (const [k, d, timedOut, worker] of answer.failed) {
+      for (const [k, w, timedOut, worker] of answer.failed) {
         failed.push({
           at: at === undefined ? k : at[k]!,
-          err: timedOut ? new TimeoutError(this.g.name, this.plan.policies!.timeout!) : rebuild(d!),
+          err: timedOut ? new TimeoutError(this.port.name, this.plan.policies!.timeout!) : fromWire(w!),
           worker: worker ?? answer.worker,
         })
       }
@@ -561,15 +583,13 @@ export class ThreadRun {
 
   /** Runs a retry task: `items` on try `attempt` + 1. Undefined if the run stopped. */
   private async retry(items: unknown[], attempt: number): Promise<Answer | undefined> {
-    const g = this.g
-    const n = items.length
-    g.busy += n
+    const port = this.port
     try {
       const rate = this.plan.policies?.rate
       if (rate !== undefined) {
-        const turn = rate.take(g.ctl.signal)
+        const turn = rate.take(port.signal)
         if (turn !== undefined) await turn
-        if (g.halted) return undefined
+        if (port.halted) return undefined
       }
       const answer =
         this.plan.policies?.timeout === undefined
@@ -577,14 +597,13 @@ export class ThreadRun {
           : await this.runWatched(items, attempt, undefined)
       return answer.stopped === true ? undefined : answer
     } catch (err) {
-      if (g.halted) {
+      if (port.halted) {
         this.rejectedAfterHalt(err)
         return undefined
       }
       throw this.explain(err, items)
     } finally {
-      g.busy -= n
-      if (g.halted) this.destroyIfIdle()
+      if (port.halted) this.destroyIfIdle()
     }
   }
 
@@ -611,7 +630,7 @@ export class ThreadRun {
       const stuck = this.ended.get(id)
       if (stuck === undefined || stuck.at >= items.length) throw err
       this.ended.delete(id)
-      if (this.g.halted) return { worker: stuck.worker, stopped: true }
+      if (this.port.halted) return { worker: stuck.worker, stopped: true }
       return this.afterStuck(items, attempt, stuck)
     }
   }
@@ -628,7 +647,7 @@ export class ThreadRun {
     if (!this.keepGoing) return { worker: stuck.worker, at: stuck.at, timedOut: true }
     const n = items.length
     const out = new Array<unknown>(n)
-    const failed: NonNullable<Answer['failed']> = [[stuck.at, undefined, true, stuck.worker]]
+    const failed: FailedItem[] = [[stuck.at, undefined, true, stuck.worker]]
     let skipped: number[] | undefined
     let ms = timeout
     if (n > 1) {
@@ -644,8 +663,8 @@ export class ThreadRun {
       for (let k = 0; k < others.length; k++) out[others[k]!] = again.out[k]
       if (again.skipped !== undefined) skipped = again.skipped.map((k) => others[k]!)
       if (again.failed !== undefined) {
-        for (const [k, d, timedOut, w] of again.failed)
-          failed.push([others[k]!, d, timedOut, w ?? again.worker])
+        for (const [k, w, timedOut, thread] of again.failed)
+          failed.push([others[k]!, w, timedOut, thread ?? again.worker])
         failed.sort((a, b) => a[0] - b[0])
       }
       ms += again.ms ?? 0
@@ -661,14 +680,14 @@ export class ThreadRun {
    */
   private readonly watch = (): void => {
     this.watchTimer = undefined
-    if (this.g.halted || this.closing || this.destroyed !== undefined) return
+    if (this.port.halted || this.closing || this.destroyed !== undefined) return
     const flags = this.flags
     const now = sharedNow()
     const nowMs = Math.floor(now) | 0
     let next = now + this.plan.policies!.timeout! + STUCK_GRACE_MS
     for (let k = 0; k < this.slots; k++) {
-      const b = HEADER + SLOT * k
-      // the opposite order of entry.js mark(): the deadline read is at least as recent as the
+      const b = this.control.slot(k)
+      // the opposite order of entry.ts mark(): the deadline read is at least as recent as the
       // item, so one that is long past belongs to that item, which its thread is still on
       const at = Atomics.load(flags, b + S_ITEM)
       const batch = Atomics.load(flags, b + S_BATCH)
@@ -705,10 +724,9 @@ export class ThreadRun {
    * if that fails, the run fails.
    */
   private replace(): void {
-    if (this.g.halted || this.closing || this.destroyed !== undefined) return
+    if (this.port.halted || this.closing || this.destroyed !== undefined) return
     ;(this.pool!.run(CHECK) as Promise<Answer>).then((a) => {
-      if (a.error !== undefined && !this.g.halted)
-        this.g.run.fail(rebuild(a.error), this.g.name, a.worker, undefined)
+      if (a.error !== undefined) this.port.fail(fromWire(a.error), a.worker, undefined)
     }, noop)
   }
 
@@ -727,7 +745,7 @@ export class ThreadRun {
     if (!Array.isArray(list)) {
       throw new BatchFailure(
         new TypeError(
-          `threadStage "${this.g.name}": \`transfer\` must return an array (or undefined), got ${got(list)}`,
+          `threadStage "${this.port.name}": \`transfer\` must return an array (or undefined), got ${got(list)}`,
         ),
         0,
         item,
@@ -738,7 +756,7 @@ export class ThreadRun {
       if (!(t instanceof ArrayBuffer) && !(t instanceof globalThis.MessagePort)) {
         throw new BatchFailure(
           new TypeError(
-            `threadStage "${this.g.name}": \`transfer\` returned ${got(t)}, which cannot be moved to a thread (an ArrayBuffer, a view of one, or a MessagePort can)`,
+            `threadStage "${this.port.name}": \`transfer\` returned ${got(t)}, which cannot be moved to a thread (an ArrayBuffer, a view of one, or a MessagePort can)`,
           ),
           0,
           item,
@@ -758,25 +776,26 @@ export class ThreadRun {
    * 2 x threads x batch of them.
    */
   private learn(threadMs: number, roundTripMs: number, n: number): void {
-    this.g.record(threadMs / n)
+    this.port.record(threadMs / n)
     const ms = Math.max(threadMs, roundTripMs / IN_FLIGHT_PER_THREAD)
     const per = ms / n
     this.perItem = this.perItem < 0 ? per : (this.perItem + per) / 2
-    const max = this.maxBatch
+    const max = this.plan.batch
     const size = this.perItem > 0 ? Math.floor(TARGET_BATCH_MS / this.perItem) : max
     this.size = size < 1 ? 1 : Math.min(size, max)
   }
 
   /** Turns a rejected task (the thread never answered) into the error the run fails with. */
   private explain(err: unknown, batch: unknown[]): BatchFailure {
-    const name = this.g.name
+    const name = this.port.name
     const e = err as { name?: unknown; resultIndex?: unknown; worker?: unknown } | null
     if (e !== null && typeof e === 'object' && typeof e.resultIndex === 'number') {
-      // entry.js found the result that could not be posted back, and let its thread die with this
+      // entry.ts found the result that could not be posted back, and let its thread die with this
       return new BatchFailure(err, typeof e.worker === 'number' ? e.worker : 0, batch[e.resultIndex])
     }
-    if (e !== null && typeof e === 'object' && e.name === 'DataCloneError') {
-      // posting the batch failed: find the item (only here, on the failure path, is each cloned)
+    if (isCloneFailure(err)) {
+      // posting the batch failed on what the sendable rule cannot see (a MessagePort that
+      // `transfer` did not list): find the item (only here, on the failure path, is each cloned)
       for (const x of batch) {
         try {
           structuredClone(x)
@@ -802,22 +821,27 @@ export class ThreadRun {
     )
   }
 
-  private async loopEnded(failure: BatchFailure | undefined): Promise<void> {
+  /**
+   * A loop ended, failing with `failure` or not. The last one closes the pool (after the end
+   * round) before it exits its lane, so that the stage's output closes once no thread is left.
+   * A failure fails the run as the thread that failed (the TaskException names it), not the loop.
+   */
+  private async loopEnded(lane: Lane, failure: BatchFailure | undefined): Promise<void> {
     if (--this.active === 0) {
       const late = await this.close()
       // a failure of the end round (dispose threw, a thread's timer threw) fails a run that is
       // still running; once the stage has stopped it no longer can, and it is not lost either
-      if (late !== undefined && failure === undefined && this.g.halted) this.lateWarning(late.err)
+      if (late !== undefined && failure === undefined && this.port.halted) this.lateWarning(late.err)
       failure ??= late
     }
-    if (failure !== undefined && !this.g.halted) this.g.fail(failure.err, failure.worker, failure.item)
-    else this.g.exit()
+    if (failure !== undefined) this.port.fail(failure.err, failure.worker, failure.item)
+    lane.exit()
   }
 
   /** A thread failed once the stage had stopped: the run's outcome stands, and the failure is a process warning. */
   private lateWarning(err: unknown): void {
     process.emitWarning(
-      `stageline: a thread of threadStage "${this.g.name}" failed after the stage had stopped (the run's outcome is unchanged): ${describeCause(err)}`,
+      `stageline: a thread of threadStage "${this.port.name}" failed after the stage had stopped (the run's outcome is unchanged): ${describeCause(err)}`,
     )
   }
 
@@ -835,13 +859,8 @@ export class ThreadRun {
    * running batches return, or after the grace period for a function that ignores ctx.signal.
    */
   private readonly onHalt = (): void => {
-    const text = reasonText(this.g.ctl.signal.reason)
     clearTimeout(this.watchTimer)
-    const bytes = new TextEncoder().encode(text).subarray(0, REASON_BYTES)
-    new Uint8Array(this.control, this.reasonAt).set(bytes)
-    Atomics.store(this.flags, 2, bytes.length)
-    Atomics.store(this.flags, 0, 1)
-    Atomics.notify(this.flags, 0)
+    this.control.stop(encodeReason(this.port.signal.reason))
     if (this.destroyIfIdle()) return
     // half the run's grace period, so that the threads are gone within it and the run settles
     // after; it also bounds the end round after a stop
@@ -857,10 +876,7 @@ export class ThreadRun {
   private destroyIfIdle(): boolean {
     // with a dispose export, the loops end by themselves (batches that start now stop at once),
     // and the last one runs the end round before it destroys the pool (close())
-    if (this.disposes) return false
-    for (let k = 0; k < this.slots; k++) {
-      if (Atomics.load(this.flags, HEADER + SLOT * k + S_RUNNING) !== 0) return false
-    }
+    if (this.disposes || this.control.anyRunning()) return false
     void this.destroy()
     return true
   }
@@ -870,16 +886,9 @@ export class ThreadRun {
    * raised), and its slot is free for a new thread. One the watchdog ended is replaced.
    */
   private threadExited(threadId: number): void {
-    const flags = this.flags
-    for (let k = 0; k < this.slots; k++) {
-      const b = HEADER + SLOT * k
-      if (Atomics.load(flags, b + S_THREAD) !== threadId) continue
-      Atomics.store(flags, b + S_BATCH, 0)
-      Atomics.store(flags, b + S_RUNNING, 0)
-      Atomics.store(flags, b + S_THREAD, 0)
-    }
+    this.control.leave(threadId)
     if (this.ending.delete(threadId)) this.replace()
-    if (this.g.halted) this.destroyIfIdle()
+    if (this.port.halted) this.destroyIfIdle()
   }
 
   /**
@@ -889,7 +898,7 @@ export class ThreadRun {
    * task it has just dropped), not a thread's failure.
    */
   private readonly onPoolError = (err: unknown): void => {
-    if (!this.g.halted) this.g.run.fail(err, this.g.name, 0, undefined)
+    if (!this.port.halted) this.port.fail(err, 0, undefined)
     else if (this.destroyed === undefined) this.lateWarning(err)
   }
 
@@ -902,17 +911,19 @@ export class ThreadRun {
     this.closing = true
     clearTimeout(this.watchTimer)
     // the abort listener stays during the round: a stop then still bounds it (onHalt's timer)
-    if (this.pool !== undefined && this.destroyed === undefined && (this.disposes || !this.g.halted)) {
+    if (this.pool !== undefined && this.destroyed === undefined && (this.disposes || !this.port.halted)) {
+      this.phase = ENDING
+      this.recount()
       failure = await this.endRound(this.pool)
     }
-    this.g.ctl.signal.removeEventListener('abort', this.onHalt)
+    this.port.signal.removeEventListener('abort', this.onHalt)
     clearTimeout(this.graceTimer)
     await this.destroy()
     return failure
   }
 
   /**
-   * Ends the run in every thread: one task per thread, which entry.js holds until every thread has
+   * Ends the run in every thread: one task per thread, which entry.ts holds until every thread has
    * one (piscina gives a task to any idle thread). It runs `dispose` and lets the thread's timers
    * that are due run: piscina blocks an idle thread, so a timer the function set after its last
    * batch (one that throws, say) would otherwise never run, and its error would vanish with the
@@ -921,7 +932,7 @@ export class ThreadRun {
    */
   private async endRound(pool: Piscina): Promise<BatchFailure | undefined> {
     const n = pool.threads.length
-    Atomics.store(this.flags, 3, 0)
+    Atomics.store(this.flags, H_ARRIVED, 0)
     const task = { end: n }
     let failure: BatchFailure | undefined
     let answered = 0
@@ -930,7 +941,7 @@ export class ThreadRun {
         (pool.run(task) as Promise<Answer>).then(
           (a) => {
             answered++
-            if (a.error !== undefined) failure ??= new BatchFailure(rebuild(a.error), a.worker, undefined)
+            if (a.error !== undefined) failure ??= new BatchFailure(fromWire(a.error), a.worker, undefined)
           },
           (err: unknown) => {
             answered++
@@ -953,7 +964,7 @@ export class ThreadRun {
       // a dispose that does not return: close() destroys the pool next, which ends its thread
       if (timedOut === true && answered < n) {
         process.emitWarning(
-          `stageline: threadStage "${this.g.name}": dispose did not return within ${ms} ms (disposeTimeout) in ${n - answered} of its ${n} threads; they were ended (the run's outcome is unchanged)`,
+          `stageline: threadStage "${this.port.name}": dispose did not return within ${ms} ms (disposeTimeout) in ${n - answered} of its ${n} threads; they were ended (the run's outcome is unchanged)`,
         )
       }
     }
@@ -994,76 +1005,4 @@ export class ThreadRun {
     }
     return this.destroyed
   }
-}
-
-/**
- * The stop's reason as the threads rebuild it (entry.js poll()): `name` and `message` of an Error,
- * or `Error` and the value as text. It never throws: the reason may be a caller's signal reason
- * (any value), and onHalt() runs in an abort listener, where a throw would be an uncaught
- * exception and leave the threads unaware of the stop. What cannot be read is described as
- * describeCause() describes it.
- */
-function reasonText(reason: unknown): string {
-  let name = 'Error'
-  let message: string
-  try {
-    if (reason instanceof Error) {
-      name = String(reason.name)
-      message = String(reason.message)
-    } else message = String(reason)
-  } catch {
-    name = 'Error'
-    message = describeCause(reason)
-  }
-  return `${name}\n${message}`
-}
-
-/** An error, or any thrown value, rebuilt from what entry.js sent: same name, message, stack and properties. */
-export function rebuild(d: Described): unknown {
-  if (!('name' in d)) return d.value
-  const C = BUILTIN_ERRORS[d.name!] ?? Error
-  const e = 'cause' in d ? new C(d.message, { cause: rebuild(d.cause!) }) : new C(d.message)
-  if (e.name !== d.name)
-    Object.defineProperty(e, 'name', { value: d.name, writable: true, configurable: true })
-  e.stack = d.stack
-  if (d.props !== undefined) Object.assign(e, d.props)
-  return e
-}
-
-const BUILTIN_ERRORS: Record<string, ErrorConstructor> = {
-  __proto__: null as any,
-  Error,
-  TypeError,
-  RangeError,
-  SyntaxError,
-  ReferenceError,
-  EvalError,
-  URIError,
-}
-
-/**
- * Why structured clone would fail on, or silently change, `x` at its top level; undefined if it
- * will not. Kept in step with the same function in entry.js (which checks results).
- */
-export function unclonable(x: unknown): string | undefined {
-  const t = typeof x
-  if (t === 'function') return `a function (${(x as Function).name || 'anonymous'}), which cannot be cloned`
-  if (t === 'symbol') return 'a symbol, which cannot be cloned'
-  if (t !== 'object' || x === null) return undefined
-  const p = Object.getPrototypeOf(x)
-  if (p === Object.prototype || p === Array.prototype || p === null) return undefined
-  if (ArrayBuffer.isView(x) || x instanceof Error) return undefined
-  let ok = builtins.get(p)
-  if (ok === undefined) builtins.set(p, (ok = isBuiltin(p)))
-  if (ok) return undefined
-  const name = typeof p.constructor === 'function' ? p.constructor.name : ''
-  return `an instance of class ${name || '(anonymous)'}, which structured clone would turn into a plain object without its methods`
-}
-const builtins = new Map<object, boolean>()
-function isBuiltin(p: { constructor?: unknown }): boolean {
-  const C = p.constructor
-  if (typeof C !== 'function') return false
-  if (C === globalThis.Blob) return true
-  // Date, Map, Set, RegExp, ArrayBuffer, boxed primitives: classes the engine implements natively
-  return /\{\s*\[native code\]\s*\}\s*$/.test(Function.prototype.toString.call(C))
 }

@@ -1,27 +1,21 @@
 /**
  * threadStage(): a map stage whose function runs on a pool of worker threads, for CPU-bound steps.
- * This file only describes the stage and validates its options; it does not load piscina, which
- * pool.ts imports when a run of a thread stage starts.
+ * This file describes the kind of stage (lib/kinds/kind.ts) and checks its options; it does not
+ * load piscina, which pool.ts imports when a run of a thread stage starts.
  * @module
  */
 import { availableParallelism } from 'node:os'
 import { isAbsolute } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { TransferListItem } from 'node:worker_threads'
-import type { StageContext } from '../group.js'
-import {
-  checkFunction,
-  checkInteger,
-  checkMs,
-  checkObject,
-  DEFAULT_QSIZE,
-  got,
-  type ResolvedStageOptions,
-  resolveStageOptions,
-  type StageOptions,
-} from '../options.js'
-import { checkPolicies, type MapContext, type RateLimit } from '../policies.js'
-import { type RunnerFactory, Stage } from '../stage.js'
+import type { StageContext, StageKind, StagePlan } from '../kinds/kind.js'
+import { checkSkipRule, POLICY_SCHEMA } from '../kinds/map.js'
+import type { MapContext } from '../kinds/policies.js'
+import type { RateLimit } from '../kinds/rate-limit.js'
+import { type Checker, fn, got, integer, ms, type Schema, validateOptions } from '../options/check.js'
+import { DEFAULT_QSIZE } from '../options/limits.js'
+import { type ResolvedStageOptions, STAGE_SCHEMA, type StageOptions } from '../options/stage.js'
+import { Stage } from '../stage.js'
 import { IN_FLIGHT_PER_THREAD, type ThreadPolicies, ThreadRun } from './pool.js'
 
 /**
@@ -107,7 +101,8 @@ export interface ThreadContext<S = unknown> extends StageContext {
  */
 export interface ThreadStageOptions<I = unknown> extends Omit<StageOptions, 'workers'> {
   /**
-   * How many worker threads run the function.
+   * How many worker threads run the function, from 1 to {@link MAX_THREADS}: the stage's
+   * concurrency units, which `stage.options.workers` and the stats' `workers` report.
    * @default the number of available cores minus one, at least 1
    */
   threads?: number
@@ -165,7 +160,7 @@ export interface ThreadStageOptions<I = unknown> extends Omit<StageOptions, 'wor
   /**
    * What an item's failure (after retries) does: `'fail'` fails the run; `'skip'` drops the item
    * and calls `onError` with it. Failures that are not the function's (an item that cannot be
-   * cloned, `transfer` throwing, a thread that dies) fail the run either way.
+   * sent, `transfer` throwing, a thread that dies) fail the run either way.
    * @default 'fail'
    */
   errors?: 'fail' | 'skip'
@@ -207,9 +202,25 @@ export interface ThreadStageOptions<I = unknown> extends Omit<StageOptions, 'wor
    * items out.
    */
   limit?: never
+  /**
+   * Not an option of a thread stage: its concurrency is its threads. Use `threads`;
+   * `stage.options.workers` reports it.
+   */
+  workers?: never
 }
 
-/** The resolved options of a thread stage, as `stage.options` shows them. */
+/**
+ * The checked, complete options of a thread stage, as `stage.options` shows them: `workers` is
+ * `threads`, the stage's concurrency units.
+ *
+ * @example
+ * ```ts
+ * import { type ResolvedThreadStageOptions, threadStage } from 'stageline'
+ * const hash = threadStage(new URL('./hash.worker.js', import.meta.url), { threads: 3, batch: 64 })
+ * const o: Readonly<ResolvedThreadStageOptions> = hash.options
+ * console.log(o.workers, o.threads, o.batch, o.name) // 3 3 64 hash.worker
+ * ```
+ */
 export interface ResolvedThreadStageOptions extends ResolvedStageOptions {
   threads: number
   batch: number
@@ -227,30 +238,107 @@ export interface ResolvedThreadStageOptions extends ResolvedStageOptions {
 }
 
 const WHERE = 'threadStage()'
-/** The step policies a thread stage applies (per item, as mapStage does). */
-const POLICIES = ['retries', 'retryDelay', 'timeout', 'errors', 'onError', 'rate'] as const
-/**
- * mapStage's policies that a thread stage refuses, and why. They are among the stage's extra
- * options only so that setup() reaches the check that says so (rather than "unknown option").
- */
-const UNSUPPORTED: Readonly<Record<string, string>> = {
-  init: 'a function cannot be sent to a thread; export `init(ctx)` from the worker module instead: it runs once in each thread, and what it returns is `ctx.state` there',
-  dispose:
-    'a function cannot be sent to a thread; export `dispose(state, ctx)` from the worker module instead: it runs once in each thread before the pool is destroyed',
-  limit:
-    'the threads bound its concurrency (`threads`), and a limiter slot held on the main thread would cover a whole batch, not one call; use `rate` to space items out',
+
+/** A checker that refuses an option with its own message, saying why and what to do instead. */
+function refused(why: string): Checker {
+  return (where, option, value) => {
+    throw new TypeError(
+      `${where}: \`${option}\` is not supported by a thread stage, got ${got(value)}: ${why}`,
+    )
+  }
 }
-const OPTIONS: ReadonlySet<string> = new Set([
-  'threads',
-  'batch',
-  'export',
-  'transfer',
-  'disposeTimeout',
-  ...POLICIES,
-])
-const EXTRA: ReadonlySet<string> = new Set([...OPTIONS, ...Object.keys(UNSUPPORTED)])
-/** The `workers` value this stage derived last: a different one was set by hand through setup(). */
-const DERIVED: unique symbol = Symbol('stageline.threads.workers')
+
+/**
+ * The options of a thread stage, one checker each: the common ones but `workers`, the thread
+ * options, and mapStage's policies that make sense across threads, checked as mapStage checks
+ * them. mapStage's other policies and `workers` are in it to be refused with a message that says
+ * why (rather than "unknown option").
+ */
+const THREAD_SCHEMA: Schema = {
+  threads: integer(1, MAX_THREADS),
+  batch: integer(1, MAX_BATCH),
+  export: (where, option, value) => {
+    if (typeof value !== 'string' || value === '') {
+      throw new TypeError(
+        `${where}: expected \`${option}\` to be the non-empty name of an export, got ${got(value)}`,
+      )
+    }
+    return value
+  },
+  transfer: fn,
+  disposeTimeout: ms({ above0: true, infinity: true }),
+  qsize: STAGE_SCHEMA.qsize!,
+  ordered: STAGE_SCHEMA.ordered!,
+  name: STAGE_SCHEMA.name!,
+  retries: POLICY_SCHEMA.retries!,
+  retryDelay: POLICY_SCHEMA.retryDelay!,
+  timeout: POLICY_SCHEMA.timeout!,
+  errors: POLICY_SCHEMA.errors!,
+  onError: POLICY_SCHEMA.onError!,
+  rate: POLICY_SCHEMA.rate!,
+  workers: (where, _option, value) => {
+    throw new TypeError(
+      `${where}: \`workers\` is not an option of a thread stage, got ${got(value)}; use \`threads\` for the number of threads`,
+    )
+  },
+  init: refused(
+    'a function cannot be sent to a thread; export `init(ctx)` from the worker module instead: it runs once in each thread, and what it returns is `ctx.state` there',
+  ),
+  dispose: refused(
+    'a function cannot be sent to a thread; export `dispose(state, ctx)` from the worker module instead: it runs once in each thread before the pool is destroyed',
+  ),
+  limit: refused(
+    'the threads bound its concurrency (`threads`), and a limiter slot held on the main thread would cover a whole batch, not one call; use `rate` to space items out',
+  ),
+}
+
+/** The kind of a thread stage: the module, the export and everything else are its options. */
+const THREAD_KIND: StageKind<ResolvedThreadStageOptions> = {
+  factory: 'threadStage',
+  resolve(where, base, options) {
+    const o = { ...base, ...validateOptions(where, options, THREAD_SCHEMA) } as ResolvedThreadStageOptions
+    checkSkipRule(where, o)
+    if (o.transfer !== undefined && o.retries !== undefined && o.retries > 0) {
+      throw new TypeError(
+        `${where}: \`retries\` cannot be combined with \`transfer\`, got retries: ${o.retries}: a retry sends the item again, but \`transfer\` moved its buffers to the thread on the first try (they are empty on the main thread); copy the buffers (no \`transfer\`) to retry, or drop \`retries\``,
+      )
+    }
+    // a thread stage's concurrency units are its threads
+    o.workers = o.threads
+    return o
+  },
+  plan(o): StagePlan {
+    const policies = policiesOf(o)
+    // one item per batch under a rate limit (a turn is taken per item right before it is sent),
+    // and with `transfer` under a timeout: the other items of a batch whose thread is ended are
+    // sent again, but `transfer` moved their buffers into the ended thread
+    const batch =
+      policies?.rate === undefined && (o.transfer === undefined || policies?.timeout === undefined)
+        ? o.batch
+        : 1
+    const run = {
+      moduleHref: o.module,
+      exportName: o.export,
+      threads: o.threads,
+      batch,
+      ordered: o.ordered,
+      transfer: o.transfer,
+      disposeTimeout: o.disposeTimeout,
+      policies,
+    }
+    return {
+      workers: o.threads,
+      // every batch loop holds at most one batch: one running and one queued per thread
+      bound: o.threads * IN_FLIGHT_PER_THREAD * batch,
+      qsize: o.qsize,
+      ordered: o.ordered,
+      countsUnits: true,
+      start: (port) => {
+        new ThreadRun(port, run)
+      },
+    }
+  },
+}
 
 /**
  * Makes a stage whose function runs on worker threads: `module` is a file URL (or absolute path)
@@ -261,15 +349,17 @@ const DERIVED: unique symbol = Symbol('stageline.threads.workers')
  * Each run starts its own pool of `threads` threads (loaded with piscina when the run starts) and
  * destroys it when the run ends, however it ends. Items go to the threads in batches, and at most
  * 2 x `threads` batches are in flight: the stage holds at most `qsize` + 2 x `threads` x `batch`
- * items, which `stage.options.workers` reports (it is not an option here).
+ * items (the stats' `bound`). Its concurrency units are its threads: `stage.options.workers` is
+ * `threads` (`workers` is not an option here).
  *
- * Caveats: items and results cross threads by structured clone, so they must be plain data
- * (objects, arrays, primitives, Date, Map, Set, typed arrays, ...): a function or a symbol, or an
- * item or result that is a class instance (whose methods would be lost), fails the run with an
- * error naming the stage; a Buffer arrives as a Uint8Array. The
+ * Caveats: items and results cross threads by structured clone, and are checked before they go,
+ * at any depth, so that nothing changes on the way: plain data (objects, arrays, primitives, Date,
+ * Map, Set, typed arrays, errors of the built-in classes, ...) goes; a function, a symbol or an
+ * instance of a class (whose methods would be lost), anywhere in an item or a result, fails the run
+ * with an error naming the stage, the item and where in it; a Buffer arrives as a Uint8Array. The
  * module is loaded by Node itself in each thread, so it must be JavaScript (point at the compiled
  * .js of a TypeScript module). Errors thrown in a thread reach the main thread with their name,
- * message, stack and cloneable properties, as the `cause` of the run's TaskException.
+ * message, stack, cause and sendable properties, as the `cause` of the run's TaskException.
  *
  * @example
  * The module the threads run (its compiled .js is what the stage loads):
@@ -288,17 +378,11 @@ const DERIVED: unique symbol = Symbol('stageline.threads.workers')
  * for await (const digest of pipe(['a.txt', 'b.txt'], read, hash).results()) console.log(digest)
  * ```
  */
-export function threadStage<I, O>(module: URL | string, options?: ThreadStageOptions<I>): Stage<I, O> {
+export function threadStage<I, O>(
+  module: URL | string,
+  options?: ThreadStageOptions<I>,
+): Stage<I, O, ThreadStageOptions<I>, ResolvedThreadStageOptions> {
   const href = moduleHref(module)
-  if (options !== undefined) {
-    checkObject(WHERE, 'options', options)
-    if ((options as Record<string, unknown>).workers !== undefined) {
-      throw new TypeError(
-        `${WHERE}: \`workers\` is not an option of a thread stage, got ${got((options as Record<string, unknown>).workers)}; use \`threads\` for the number of threads`,
-      )
-    }
-    checkUnsupported(options as Record<string, unknown>)
-  }
   const base: ResolvedThreadStageOptions = {
     workers: 1,
     qsize: DEFAULT_QSIZE,
@@ -311,21 +395,9 @@ export function threadStage<I, O>(module: URL | string, options?: ThreadStageOpt
     disposeTimeout: DEFAULT_DISPOSE_TIMEOUT_MS,
     module: href,
   }
-  const resolved = resolveStageOptions(WHERE, base, options, OPTIONS) as ResolvedThreadStageOptions
-  if (options !== undefined) {
-    const o = options as Record<string, unknown>
-    for (const key of OPTIONS)
-      if (o[key] !== undefined) (resolved as unknown as Record<string, unknown>)[key] = o[key]
-  }
-  checkThreadOptions(resolved)
-  resolved.name ??= defaultName(href, resolved.export)
-  return new Stage<I, O>(
-    'threadStage',
-    threadRunner,
-    resolved as ResolvedThreadStageOptions & Record<string | symbol, unknown>,
-    EXTRA,
-    checkThreadOptions as (o: ResolvedStageOptions) => void,
-  )
+  const o = THREAD_KIND.resolve(WHERE, base, options)
+  o.name ??= defaultName(href, o.export)
+  return new Stage(THREAD_KIND, o)
 }
 
 function moduleHref(module: unknown): string {
@@ -345,44 +417,8 @@ function moduleHref(module: unknown): string {
   )
 }
 
-/** Validates the thread options, and derives `workers` (the items in flight) from them. */
-function checkThreadOptions(o: ResolvedThreadStageOptions & { [DERIVED]?: number }): void {
-  if (o[DERIVED] !== undefined && o.workers !== o[DERIVED]) {
-    throw new TypeError(
-      `${WHERE}: \`workers\` is not an option of a thread stage, got ${got(o.workers)}; use \`threads\` for the number of threads`,
-    )
-  }
-  checkUnsupported(o as unknown as Record<string, unknown>)
-  checkInteger(WHERE, 'threads', o.threads, 1, false, MAX_THREADS)
-  checkInteger(WHERE, 'batch', o.batch, 1, false, MAX_BATCH)
-  if (typeof o.export !== 'string' || o.export === '') {
-    throw new TypeError(
-      `${WHERE}: expected \`export\` to be the non-empty name of an export, got ${got(o.export)}`,
-    )
-  }
-  if (o.transfer !== undefined) checkFunction(WHERE, 'transfer', o.transfer)
-  checkMs(WHERE, 'disposeTimeout', o.disposeTimeout, { above0: true, infinity: true })
-  // the same checks, and messages, as mapStage's policies
-  checkPolicies(WHERE, o as unknown as Record<string, unknown>)
-  if (o.transfer !== undefined && o.retries !== undefined && o.retries > 0) {
-    throw new TypeError(
-      `${WHERE}: \`retries\` cannot be combined with \`transfer\`, got retries: ${o.retries}: a retry sends the item again, but \`transfer\` moved its buffers to the thread on the first try (they are empty on the main thread); copy the buffers (no \`transfer\`) to retry, or drop \`retries\``,
-    )
-  }
-  o.workers = o.threads * IN_FLIGHT_PER_THREAD * o.batch
-  o[DERIVED] = o.workers
-}
-
-/** Refuses mapStage's policies that a thread stage does not support, saying why and what to do instead. */
-function checkUnsupported(o: Record<string, unknown>): void {
-  for (const key in UNSUPPORTED) {
-    if (o[key] !== undefined) {
-      throw new TypeError(
-        `${WHERE}: \`${key}\` is not supported by a thread stage, got ${got(o[key])}: ${UNSUPPORTED[key]}`,
-      )
-    }
-  }
-}
+/** The step policies a thread stage applies (per item, as mapStage does). */
+const POLICIES = ['retries', 'retryDelay', 'timeout', 'errors', 'onError', 'rate'] as const
 
 /** The policies a run applies, or undefined when none is set (the plain, fastest path). */
 function policiesOf(o: ResolvedThreadStageOptions): ThreadPolicies | undefined {
@@ -390,6 +426,7 @@ function policiesOf(o: ResolvedThreadStageOptions): ThreadPolicies | undefined {
   return {
     retries: o.retries ?? 0,
     retryDelay: o.retryDelay ?? 0,
+    // Infinity is no timeout: no deadline is set
     timeout: o.timeout === Number.POSITIVE_INFINITY ? undefined : o.timeout,
     onError: o.errors === 'skip' ? o.onError : undefined,
     rate: o.rate,
@@ -402,23 +439,4 @@ function defaultName(href: string, exportName: string): string {
   const file = href.slice(href.lastIndexOf('/') + 1)
   const dot = file.lastIndexOf('.')
   return decodeURIComponent(dot > 0 ? file.slice(0, dot) : file)
-}
-
-const threadRunner: RunnerFactory = (options) => {
-  const o = options as ResolvedThreadStageOptions
-  const plan = {
-    moduleHref: o.module,
-    exportName: o.export,
-    threads: o.threads,
-    batch: o.batch,
-    transfer: o.transfer,
-    disposeTimeout: o.disposeTimeout,
-    policies: policiesOf(o),
-  }
-  return {
-    ordered: o.ordered,
-    launch: (g) => {
-      new ThreadRun(g, plan, o.ordered)
-    },
-  }
 }

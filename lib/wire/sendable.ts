@@ -1,9 +1,11 @@
 /**
- * The one rule for data that crosses from one process to another (a Redis stage's items, and the
- * results its workers send back): what may go, checked deeply before it goes, so that nothing is
- * silently changed on the way. The serializer (msgpackr with `structuredClone: true`) would turn a
- * function into `undefined`, an instance of a class into a plain object, and fail on a symbol with
- * a message that names neither the item nor where in it the symbol was.
+ * The one rule for data that crosses to another thread or process (a thread stage's or a Redis
+ * stage's items, and the results sent back): what may go, checked deeply before it goes, so that
+ * nothing is silently changed on the way. Left to themselves, the serializers would: msgpackr
+ * (Redis, with `structuredClone: true`) turns a function into `undefined` and an instance of a class
+ * into a plain object; structured clone (threads) turns a class instance, nested anywhere, into a
+ * plain object without its methods; both fail on a symbol with a message that names neither the
+ * item nor where in it the symbol was.
  *
  * What goes:
  * - primitives but symbols: strings, numbers, BigInts, booleans, `undefined`, `null`;
@@ -20,6 +22,12 @@
  * what is). A property whose getter throws is refused as unreadable. Shared and cyclic references
  * are fine: each object is walked once.
  *
+ * One rule, with what differs by transport as a parameter (`SendRule`): structured clone, which
+ * carries a thread stage's data, also carries errors of the built-in classes (their message, stack
+ * and cause), shares a `SharedArrayBuffer` and hands a `MessagePort` over; Redis's codec does none
+ * of these faithfully. `TO_THREADS` is the rule of a thread stage; the default is the rule of a
+ * process.
+ *
  * The check is a pure function of the value: a primitive costs a `typeof` (no allocation); objects
  * are walked the way the serializer walks them.
  * @module
@@ -30,6 +38,34 @@ import { describeCause } from '../errors.js'
 /** Said after a refusal: what may be sent instead. */
 export const SENDABLE =
   'only primitives (not symbols), plain objects, arrays, Map, Set, Date, RegExp, ArrayBuffer, DataView, typed arrays and Buffer can be sent to another process'
+
+/** Said after a refusal by the `TO_THREADS` rule: what may cross to a thread instead. */
+export const SENDABLE_TO_THREADS =
+  'only primitives (not symbols), plain objects, arrays, Map, Set, Date, RegExp, ArrayBuffer, SharedArrayBuffer, DataView, typed arrays, Buffer, errors of the built-in classes and MessagePorts can cross between threads'
+
+/** What a transport carries faithfully besides the data every transport carries. */
+export interface SendRule {
+  /**
+   * Errors of the built-in classes (`Error`, `TypeError`, `RangeError`, `SyntaxError`,
+   * `ReferenceError`, `EvalError`, `URIError`) go, with no properties of their own but `message`,
+   * `stack` and `cause` (walked): structured clone carries those and drops the rest.
+   */
+  readonly errors?: boolean
+  /** A `SharedArrayBuffer` (shared, not copied) and a `MessagePort` (handed over) go. */
+  readonly shared?: boolean
+}
+
+/** The rule of a worker process (Redis): the data every transport carries, nothing more. */
+export const TO_PROCESSES: SendRule = Object.freeze({})
+
+/** The rule of a worker thread (structured clone): errors of the built-in classes, shared memory and ports too. */
+export const TO_THREADS: SendRule = Object.freeze({ errors: true, shared: true })
+
+const ERROR_PROTOTYPES: ReadonlySet<unknown> = new Set(
+  [Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError].map((C) => C.prototype),
+)
+/** What structured clone keeps of an error of a built-in class. */
+const ERROR_OWN: ReadonlySet<PropertyKey> = new Set(['message', 'stack', 'cause'])
 
 const TYPED_ARRAYS: ReadonlySet<unknown> = new Set(
   [
@@ -70,15 +106,16 @@ class Refusal {
  * For example, `unsendable({ id: 1, tags: ['a', new Date()] })` is undefined,
  * `unsendable({ id: 1, tags: ['a', () => 1] })` is `'item.tags[1] is a function (anonymous)'`, and
  * `unsendable(new Map([['u', { f() {} }]]), 'result')` is `'result.get("u").f is a function f'`.
+ * `rule` says what the transport carries besides (`TO_THREADS`); a process's rule by default.
  */
-export function unsendable(value: unknown, root = 'item'): string | undefined {
+export function unsendable(value: unknown, root = 'item', rule: SendRule = TO_PROCESSES): string | undefined {
   // the common case, a primitive: no allocation, no call
   const t = typeof value
   if (t !== 'object' && t !== 'function' && t !== 'symbol') return undefined
   if (value === null) return undefined
   let r: Refusal | undefined
   try {
-    r = t === 'object' ? checkObject(value as object, undefined) : leaf(value)
+    r = t === 'object' ? checkObject(value as object, undefined, rule) : leaf(value)
   } catch (err) {
     // a structure nested past the stack: the serializer could not walk it either
     r = new Refusal(`cannot be walked (${describeCause(err)})`)
@@ -100,14 +137,14 @@ function leaf(v: unknown): Refusal | undefined {
  * Checks a value found inside another: primitives at once, objects by walking them. `seen` holds
  * the objects being or already walked (shared references and cycles are walked once).
  */
-function check(v: unknown, seen: Set<object>): Refusal | undefined {
+function check(v: unknown, seen: Set<object>, rule: SendRule): Refusal | undefined {
   const t = typeof v
-  if (t === 'object') return v === null ? undefined : checkObject(v as object, seen)
+  if (t === 'object') return v === null ? undefined : checkObject(v as object, seen, rule)
   if (t === 'function' || t === 'symbol') return leaf(v)
   return undefined
 }
 
-function checkObject(o: object, seen: Set<object> | undefined): Refusal | undefined {
+function checkObject(o: object, seen: Set<object> | undefined, rule: SendRule): Refusal | undefined {
   if (seen === undefined) seen = new Set()
   else if (seen.has(o)) return undefined
   seen.add(o)
@@ -124,7 +161,7 @@ function checkObject(o: object, seen: Set<object> | undefined): Refusal | undefi
       } catch (err) {
         return step(new Refusal(`cannot be read (its getter threw ${describeCause(err)})`), propertyStep(key))
       }
-      const r = check(v, seen)
+      const r = check(v, seen, rule)
       if (r !== undefined) return step(r, propertyStep(key))
     }
     return undefined
@@ -139,7 +176,7 @@ function checkObject(o: object, seen: Set<object> | undefined): Refusal | undefi
       } catch (err) {
         return step(new Refusal(`cannot be read (its getter threw ${describeCause(err)})`), `[${i}]`)
       }
-      const r = check(v, seen)
+      const r = check(v, seen, rule)
       if (r !== undefined) return step(r, `[${i}]`)
     }
     return undefined
@@ -149,9 +186,9 @@ function checkObject(o: object, seen: Set<object> | undefined): Refusal | undefi
     if (own !== undefined) return own
     let i = 0
     for (const [k, v] of mapEntries.call(o as Map<unknown, unknown>)) {
-      let r = check(k, seen)
+      let r = check(k, seen, rule)
       if (r !== undefined) return step(r, `.keys()[${i}]`)
-      r = check(v, seen)
+      r = check(v, seen, rule)
       if (r !== undefined) return step(r, mapValueStep(k, i))
       i++
     }
@@ -162,7 +199,7 @@ function checkObject(o: object, seen: Set<object> | undefined): Refusal | undefi
     if (own !== undefined) return own
     let i = 0
     for (const v of setValues.call(o as Set<unknown>)) {
-      const r = check(v, seen)
+      const r = check(v, seen, rule)
       if (r !== undefined) return step(r, `.values()[${i}]`)
       i++
     }
@@ -173,7 +210,41 @@ function checkObject(o: object, seen: Set<object> | undefined): Refusal | undefi
   if (proto === RegExp.prototype && types.isRegExp(o)) return ownProperties(o, 'RegExp', true)
   if (proto === ArrayBuffer.prototype && types.isArrayBuffer(o)) return ownProperties(o, 'ArrayBuffer', false)
   if (proto === DataView.prototype && types.isDataView(o)) return ownProperties(o, 'DataView', false)
+  if (rule.errors === true && ERROR_PROTOTYPES.has(proto) && types.isNativeError(o))
+    return checkError(o, seen, rule)
+  if (rule.shared === true) {
+    if (proto === SharedArrayBuffer.prototype && types.isSharedArrayBuffer(o))
+      return ownProperties(o, 'SharedArrayBuffer', false)
+    // a port's own properties are its event target's internals (symbol-keyed), not data
+    if (proto === globalThis.MessagePort?.prototype) return undefined
+  }
   return new Refusal(`is ${instanceOf(proto)}`)
+}
+
+/**
+ * An error of a built-in class: structured clone keeps its class, `message`, `stack` and `cause`
+ * (walked), and drops any other property (a `code`, a `name` of its own), which is refused.
+ */
+function checkError(e: object, seen: Set<object>, rule: SendRule): Refusal | undefined {
+  const keys = Reflect.ownKeys(e)
+  const other = keys.filter((k) => !ERROR_OWN.has(k))
+  if (other.length > 0) {
+    const type = instanceOf(Object.getPrototypeOf(e)).replace(/^an instance of /, '')
+    const names = other.map((k) => (typeof k === 'symbol' ? symbolText(k) : k))
+    const a = /^[AEIOU]/.test(type) ? 'an' : 'a'
+    return new Refusal(
+      `is ${a} ${type} with properties of its own (${names.join(', ')}), which would not be sent`,
+    )
+  }
+  if (!keys.includes('cause')) return undefined
+  let cause: unknown
+  try {
+    cause = (e as { cause?: unknown }).cause
+  } catch (err) {
+    return step(new Refusal(`cannot be read (its getter threw ${describeCause(err)})`), '.cause')
+  }
+  const r = check(cause, seen, rule)
+  return r === undefined ? undefined : step(r, '.cause')
 }
 
 /** Adds one step to a refusal's path, on the way out of the walk. */
