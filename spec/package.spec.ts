@@ -128,7 +128,7 @@ describe('the built package', () => {
     ])
     // no hand-written JavaScript copy beside the sources, and no build step that copies one
     expect(existsSync(join(root, 'lib', 'threads', 'entry.js'))).toBe(false)
-    expect(pkg.scripts.build).toBe('tsc -p tsconfig.build.json')
+    expect(pkg.scripts.build).not.toMatch(/entry\.js|cpSync/)
     const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm'
     const packed = JSON.parse(
       execFileSync(npm, ['pack', '--dry-run', '--json'], { cwd: root, encoding: 'utf8', stdio: 'pipe' }),
