@@ -700,7 +700,10 @@ describe('stats', () => {
       batch: 8,
       qsize: 0,
     })
-    const exec = new Execution({ source: input, stages: [s], names: ['gated'] }, { clock: () => now, accounting: true })
+    const exec = new Execution(
+      { source: input, stages: [s], names: ['gated'] },
+      { clock: () => now, accounting: true },
+    )
     const stats = () => snapshot(exec).stages[0]!
     const open = () => {
       Atomics.store(gate, 0, 1)

@@ -169,7 +169,7 @@ function stageStats(s: StageRun, time: TimeTotals, elapsedMs: number): StageStat
 }
 
 function clamp01(x: number): number {
-  return x < 0 ? 0 : x > 1 ? 1 : x
+  return Math.min(1, Math.max(0, x))
 }
 
 /** Takes a snapshot of a run. @internal */

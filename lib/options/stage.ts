@@ -2,7 +2,7 @@
  * The options every stage accepts (workers, qsize, ordered, name), their schema and defaults.
  * @module
  */
-import { boolean, integer, nonEmptyString, type Schema, validateOptions } from './check.js'
+import { boolean, integer, nonEmptyString, type Schema } from './check.js'
 import { MAX_CAPACITY, MAX_WORKERS } from './limits.js'
 
 /**
