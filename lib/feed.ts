@@ -225,7 +225,11 @@ export class Feed<T> implements AsyncIterable<T> {
     }
     this.opened = true
     this.armIdle()
+    const ch = this.ch
     return {
+      get taken() {
+        return ch.taken
+      },
       poll: (w: Waiter): T | Empty | Done => this.ch.poll(w),
       wait: (w: Waiter) => this.ch.wait(w),
       cancel: (w: Waiter) => this.ch.cancel(w),

@@ -15,7 +15,8 @@ export class Channel<T> implements Inlet<T>, Outlet<T> {
   private readonly buf: Fifo<T>
   private readonly takers = new Fifo<Waiter>(4)
   private readonly pushers = new Fifo<Waiter>(4)
-  private taken = 0
+  /** Items handed out so far (see Inlet.taken). */
+  taken = 0
   private closed = false
   aborted = false
 

@@ -18,6 +18,11 @@ export type Done = typeof DONE
 
 /** The side of a channel (or a source) that a stage's workers read from. */
 export interface Inlet<T> {
+  /**
+   * Items handed out so far (each item's `seq` is the count before it): what the stage reading this
+   * inlet has taken, counted here rather than per item in the stage's loops.
+   */
+  readonly taken: number
   /** Takes an item now, or says EMPTY (park with `wait`) or DONE (no more). Sets `w.seq`. */
   poll(w: Waiter): T | Empty | Done
   /** Parks until an item or DONE is handed over in `w.item` (call only after `poll` said EMPTY). */

@@ -18,7 +18,8 @@ export class OrderedChannel<T> implements Inlet<T> {
   private mask: number
   private head = 0
   private held = 0
-  private taken = 0
+  /** Items handed out so far (see Inlet.taken). */
+  taken = 0
   private closed = false
   private readonly takers = new Fifo<Waiter>(4)
   private readonly reservers = new Fifo<Waiter>(4)

@@ -39,7 +39,7 @@ export function fuse(lane: WorkerLane, y: unknown): StageRun | undefined {
     try {
       // a timed call is counted by the stage that made it, so that the stats can move an estimate
       // of the fused calls' time from that stage to this one
-      z = (++nx.taken & nx.sampleMask) !== 0 ? f(y, tctx) : nx.callTimed(f, y, tctx, lane.stage.index)
+      z = (nx.fusedCalls & nx.sampleMask) !== 0 ? f(y, tctx) : nx.callTimed(f, y, tctx, lane.stage.index)
     } catch (err) {
       nx.fail(err, tctx.worker, y)
       return undefined
@@ -80,8 +80,8 @@ function handOver(ch: Channel<unknown>, nx: StageRun, t: WorkerLane, item: unkno
     nx.fail(new Error('stageline internal error: a fused call lost its idle worker'), t.worker, item)
     return
   }
-  // the taker counts this item as taken when it reads it: the call above counted it already
-  nx.taken--
+  // the item reaches the taker through the input, which counts it: not a fused item after all
+  nx.handedOver++
   t.adopted = p
   ch.offer(item)
 }

@@ -85,7 +85,8 @@ const ENDED = 3
  * does the rest, off that path.
  */
 abstract class SyncInlet<T> implements Inlet<T> {
-  protected n = 0
+  /** Items handed out so far (see Inlet.taken). */
+  taken = 0
   protected state = READING
   /** The settled value of an awaited item, in HELD. */
   private held: T | undefined = undefined
@@ -115,7 +116,7 @@ abstract class SyncInlet<T> implements Inlet<T> {
     const x = this.held as T
     this.held = undefined
     this.state = READING
-    w.seq = this.n++
+    w.seq = this.taken++
     return x
   }
 
@@ -168,7 +169,7 @@ abstract class SyncInlet<T> implements Inlet<T> {
         this.state = HELD
         return
       }
-      t.seq = this.n++
+      t.seq = this.taken++
       t.item = v
       t.wake()
       this.state = READING
@@ -228,7 +229,7 @@ export class SyncSource<T> extends SyncInlet<T> {
     }
     const x = r.value
     if (isThenable(x)) return this.awaitItem(x as PromiseLike<unknown>)
-    w.seq = this.n++
+    w.seq = this.taken++
     return x
   }
 
@@ -263,7 +264,7 @@ export class ArraySource<T> extends SyncInlet<T> {
     this.i = i + 1
     const x = this.items[i] as T
     if (isThenable(x)) return this.awaitItem(x as PromiseLike<unknown>)
-    w.seq = this.n++
+    w.seq = this.taken++
     return x
   }
 
@@ -283,7 +284,8 @@ export class ArraySource<T> extends SyncInlet<T> {
  * most one item per waiting worker is read ahead.
  */
 export class AsyncSource<T> implements Inlet<T> {
-  private n = 0
+  /** Items handed out so far (see Inlet.taken). */
+  taken = 0
   private ended = false
   private reading = false
   private readonly takers = new Fifo<Waiter>(4)
@@ -299,7 +301,7 @@ export class AsyncSource<T> implements Inlet<T> {
     const h = this.held
     if (h !== undefined) {
       this.held = undefined
-      w.seq = this.n++
+      w.seq = this.taken++
       return h.value
     }
     return this.ended ? DONE : EMPTY
@@ -337,7 +339,7 @@ export class AsyncSource<T> implements Inlet<T> {
           return
         }
         const w = this.takers.shift()
-        w.seq = this.n++
+        w.seq = this.taken++
         w.item = r.value
         w.wake()
       }
@@ -370,6 +372,7 @@ export class AsyncSource<T> implements Inlet<T> {
 
 /** An inlet with nothing in it (a source that could not be opened). */
 export const emptyInlet: Inlet<never> = {
+  taken: 0,
   poll: () => DONE,
   wait(w: Waiter) {
     w.item = DONE

@@ -35,7 +35,6 @@ export class StageRun implements StagePort {
   halted = false
   /** Workers still running. */
   live = 0
-  taken = 0
   emitted = 0
   failed = 0
   skipped = 0
@@ -61,6 +60,8 @@ export class StageRun implements StagePort {
   fuseFn: MapFn | undefined = undefined
   /** Calls upstream workers made for this stage's idle workers (stage fusion). */
   fusedCalls = 0
+  /** Of those, the calls whose pending result was handed, with its item, to the idle worker (through the input). */
+  handedOver = 0
   /** How many of those calls were timed, and their time by the index of the stage that made them. */
   fusedTimed = 0
   fusedMsBy: Float64Array | undefined = undefined
@@ -80,6 +81,14 @@ export class StageRun implements StagePort {
     // every worker may hand ctx.signal to an API that listens on it (fetch, timers): that is
     // `workers` listeners, not a leak, so the warning threshold grows with the stage
     setMaxListeners(Math.max(10, plan.workers * 4), this.ctl.signal)
+  }
+
+  /**
+   * Items taken: what the input handed out (the input counts, so that no loop has to), plus the
+   * items upstream workers worked on for this stage's idle workers without queueing them (fusion).
+   */
+  get taken(): number {
+    return this.input.taken + this.fusedCalls - this.handedOver
   }
 
   get signal(): AbortSignal {
@@ -224,7 +233,9 @@ export class WorkerLane extends Waiter implements Lane {
   private readonly input: Inlet<unknown>
   /** The state a park puts this lane in: set by the operation that may park. */
   private parking: UnitState = STARVED
+  /** Items this lane has handled, for pacing and for sampling its calls. */
   private n = 0
+  private calls = 0
   private readonly resumed = (): void => {
     this.stage.book.move(this.parking, WORKING)
   }
@@ -254,9 +265,7 @@ export class WorkerLane extends Waiter implements Lane {
   }
 
   take(): unknown {
-    const x = this.input.poll(this)
-    if (x !== EMPTY && x !== DONE) this.stage.taken++
-    return x
+    return this.input.poll(this)
   }
 
   wait(): Promise<void> {
@@ -269,7 +278,6 @@ export class WorkerLane extends Waiter implements Lane {
     this.item = undefined
     // an item handed over just before the stage halted is not worked on: nobody will read its result
     if (this.stage.halted) return DONE
-    if (x !== DONE && x !== EMPTY) this.stage.taken++
     return x
   }
 
@@ -309,7 +317,7 @@ export class WorkerLane extends Waiter implements Lane {
 
   call(fn: MapFn, x: unknown): unknown {
     const s = this.stage
-    return (s.taken & s.sampleMask) !== 0 ? fn(x, this.ctx) : s.callTimed(fn, x, this.ctx)
+    return (++this.calls & s.sampleMask) !== 0 ? fn(x, this.ctx) : s.callTimed(fn, x, this.ctx)
   }
 
   pace(): Promise<void> | undefined {

@@ -89,8 +89,8 @@ export interface StagePlan {
 
 /** The counters of a stage, for stats: plain fields, incremented by the port and the kind. */
 export interface StageCounts {
-  /** Items taken from the input (counted by `take()`/`received()`). */
-  taken: number
+  /** Items taken from the input (counted by the input itself). */
+  readonly taken: number
   /** Items handed to the output (counted by `emit()`/`fill()`). */
   emitted: number
   /** Items that failed: skipped by an error policy, or the one that failed the run. */
@@ -148,7 +148,7 @@ export interface Lane {
   take(): unknown
   /** Parks until an item or DONE arrives (call only after `take()` said EMPTY); counted as starved. */
   wait(): Promise<void>
-  /** What `wait()` received: the item (counted as taken), or DONE (also once the stage has halted). */
+  /** What `wait()` received: the item, or DONE (also once the stage has halted). */
   received(): unknown
   /**
    * Takes back a `wait()` not answered yet: it resolves at once, and `received()` says EMPTY. False
