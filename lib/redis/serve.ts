@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import { setTimeout as delay } from 'node:timers/promises'
-import { isThenable } from '../_utils.js'
+import { isThenable, noop } from '../_utils.js'
 import { describeCause, RunStopped } from '../errors.js'
 import type { StageContext } from '../kinds/kind.js'
 import { checkFunction, checkMs } from '../options/check.js'
@@ -828,5 +828,3 @@ class Server implements StageWorker {
     else this.rejectClosed(this.fatal.error)
   }
 }
-
-function noop(): void {}
