@@ -7,6 +7,7 @@ import { noop } from './_utils.js'
 import { drain } from './engine/consumer.js'
 import { type Execution, RUNNING } from './engine/execution.js'
 import { type RunStats, snapshot } from './engine/stats.js'
+import type { TimeTotals } from './engine/time.js'
 import { RunStopped } from './errors.js'
 import { MAX_TIMER_MS } from './options/limits.js'
 
@@ -77,6 +78,8 @@ export class Run<O> implements AsyncDisposable {
   private readonly exec: Execution
   private settled = false
   private keepAlive: ReturnType<typeof setInterval> | undefined
+  /** The time totals of the previous `stats()` (for `busyShare`). */
+  private readonly since: TimeTotals[] = []
 
   /** @internal use pipeline.start() */
   constructor(exec: Execution, options: StartOptions<O>) {
@@ -130,7 +133,7 @@ export class Run<O> implements AsyncDisposable {
 
   /** A snapshot of the run's per-stage counters (see {@link RunStats}). */
   stats(): RunStats {
-    return snapshot(this.exec)
+    return snapshot(this.exec, this.since)
   }
 
   /** `await using run = pipeline.start()` stops the run gracefully at the end of the block. */

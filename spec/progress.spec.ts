@@ -49,6 +49,7 @@ function stageStats(over: Partial<StageStats> & { name: string }): StageStats {
 /** A two-stage run's stats at `elapsedMs`, with `out` items out of the first stage. */
 function snapshot(elapsedMs: number, out: number, state: RunStats['state'] = 'running'): RunStats {
   return {
+    runId: 'r1',
     state,
     elapsedMs,
     itemsOut: Math.floor(out / 2),
@@ -80,6 +81,7 @@ function snapshot(elapsedMs: number, out: number, state: RunStats['state'] = 'ru
 describe('formatStats', () => {
   test('renders a summary line and an aligned row per stage', () => {
     const text = formatStats({
+      runId: 'r1',
       state: 'done',
       elapsedMs: 2614,
       itemsOut: 1,

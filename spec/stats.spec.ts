@@ -1,8 +1,10 @@
 import fc from 'fast-check'
 import { afterEach, describe, expect, test, vi } from 'vitest'
 import { Channel } from '../lib/channel/bounded.js'
-import type { Execution } from '../lib/engine/execution.js'
+import { drain } from '../lib/engine/consumer.js'
+import { Execution } from '../lib/engine/execution.js'
 import { SAMPLE_MASK, StageRun } from '../lib/engine/stage-run.js'
+import { snapshot } from '../lib/engine/stats.js'
 import {
   batch,
   feed,
@@ -602,5 +604,46 @@ describe('adaptive timing', () => {
     for (let i = 0; i < 20; i++) g.sampling((t += 0.001))
     for (let i = 0; i < 20; i++) g.sampling((t += 5)) // 5 ms apart
     expect(g.sampleMask).toBe(0)
+  })
+})
+
+describe('watchers of a run', () => {
+  test('a run has one id in every snapshot, and another run another', async () => {
+    const ids = new Set<string>()
+    const p = pipe(
+      numbers(3),
+      mapStage((n: number) => n),
+    )
+    await p.toArray({ onProgress: (s) => ids.add(s.runId) })
+    expect(ids.size).toBe(1)
+    await p.toArray({ onProgress: (s) => ids.add(s.runId) })
+    expect(ids.size).toBe(2)
+    const run = p.start()
+    await run.done
+    expect(run.stats().runId).toMatch(/^[0-9a-f]{8}$/)
+  })
+
+  test('several watchers each get their calls, once more at the end, until they stop watching', async () => {
+    const gate = defer()
+    const exec = new Execution(
+      pipe(
+        numbers(2),
+        mapStage(async (n: number) => {
+          if (n === 1) await gate.promise
+          return n
+        }),
+      ).plan,
+      { accounting: true },
+    )
+    const a: string[] = []
+    const b: string[] = []
+    exec.watch((r) => a.push(snapshot(r).state), 1_000_000)
+    const stopB = exec.watch((r) => b.push(snapshot(r).state), 1_000_000)
+    stopB()
+    const done = drain(exec, () => {})
+    gate.resolve()
+    await done
+    expect(a).toEqual(['done'])
+    expect(b).toEqual([])
   })
 })

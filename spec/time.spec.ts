@@ -8,7 +8,7 @@ import { describe, expect, test } from 'vitest'
 import { drain } from '../lib/engine/consumer.js'
 import { Execution } from '../lib/engine/execution.js'
 import { snapshot } from '../lib/engine/stats.js'
-import { TimeBook } from '../lib/engine/time.js'
+import { TimeBook, type TimeTotals } from '../lib/engine/time.js'
 import { batch, flatMap, mapStage, type Pipeline, pipe, type StageStats, stage } from '../lib/index.js'
 import { numbers, recordUnhandledRejections } from './helpers/instruments.js'
 
@@ -244,11 +244,36 @@ describe('time accounting in a run', () => {
     const done = drain(exec, () => {})
     await new Promise((r) => setImmediate(r))
     c.now += 10
-    expect(snapshot(exec).stages[0]!.busyShare).toBe(1) // holding item 1 all along
+    const since: TimeTotals[] = []
+    expect(snapshot(exec, since).stages[0]!.busyShare).toBe(1) // holding item 1 all along
     gate()
     await done
     c.now += 10
-    expect(snapshot(exec).stages[0]!.busyShare).toBe(0) // exited: no unit time at all since
+    expect(snapshot(exec, since).stages[0]!.busyShare).toBe(0) // exited: no unit time at all since
+  })
+
+  test('each watcher gets busyShare since its own previous snapshot', async () => {
+    const c = fakeClock()
+    let gate!: () => void
+    const held = new Promise<void>((r) => {
+      gate = r
+    })
+    const one = mapStage(async (n: number) => {
+      await held
+      return n
+    })
+    const exec = new Execution(pipe([0], one).plan, { clock: c.read, accounting: true })
+    const done = drain(exec, () => {})
+    await new Promise((r) => setImmediate(r))
+    const a: TimeTotals[] = []
+    c.now += 10
+    expect(snapshot(exec, a).stages[0]!.busyShare).toBe(1)
+    gate()
+    await done
+    c.now += 10
+    // the watcher that looked at 10 ms sees no unit time since; one that never looked sees it all
+    expect(snapshot(exec, a).stages[0]!.busyShare).toBe(0)
+    expect(snapshot(exec, []).stages[0]!.busyShare).toBe(1)
   })
 
   test('a run whose stats nobody can read keeps no time book', async () => {

@@ -6,6 +6,8 @@
  * forward only: running -> done | failed | stopped, and every transition is idempotent.
  * @module
  */
+
+import { noop } from '../_utils.js'
 import { Channel } from '../channel/bounded.js'
 import { HandoverTurn } from '../channel/handover.js'
 import { DONE, EMPTY, type Inlet } from '../channel/inlet.js'
@@ -19,6 +21,12 @@ import { Pace } from './pace.js'
 import { emptyInlet, openSource, type Source } from './source.js'
 import { StageRun } from './stage-run.js'
 import type { Clock } from './time.js'
+
+/** One watcher of a run (see Execution.watch). */
+interface Watcher {
+  readonly report: (run: Execution) => void
+  readonly timer: ReturnType<typeof setInterval>
+}
 
 export const RUNNING = 0
 export const FINISHED = 1
@@ -66,12 +74,14 @@ export class Execution {
   private source: Inlet<unknown> = emptyInlet
   private signal: AbortSignal | undefined
   private settleWaiters: (() => void)[] = []
-  private progressTimer: ReturnType<typeof setInterval> | undefined
-  private onProgress: ((run: Execution) => void) | undefined
+  /** What watches the run (onProgress, a report, a dashboard...): each called on its interval and once at the end. */
+  private readonly watchers = new Set<Watcher>()
   private readonly onAbort = (): void => {
     this.stop(this.signal!.reason, true)
   }
 
+  /** The run's id: stats, reports and dashboards name the run by it. */
+  readonly id: string = globalThis.crypto.randomUUID().slice(0, 8)
   /** When the run started (performance.now()). */
   readonly startedAt = performance.now()
   /** When the run ended, if it has. */
@@ -219,26 +229,31 @@ export class Execution {
   }
 
   /**
-   * Calls `report` every `intervalMs` while the run lives, and once more when it ends. The timer
-   * is unref'd (it never keeps a process alive) and cleared when the run ends.
+   * Calls `report` every `intervalMs` while the run lives, and once more when it ends; a run can
+   * have several watchers. The timer is unref'd (it never keeps a process alive) and cleared when
+   * the run ends. `report` must not throw (a watcher catches its own errors). Returns a function
+   * that stops watching, without the final call.
    */
-  watch(report: (run: Execution) => void, intervalMs: number): void {
+  watch(report: (run: Execution) => void, intervalMs: number): () => void {
     if (this.state !== RUNNING) {
       report(this)
-      return
+      return noop
     }
-    this.onProgress = report
-    this.progressTimer = setInterval(() => report(this), intervalMs)
-    this.progressTimer.unref()
+    const timer = setInterval(() => report(this), intervalMs)
+    timer.unref()
+    const w: Watcher = { report, timer }
+    this.watchers.add(w)
+    return () => {
+      clearInterval(timer)
+      this.watchers.delete(w)
+    }
   }
 
   private stopProgress(): void {
-    if (this.progressTimer === undefined) return
-    clearInterval(this.progressTimer)
-    this.progressTimer = undefined
-    const report = this.onProgress!
-    this.onProgress = undefined
-    report(this)
+    const watchers = [...this.watchers]
+    this.watchers.clear()
+    for (const w of watchers) clearInterval(w.timer)
+    for (const w of watchers) w.report(this)
   }
 
   stageFinished(index: number): void {

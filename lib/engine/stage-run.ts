@@ -16,7 +16,7 @@ import type { Lane, MapFn, StageContext, StagePlan, StagePort } from '../kinds/k
 import type { Execution } from './execution.js'
 import { fuse } from './fusion.js'
 import { CHECK_EVERY } from './pace.js'
-import { BLOCKED, STARVED, TimeBook, type TimeTotals, type UnitState, WORKING } from './time.js'
+import { BLOCKED, STARVED, TimeBook, type UnitState, WORKING } from './time.js'
 
 /**
  * The most items between two timed ones is SAMPLE_MASK + 1. Timing an item costs two clock reads
@@ -65,8 +65,6 @@ export class StageRun implements StagePort {
   /** How many of those calls were timed, and their time by the index of the stage that made them. */
   fusedTimed = 0
   fusedMsBy: Float64Array | undefined = undefined
-  /** The time totals of the run's previous snapshot (for `busyShare`). */
-  lastShare: TimeTotals = { workingMs: 0, starvedMs: 0, blockedMs: 0 }
   private lanes = 0
 
   constructor(

@@ -68,8 +68,8 @@ export interface StageStats {
   /** Worker-milliseconds spent blocked: holding a result with no room downstream (downstream is the limit). */
   readonly blockedMs: number
   /**
-   * The share of the stage's unit time spent working since the previous snapshot of the run (from
-   * 0 to 1; since the run started, for the first snapshot).
+   * The share of the stage's unit time spent working since the previous snapshot taken by the same
+   * watcher (`onProgress`, or `run.stats()`), from 0 to 1; since the run started, for the first.
    */
   readonly busyShare: number
 }
@@ -86,6 +86,8 @@ export interface StageStats {
  * ```
  */
 export interface RunStats {
+  /** The run's id, the same in every snapshot of one run (reports and dashboards name runs by it). */
+  readonly runId: string
   /** `running`, `done`, `failed` or `stopped`. */
   readonly state: 'running' | 'done' | 'failed' | 'stopped'
   /** Milliseconds since the run started (until it ended, once it has). */
@@ -140,12 +142,12 @@ function timeOf(stages: readonly StageRun[]): TimeTotals[] {
   return t
 }
 
-function stageStats(s: StageRun, time: TimeTotals, elapsedMs: number): StageStats {
+const ZERO: TimeTotals = { workingMs: 0, starvedMs: 0, blockedMs: 0 }
+
+function stageStats(s: StageRun, time: TimeTotals, prev: TimeTotals, elapsedMs: number): StageStats {
   const out = s.output as unknown as { length?: number; capacity?: number }
-  const prev = s.lastShare
   const dw = time.workingMs - prev.workingMs
   const dall = dw + (time.starvedMs - prev.starvedMs) + (time.blockedMs - prev.blockedMs)
-  s.lastShare = time
   return {
     name: s.name,
     workers: s.plan.workers,
@@ -172,16 +174,17 @@ function clamp01(x: number): number {
   return Math.min(1, Math.max(0, x))
 }
 
-/** Takes a snapshot of a run. @internal */
-export function snapshot(run: Execution): RunStats {
+/**
+ * Takes a snapshot of a run. `since` holds the time totals of the previous snapshot of whoever takes
+ * this one (each watcher of a run has its own, so that `busyShare` is the share since its own last
+ * look); it is updated in place. @internal
+ */
+export function snapshot(run: Execution, since: TimeTotals[] = []): RunStats {
   const elapsedMs = (run.endedAt ?? performance.now()) - run.startedAt
   const time = timeOf(run.stages)
-  return {
-    state: STATE_NAMES[run.state],
-    elapsedMs,
-    itemsOut: run.delivered,
-    stages: run.stages.map((s, i) => stageStats(s, time[i]!, elapsedMs)),
-  }
+  const stages = run.stages.map((s, i) => stageStats(s, time[i]!, since[i] ?? ZERO, elapsedMs))
+  for (let i = 0; i < time.length; i++) since[i] = time[i]!
+  return { runId: run.id, state: STATE_NAMES[run.state], elapsedMs, itemsOut: run.delivered, stages }
 }
 
 /** Reports snapshots of `run` to `onProgress`; a throwing callback fails the run. @internal */
@@ -199,10 +202,11 @@ export function watchProgress(
     if (run.state === RUNNING) run.fail(err, 'onProgress', 0, undefined)
     else process.emitWarning(`stageline: onProgress threw after the run ended: ${describeCause(err)}`)
   }
+  const since: TimeTotals[] = []
   run.watch((r) => {
     if (threw) return
     try {
-      const p = onProgress(snapshot(r))
+      const p = onProgress(snapshot(r, since))
       // not awaited (a slow callback does not hold the run up), but its rejection is not left unhandled
       if (isThenable(p)) p.then(undefined, failed)
     } catch (err) {
