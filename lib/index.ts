@@ -3,13 +3,14 @@
  * @module stageline
  */
 
+export type { WorkersEvent } from './engine/execution.js'
 export type { Source, SourceItem } from './engine/source.js'
 export type { RunStats, StageStats } from './engine/stats.js'
 export { describeCause, RunStopped, TaskException, TimeoutError } from './errors.js'
 export { DEFAULT_FEED_CAPACITY, Feed, FeedClosedError, type FeedOptions, feed } from './feed.js'
 export { type BatchOptions, batch, type ResolvedBatchOptions } from './kinds/batch.js'
 export { filter } from './kinds/filter.js'
-export { flatMap } from './kinds/flat-map.js'
+export { type FlatMapOptions, flatMap } from './kinds/flat-map.js'
 export { stage } from './kinds/generator.js'
 export type { StageContext } from './kinds/kind.js'
 export {
@@ -31,7 +32,7 @@ export {
   MAX_WORKERS,
   SETTLE_GRACE_MS,
 } from './options/limits.js'
-export type { ResolvedStageOptions, StageOptions } from './options/stage.js'
+export type { ResolvedStageOptions, StageOptions, Tuning, WorkersOption } from './options/stage.js'
 export { Pipeline, pipe, type RunOptions } from './pipeline.js'
 export type { Run, StartOptions } from './run.js'
 export { skip } from './skip.js'

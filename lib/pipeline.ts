@@ -4,9 +4,9 @@
  * @module
  */
 import { drain, Results } from './engine/consumer.js'
-import { Execution, type RunPlan } from './engine/execution.js'
+import { Execution, type RunPlan, type WorkersEvent } from './engine/execution.js'
 import { isAsyncIterable, isIterable, type Source, type SourceItem } from './engine/source.js'
-import { type RunStats, watchProgress } from './engine/stats.js'
+import { type RunStats, watchProgress, watchWorkers } from './engine/stats.js'
 import { abortSignal, boolean, fn, got, integer, type Schema, validateOptions } from './options/check.js'
 import { MAX_TIMER_MS } from './options/limits.js'
 import { Run, type StartOptions } from './run.js'
@@ -36,6 +36,12 @@ export interface RunOptions {
    */
   onProgress?: (stats: RunStats) => unknown
   /**
+   * Called with every change of a stage's number of workers: by the tuner of a `workers: 'auto'`
+   * stage (with its reason), or by `run.setWorkers()`. If it throws or rejects, the run fails with a
+   * TaskException (stage `"onWorkers"`).
+   */
+  onWorkers?: (event: WorkersEvent) => unknown
+  /**
    * Milliseconds between `onProgress` calls.
    * @default 1000
    */
@@ -51,6 +57,7 @@ export interface RunOptions {
 const RUN_SCHEMA: Schema = {
   signal: abortSignal,
   onProgress: fn,
+  onWorkers: fn,
   progressInterval: integer(1, MAX_TIMER_MS),
   collectInput: boolean,
 }
@@ -72,6 +79,7 @@ function openRun(plan: RunPlan, where: string, options: unknown, schema = RUN_SC
   const accounting = o.onProgress !== undefined || schema === START_SCHEMA
   const exec = new Execution(plan, { signal: o.signal, collectInput: o.collectInput, accounting })
   if (o.onProgress !== undefined) watchProgress(exec, o.onProgress, o.progressInterval ?? 1000)
+  if (o.onWorkers !== undefined) watchWorkers(exec, o.onWorkers)
   return exec
 }
 

@@ -10,6 +10,7 @@ import { type RunStats, snapshot } from './engine/stats.js'
 import type { TimeTotals } from './engine/time.js'
 import { RunStopped } from './errors.js'
 import { MAX_TIMER_MS } from './options/limits.js'
+import { type Tuning, type WorkersOption, workersOrTuning } from './options/stage.js'
 
 /**
  * Options of `pipeline.start()`.
@@ -129,6 +130,52 @@ export class Run<O> implements AsyncDisposable {
   async abort(reason: unknown = new RunStopped('the run was aborted')): Promise<void> {
     this.exec.stop(reason, true)
     await this.done.then(noop, noop)
+  }
+
+  /**
+   * Sets how many workers a stage runs from now on, effective at once: a number (the stage stops
+   * tuning itself), or `'auto'` / `{ min, max }` (it tunes itself within those bounds). Growing
+   * starts workers; shrinking retires some, each after the item it holds. Throws for a stage name
+   * the pipeline does not have (or has twice), a stage whose kind keeps its workers (a generator
+   * stage, `batch()`, a Redis stage), or a run that has ended.
+   *
+   * @example
+   * ```ts
+   * import { feed, mapStage, pipe } from 'stageline'
+   * const input = feed<number>()
+   * const run = pipe(input, mapStage(async (n: number) => n, { name: 'fetch', workers: 2 })).start()
+   * run.setWorkers('fetch', 8) // busier now
+   * run.setWorkers('fetch', 'auto') // let it find its own number
+   * input.end()
+   * await run.done
+   * ```
+   */
+  setWorkers(stage: string, workers: WorkersOption): void {
+    const where = 'run.setWorkers()'
+    const found = this.exec.stages.filter((s) => s.name === stage)
+    if (found.length !== 1) {
+      const names = this.exec.stages.map((s) => JSON.stringify(s.name)).join(', ')
+      throw new TypeError(
+        `${where}: ${found.length === 0 ? 'no stage is named' : 'more than one stage is named'} ${JSON.stringify(stage)}; the stages are ${names}`,
+      )
+    }
+    const s = found[0]!
+    const checked = workersOrTuning(where, 'workers', workers)
+    if (s.plan.worker === undefined) {
+      throw new TypeError(
+        `${where}: stage ${JSON.stringify(stage)} keeps its workers while it runs (a generator, batch or Redis stage)`,
+      )
+    }
+    if (this.exec.state !== RUNNING || s.live === 0) {
+      throw new TypeError(`${where}: stage ${JSON.stringify(stage)} has ended`)
+    }
+    if (typeof checked === 'number') {
+      s.untune()
+      s.resize(checked, 'set by run.setWorkers()')
+    } else {
+      const t = checked as Tuning
+      s.tune(t.min, t.max)
+    }
   }
 
   /** A snapshot of the run's per-stage counters (see {@link RunStats}). */

@@ -42,6 +42,7 @@ function stageStats(over: Partial<StageStats> & { name: string }): StageStats {
     starvedMs: 0,
     blockedMs: 0,
     busyShare: 0,
+    tuning: 'fixed',
     ...over,
   }
 }

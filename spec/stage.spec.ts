@@ -113,7 +113,13 @@ describe('bad stage options', () => {
   const cases: [string, unknown, typeof TypeError | typeof RangeError, RegExp][] = [
     ['workers', 0, RangeError, /`workers` to be an integer from 1 to 10000, got 0 \(number\)/],
     ['workers', 1.5, RangeError, /`workers` to be an integer from 1 to 10000, got 1\.5 \(number\)/],
-    ['workers', '4', TypeError, /`workers` to be an integer from 1 to 10000, got "4" \(string\)/],
+    // a map stage's workers may also be 'auto' or { min, max }, and its message says so
+    [
+      'workers',
+      '4',
+      TypeError,
+      /`workers` to be an integer from 1 to 10000(, 'auto' or \{ min, max \})?, got "4" \(string\)/,
+    ],
     ['workers', Number.NaN, TypeError, /`workers` to be an integer from 1 to 10000, got NaN \(number\)/],
     ['workers', -2, RangeError, /`workers`.*got -2 \(number\)/],
     ['workers', Number.POSITIVE_INFINITY, RangeError, /`workers`.*got Infinity \(number\)/],

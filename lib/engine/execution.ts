@@ -22,6 +22,32 @@ import { emptyInlet, openSource, type Source } from './source.js'
 import { StageRun } from './stage-run.js'
 import type { Clock } from './time.js'
 
+/**
+ * A change of a stage's number of workers: by its tuner (`workers: 'auto'`), or by
+ * `run.setWorkers()`.
+ *
+ * @example
+ * ```ts
+ * import { mapStage, pipe, type WorkersEvent } from 'stageline'
+ * const changes: WorkersEvent[] = []
+ * const fetchOne = mapStage(async (n: number) => n, { workers: 'auto', name: 'fetch' })
+ * await pipe([1, 2, 3], fetchOne).toArray({ onWorkers: (e) => changes.push(e) })
+ * for (const e of changes) console.log(`${e.stage}: ${e.from} -> ${e.to} (${e.reason})`)
+ * ```
+ */
+export interface WorkersEvent {
+  /** The stage's name, and its 0-based position. */
+  readonly stage: string
+  readonly index: number
+  /** Workers before and after. */
+  readonly from: number
+  readonly to: number
+  /** Why, in one sentence. */
+  readonly reason: string
+  /** Milliseconds since the run started. */
+  readonly atMs: number
+}
+
 /** One watcher of a run (see Execution.watch). */
 interface Watcher {
   readonly report: (run: Execution) => void
@@ -65,8 +91,10 @@ export class Execution {
   readonly stages: StageRun[] = []
   readonly output: Inlet<unknown>
   readonly clock: Clock
-  /** The stages keep time books (see ExecutionOptions.accounting). */
-  readonly accounting: boolean
+  /** The stages keep time books (see ExecutionOptions.accounting); always with a tuned stage. */
+  accounting: boolean
+  /** Told every change of a stage's workers (the run option `onWorkers`). */
+  private readonly workerWatchers: ((e: WorkersEvent) => void)[] = []
   /** The turn of the event loop that bounds this run's lazy hand-overs. */
   readonly turn = new HandoverTurn()
   /** When this run last gave the event loop a turn. */
@@ -131,6 +159,8 @@ export class Execution {
       inlet = out
     }
     this.output = inlet
+    // a tuned stage's controller reads its time: such a run keeps time books whoever reads stats
+    if (plans.some((p) => p.tuning !== undefined)) this.accounting = true
     // stage fusion: a worker of an unordered stage may call the next stage's function itself when
     // that stage is a plain map stage with an idle worker (fusion.ts)
     for (let i = 1; i < plans.length; i++) {
@@ -171,7 +201,28 @@ export class Execution {
     for (let i = this.stages.length - 1; i >= 0 && this.state === RUNNING; i--) {
       const s = this.stages[i]!
       s.plan.start(s)
+      const t = s.plan.tuning
+      if (t !== undefined && this.state === RUNNING) s.tune(t.min, t.max)
     }
+  }
+
+  /** Calls `watch` with every change of a stage's workers from now on. */
+  onWorkers(watch: (e: WorkersEvent) => void): void {
+    this.workerWatchers.push(watch)
+  }
+
+  /** A stage now runs `to` workers instead of `from`, for `reason`. */
+  workersChanged(stage: StageRun, from: number, to: number, reason: string): void {
+    if (this.workerWatchers.length === 0) return
+    const e: WorkersEvent = {
+      stage: stage.name,
+      index: stage.index,
+      from,
+      to,
+      reason,
+      atMs: performance.now() - this.startedAt,
+    }
+    for (const w of this.workerWatchers) w(e)
   }
 
   /** Collect-first mode: reads the whole source into `into`, then closes it. */

@@ -13,10 +13,24 @@ import { DONE, EMPTY, type Inlet, SKIP } from '../channel/inlet.js'
 import type { OrderedChannel } from '../channel/reorder.js'
 import { Waiter } from '../channel/waiter.js'
 import type { Lane, MapFn, StageContext, StagePlan, StagePort } from '../kinds/kind.js'
+import { MAX_WORKERS } from '../options/limits.js'
 import type { Execution } from './execution.js'
 import { fuse } from './fusion.js'
 import { CHECK_EVERY } from './pace.js'
-import { BLOCKED, STARVED, TimeBook, type UnitState, WORKING } from './time.js'
+import { BLOCKED, STARVED, TimeBook, type TimeTotals, type UnitState, WORKING } from './time.js'
+import { Tuner } from './tuner.js'
+
+/** How often a `workers: 'auto'` stage's tuner looks at what the stage measured. */
+export const TUNE_MS = 50
+
+/** What a stage's tuner read at the end of a window. */
+interface TuneMark extends TimeTotals {
+  at: number
+  done: number
+  failures: number
+  timed: number
+  timeSum: number
+}
 
 /**
  * The most items between two timed ones is SAMPLE_MASK + 1. Timing an item costs two clock reads
@@ -65,7 +79,15 @@ export class StageRun implements StagePort {
   /** How many of those calls were timed, and their time by the index of the stage that made them. */
   fusedTimed = 0
   fusedMsBy: Float64Array | undefined = undefined
-  private lanes = 0
+  /** The workers the stage runs now (lanes retiring after their item are not counted). */
+  private target: number
+  /** Lanes running, to choose which to retire when the stage shrinks. */
+  private readonly running = new Set<WorkerLane>()
+  /** Worker indexes of lanes that ended, given again to lanes that start, lowest first. */
+  private readonly freeIndexes: number[] = []
+  private nextIndex = 0
+  /** The controller of a `workers: 'auto'` stage, and its timer; undefined for a fixed stage. */
+  tuning: { tuner: Tuner; timer: ReturnType<typeof setInterval>; last: TuneMark } | undefined
 
   constructor(
     readonly exec: Execution,
@@ -76,6 +98,7 @@ export class StageRun implements StagePort {
     readonly output: Channel<unknown> | OrderedChannel<unknown>,
   ) {
     this.book = new TimeBook(exec.clock)
+    this.target = plan.workers
     // every worker may hand ctx.signal to an API that listens on it (fetch, timers): that is
     // `workers` listeners, not a leak, so the warning threshold grows with the stage
     setMaxListeners(Math.max(10, plan.workers * 4), this.ctl.signal)
@@ -93,8 +116,9 @@ export class StageRun implements StagePort {
     return this.ctl.signal
   }
 
+  /** The workers the stage runs now: its plan's, until it is resized (by its tuner, or run.setWorkers()). */
   get workers(): number {
-    return this.plan.workers
+    return this.target
   }
 
   /** The context a worker's function receives. */
@@ -104,10 +128,99 @@ export class StageRun implements StagePort {
 
   lane(): WorkerLane {
     const counted = this.exec.accounting && this.plan.countsUnits !== true
-    const lane = new WorkerLane(this, this.lanes++, counted)
+    const index = this.freeIndexes.length > 0 ? this.freeIndexes.shift()! : this.nextIndex++
+    const lane = new WorkerLane(this, index, counted)
     this.live++
+    this.running.add(lane)
     if (counted) this.book.start()
     return lane
+  }
+
+  /** A lane ended: its worker index is free for a lane that starts later (the lowest is given first). */
+  private laneEnded(lane: WorkerLane): void {
+    this.running.delete(lane)
+    const free = this.freeIndexes
+    let i = free.length
+    while (i > 0 && free[i - 1]! > lane.worker) i--
+    free.splice(i, 0, lane.worker)
+  }
+
+  /**
+   * Runs `n` workers from now on (between 1 and MAX_WORKERS): starts new ones, or retires some (a
+   * worker waiting for input stops at once; a busy one finishes the item it holds, then stops).
+   * Says `reason` to the run's watchers. False, and nothing changes, where the stage cannot be
+   * resized: its kind cannot start workers mid-run, or it has ended.
+   */
+  resize(n: number, reason: string): boolean {
+    const start = this.plan.worker
+    if (start === undefined || this.halted || this.live === 0) return false
+    const to = Math.max(1, Math.min(MAX_WORKERS, n))
+    const from = this.target
+    if (to === from) return true
+    this.target = to
+    if (to > from) {
+      for (let i = from; i < to; i++) void start(this.lane())
+    } else {
+      // idle lanes first (they hold nothing), then the latest started
+      const lanes = [...this.running].filter((l) => !l.retiring)
+      lanes.sort((a, b) => Number(b.idle) - Number(a.idle) || b.worker - a.worker)
+      for (let i = 0; i < from - to; i++) lanes[i]!.retire()
+    }
+    this.exec.workersChanged(this, from, to, reason)
+    return true
+  }
+
+  /** Tunes this stage's workers between `min` and `max` from now on (`workers: 'auto'`). */
+  tune(min: number, max: number): boolean {
+    if (this.plan.worker === undefined || this.halted || this.live === 0) return false
+    this.untune()
+    const timer = setInterval(this.onTune, TUNE_MS)
+    timer.unref()
+    this.tuning = { tuner: new Tuner(min, max), timer, last: this.mark() }
+    if (this.target < min || this.target > max)
+      this.resize(Math.min(max, Math.max(min, this.target)), `bounds ${min}..${max}`)
+    return true
+  }
+
+  /** Stops tuning: the stage keeps the workers it has. */
+  untune(): void {
+    if (this.tuning === undefined) return
+    clearInterval(this.tuning.timer)
+    this.tuning = undefined
+  }
+
+  /** What the tuner reads: the stage's counters and time now. */
+  private mark(): TuneMark {
+    const t = this.book.read()
+    return {
+      at: this.exec.clock(),
+      done: this.emitted + this.skipped + this.failed,
+      failures: this.failed + this.retried,
+      timed: this.timed,
+      timeSum: this.timeSum,
+      ...t,
+    }
+  }
+
+  private readonly onTune = (): void => {
+    const t = this.tuning
+    if (t === undefined) return
+    const now = this.mark()
+    const prev = t.last
+    t.last = now
+    const unit =
+      now.workingMs + now.starvedMs + now.blockedMs - (prev.workingMs + prev.starvedMs + prev.blockedMs)
+    const timed = now.timed - prev.timed
+    const decision = t.tuner.next({
+      ms: now.at - prev.at,
+      workers: this.target,
+      done: now.done - prev.done,
+      itemMs: timed > 0 ? (now.timeSum - prev.timeSum) / timed : undefined,
+      starved: unit > 0 ? (now.starvedMs - prev.starvedMs) / unit : 0,
+      blocked: unit > 0 ? (now.blockedMs - prev.blockedMs) / unit : 0,
+      failures: now.failures - prev.failures,
+    })
+    if (decision !== undefined) this.resize(decision.workers, decision.reason)
   }
 
   spawn(n: number, loop: (lane: Lane) => unknown): void {
@@ -167,8 +280,10 @@ export class StageRun implements StagePort {
   }
 
   /** A worker finished normally. The last one closes the output: end of stream. */
-  exitLane(): void {
+  exitLane(lane?: WorkerLane): void {
+    if (lane !== undefined) this.laneEnded(lane)
     if (--this.live === 0) {
+      this.untune()
       this.lastLaneEnded()
       if (!this.halted) {
         this.output.close()
@@ -187,16 +302,21 @@ export class StageRun implements StagePort {
   }
 
   /** A worker failed on `item` (undefined where unknown): the run fails. */
-  failLane(err: unknown, worker: number, item: unknown): void {
+  failLane(err: unknown, lane: WorkerLane, item: unknown): void {
     // once halted, an error is the stop itself (a fetch given ctx.signal rejects with AbortError)
     // or comes from work nobody will read: when a later stage stopped reading, it must not fail a
     // run that is still delivering
     if (this.halted) {
-      this.exitLane()
+      this.exitLane(lane)
       return
     }
+    const worker = lane.worker
+    this.laneEnded(lane)
     if (item !== undefined) this.failed++
-    if (--this.live === 0) this.lastLaneEnded()
+    if (--this.live === 0) {
+      this.untune()
+      this.lastLaneEnded()
+    }
     this.exec.fail(err, this.name, worker, item)
     this.exec.workerExited()
   }
@@ -211,6 +331,7 @@ export class StageRun implements StagePort {
   halt(reason: unknown): void {
     if (this.halted) return
     this.halted = true
+    this.untune()
     this.input.abort()
     this.output.abort()
     this.ctl.abort(reason)
@@ -234,6 +355,10 @@ export class WorkerLane extends Waiter implements Lane {
   /** Items this lane has handled, for pacing and for sampling its calls. */
   private n = 0
   private calls = 0
+  /** The stage shrank: this lane takes no more items and ends once it holds none. */
+  retiring = false
+  /** Parked in `wait()`, holding no item. */
+  idle = false
   private readonly resumed = (): void => {
     this.stage.book.move(this.parking, WORKING)
   }
@@ -263,19 +388,29 @@ export class WorkerLane extends Waiter implements Lane {
   }
 
   take(): unknown {
-    return this.input.poll(this)
+    return this.retiring ? DONE : this.input.poll(this)
   }
 
   wait(): Promise<void> {
     this.parking = STARVED
+    this.idle = true
     return this.input.wait(this)
+  }
+
+  /** The stage shrank: this lane ends, at once if it waits for input, else after its item. */
+  retire(): void {
+    this.retiring = true
+    if (this.idle) this.cancel()
   }
 
   received(): unknown {
     const x = this.item
     this.item = undefined
+    this.idle = false
     // an item handed over just before the stage halted is not worked on: nobody will read its result
     if (this.stage.halted) return DONE
+    // a lane retired while it waited ends; one that was handed an item first works on it
+    if (x === EMPTY && this.retiring) return DONE
     return x
   }
 
@@ -326,12 +461,12 @@ export class WorkerLane extends Waiter implements Lane {
 
   exit(): void {
     this.leaveBook()
-    this.stage.exitLane()
+    this.stage.exitLane(this)
   }
 
   fail(err: unknown, item: unknown): void {
     this.leaveBook()
-    this.stage.failLane(err, this.worker, item)
+    this.stage.failLane(err, this, item)
   }
 
   /** The lane ends: it leaves the time book (a kind that counts its units leaves with its last lane). */

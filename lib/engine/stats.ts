@@ -5,7 +5,7 @@
  */
 import { isThenable } from '../_utils.js'
 import { describeCause } from '../errors.js'
-import { type Execution, FAILED, FINISHED, RUNNING, STOPPED } from './execution.js'
+import { type Execution, FAILED, FINISHED, RUNNING, STOPPED, type WorkersEvent } from './execution.js'
 import type { StageRun } from './stage-run.js'
 import type { TimeTotals } from './time.js'
 
@@ -25,10 +25,12 @@ export interface StageStats {
   /** The stage's name. */
   readonly name: string
   /**
-   * The stage's concurrency units: its workers (map and generator stages), its threads (thread
-   * stages), or its in-flight slots (`capacity` of a Redis stage).
+   * The stage's concurrency units now: its workers (map and generator stages), its threads (thread
+   * stages), or its in-flight slots (`capacity` of a Redis stage). A tuned stage's moves.
    */
   readonly workers: number
+  /** `'auto'` while the stage's workers tune themselves, `'fixed'` otherwise. */
+  readonly tuning: 'auto' | 'fixed'
   /**
    * Units working right now: a worker holding an item (running its function, waiting for a retry,
    * a rate limit or a `limit` slot), running `init`/`dispose`, or a generator stage's function
@@ -150,7 +152,8 @@ function stageStats(s: StageRun, time: TimeTotals, prev: TimeTotals, elapsedMs: 
   const dall = dw + (time.starvedMs - prev.starvedMs) + (time.blockedMs - prev.blockedMs)
   return {
     name: s.name,
-    workers: s.plan.workers,
+    workers: s.workers,
+    tuning: s.tuning === undefined ? 'fixed' : 'auto',
     busy: s.book.working,
     bound: s.plan.bound,
     in: s.taken,
@@ -213,4 +216,24 @@ export function watchProgress(
       failed(err)
     }
   }, intervalMs)
+}
+
+/** Reports every change of a stage's workers to `onWorkers`; a throwing or rejecting one fails the run. @internal */
+export function watchWorkers(run: Execution, onWorkers: (e: WorkersEvent) => unknown): void {
+  let threw = false
+  const failed = (err: unknown): void => {
+    if (threw) return
+    threw = true
+    if (run.state === RUNNING) run.fail(err, 'onWorkers', 0, undefined)
+    else process.emitWarning(`stageline: onWorkers threw after the run ended: ${describeCause(err)}`)
+  }
+  run.onWorkers((e) => {
+    if (threw) return
+    try {
+      const p = onWorkers(e)
+      if (isThenable(p)) p.then(undefined, failed)
+    } catch (err) {
+      failed(err)
+    }
+  })
 }

@@ -13,30 +13,62 @@ import {
 } from '../_utils.js'
 import { checkFunction, got, validateOptions } from '../options/check.js'
 import { DEFAULT_QSIZE } from '../options/limits.js'
-import { type ResolvedStageOptions, STAGE_SCHEMA, type StageOptions } from '../options/stage.js'
+import {
+  applyWorkers,
+  type ResolvedStageOptions,
+  STAGE_SCHEMA,
+  type StageOptions,
+  type WorkersOption,
+  workersOrTuning,
+} from '../options/stage.js'
 import { Stage } from '../stage.js'
 import { DONE, EMPTY, type Lane, type MapFn, type StageContext, type StageKind } from './kind.js'
+
+/**
+ * Options of {@link flatMap}: the common stage options, with `workers` that may tune themselves.
+ *
+ * @example
+ * ```ts
+ * import { type FlatMapOptions, flatMap, pipe } from 'stageline'
+ * const options: FlatMapOptions = { workers: 'auto', name: 'expand' }
+ * console.log(await pipe([2], flatMap(async (n: number) => [n, n], options)).toArray()) // [ 2, 2 ]
+ * ```
+ */
+export interface FlatMapOptions extends Omit<StageOptions, 'workers'> {
+  /** A number of workers, or `'auto'`/`{ min, max }` for workers that tune themselves. @default 1 */
+  workers?: WorkersOption
+}
 
 function flatMapKind(fn: MapFn): StageKind<ResolvedStageOptions> {
   return {
     factory: 'flatMap',
     resolve(where, base, options) {
-      const o = { ...base, ...validateOptions(where, options, STAGE_SCHEMA) } as ResolvedStageOptions
-      if (o.ordered && o.workers > 1) {
+      const { workers, ...given } = validateOptions(where, options, {
+        ...STAGE_SCHEMA,
+        workers: workersOrTuning,
+      })
+      const o = { ...base, ...given } as ResolvedStageOptions
+      applyWorkers(o, workers)
+      if (o.ordered && (o.workers > 1 || o.tuning !== undefined)) {
         throw new TypeError(
           `${where}: \`ordered: true\` needs \`workers: 1\` (got workers: ${o.workers}); with one worker outputs keep input order anyway`,
         )
       }
       return o
     },
-    plan: (o) => ({
-      workers: o.workers,
-      bound: o.workers,
-      qsize: o.qsize,
-      // one worker keeps order by itself: its output is not reordered
-      ordered: false,
-      start: (port) => port.spawn(o.workers, (lane) => flatMapLoop(lane, fn)),
-    }),
+    plan: (o) => {
+      const worker = (lane: Lane): Promise<void> => flatMapLoop(lane, fn)
+      return {
+        workers: o.workers,
+        bound: o.tuning?.max ?? o.workers,
+        qsize: o.qsize,
+        // one worker keeps order by itself: its output is not reordered
+        ordered: false,
+        worker,
+        tuning: o.tuning,
+        start: (port) => port.spawn(o.workers, worker),
+      }
+    },
   }
 }
 
@@ -57,8 +89,8 @@ export function flatMap<I, O>(
     item: I,
     ctx: StageContext,
   ) => Iterable<O> | AsyncIterable<O> | PromiseLike<Iterable<O> | AsyncIterable<O>>,
-  options?: StageOptions,
-): Stage<I, O, StageOptions> {
+  options?: FlatMapOptions,
+): Stage<I, O, FlatMapOptions> {
   checkFunction('flatMap()', 'fn', fn)
   const kind = flatMapKind(fn as MapFn)
   const o = kind.resolve(
@@ -67,7 +99,7 @@ export function flatMap<I, O>(
     options,
   )
   o.name ??= fn.name || undefined
-  return new Stage<I, O, StageOptions>(kind, o)
+  return new Stage<I, O, FlatMapOptions>(kind, o)
 }
 
 async function flatMapLoop(lane: Lane, fn: MapFn): Promise<void> {

@@ -6,7 +6,7 @@
 import { closeQuietly, isThenable, iteratorResult, noop, openIterator } from '../_utils.js'
 import { checkFunction, validateOptions } from '../options/check.js'
 import { DEFAULT_QSIZE } from '../options/limits.js'
-import { type ResolvedStageOptions, STAGE_SCHEMA, type StageOptions } from '../options/stage.js'
+import { fixedWorkers, type ResolvedStageOptions, STAGE_SCHEMA, type StageOptions } from '../options/stage.js'
 import { Stage } from '../stage.js'
 import { DONE, EMPTY, type Lane, type StageContext, type StageKind, type StagePlan } from './kind.js'
 
@@ -188,11 +188,18 @@ const GEN_DEFAULTS: ResolvedStageOptions = {
   name: undefined,
 }
 
+const GEN_SCHEMA = {
+  ...STAGE_SCHEMA,
+  workers: fixedWorkers(
+    'a generator stage: retiring one of its workers would end its input, so an aggregating generator would emit partial results',
+  ),
+}
+
 function generatorKind(fn: GenFn): StageKind<ResolvedStageOptions> {
   return {
     factory: 'stage',
     resolve(where, base, options) {
-      const o = { ...base, ...validateOptions(where, options, STAGE_SCHEMA) } as ResolvedStageOptions
+      const o = { ...base, ...validateOptions(where, options, GEN_SCHEMA) } as ResolvedStageOptions
       if (o.ordered && o.workers > 1) {
         throw new TypeError(
           `${where}: \`ordered: true\` needs \`workers: 1\` on a generator stage (got workers: ${o.workers}); ` +

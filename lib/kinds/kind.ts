@@ -83,6 +83,14 @@ export interface StagePlan {
    * their time from where they park.
    */
   readonly countsUnits?: boolean
+  /**
+   * One worker's loop, for a kind whose number of workers may change while it runs: the port
+   * starts more of them, and retires some (a retired lane's `take()` says DONE), when the stage is
+   * tuned (`tuning`) or resized by `run.setWorkers()`. Kinds without it keep their workers.
+   */
+  readonly worker?: (lane: Lane) => unknown
+  /** Set for `workers: 'auto'`: the bounds the stage's tuner keeps its workers within. */
+  readonly tuning?: { readonly min: number; readonly max: number }
   /** Starts the stage's workers. Called once per run, after every stage of the run exists. */
   start(port: StagePort): void
 }
@@ -109,7 +117,7 @@ export interface StagePort extends StageCounts {
   readonly signal: AbortSignal
   /** True once the stage must stop (then `take()` says DONE and emits are dropped). */
   readonly halted: boolean
-  /** Concurrency units, as planned. */
+  /** Concurrency units now: as planned, until the stage is tuned or resized. */
   readonly workers: number
   /**
    * Starts a worker and returns its lane (lanes are numbered 0, 1, ... in the order they start).

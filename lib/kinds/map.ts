@@ -13,10 +13,17 @@ import {
   validateOptions,
 } from '../options/check.js'
 import { DEFAULT_QSIZE } from '../options/limits.js'
-import { type ResolvedStageOptions, STAGE_SCHEMA, type StageOptions } from '../options/stage.js'
+import {
+  applyWorkers,
+  type ResolvedStageOptions,
+  STAGE_SCHEMA,
+  type StageOptions,
+  type WorkersOption,
+  workersOrTuning,
+} from '../options/stage.js'
 import type { skip } from '../skip.js'
 import { Stage } from '../stage.js'
-import type { MapFn, StageContext, StageKind, StagePlan } from './kind.js'
+import type { Lane, MapFn, StageContext, StageKind, StagePlan } from './kind.js'
 import { mapLoop, orderedMapLoop } from './map-loops.js'
 import { type Limiter, type MapContext, type Policies, policyLoop } from './policies.js'
 import { RateLimit } from './rate-limit.js'
@@ -136,7 +143,18 @@ export function checkSkipRule(where: string, o: { errors?: unknown; onError?: un
  * const upper = mapStage(async (s: string) => s.toUpperCase(), options)
  * ```
  */
-export interface MapStageOptions<I = any, S = any> extends StageOptions, PolicyOptions<I, S> {}
+export interface MapStageOptions<I = any, S = any>
+  extends Omit<StageOptions, 'workers'>,
+    PolicyOptions<I, S> {
+  /**
+   * How many workers run the stage function concurrently: a number from 1 to {@link MAX_WORKERS},
+   * or `'auto'` for workers that tune themselves while the stage runs (between 1 and 256), or
+   * `{ min, max }` for tuned workers within bounds. See docs/concepts.md, "Workers that tune
+   * themselves".
+   * @default 1
+   */
+  workers?: WorkersOption
+}
 
 /**
  * The checked options of a map stage, as `stage.options` shows them: the common options, complete,
@@ -191,7 +209,7 @@ export interface Step<I, R, S = undefined> {
   dispose?(state: S, ctx: StageContext): unknown
 }
 
-const MAP_SCHEMA: Schema = { ...STAGE_SCHEMA, ...POLICY_SCHEMA }
+const MAP_SCHEMA: Schema = { ...STAGE_SCHEMA, workers: workersOrTuning, ...POLICY_SCHEMA }
 
 const POLICY_KEYS = Object.keys(POLICY_SCHEMA)
 
@@ -199,22 +217,32 @@ function mapKind(fnOrStep: unknown, isStep: boolean): StageKind<ResolvedMapStage
   return {
     factory: 'mapStage',
     resolve(where, base, options) {
-      const o = { ...base, ...validateOptions(where, options, MAP_SCHEMA) } as ResolvedMapStageOptions
+      const { workers, ...given } = validateOptions(where, options, MAP_SCHEMA)
+      const o = { ...base, ...given } as ResolvedMapStageOptions
+      applyWorkers(o, workers)
       checkSkipRule(where, o)
       return o
     },
     plan(o): StagePlan {
-      const common = { workers: o.workers, bound: o.workers, qsize: o.qsize, ordered: o.ordered }
       const policed =
         isStep || POLICY_KEYS.some((k) => (o as unknown as Record<string, unknown>)[k] !== undefined)
+      const fn = fnOrStep as MapFn
+      let worker: (lane: Lane) => unknown
       if (policed) {
         const p = policiesOf(fnOrStep, o)
-        return { ...common, start: (port) => port.spawn(o.workers, (lane) => policyLoop(lane, p, o.ordered)) }
+        worker = (lane) => policyLoop(lane, p, o.ordered)
+      } else worker = o.ordered ? (lane) => orderedMapLoop(lane, fn) : (lane) => mapLoop(lane, fn)
+      return {
+        workers: o.workers,
+        // a tuned stage may run up to its maximum: its reorder window holds that many
+        bound: o.tuning?.max ?? o.workers,
+        qsize: o.qsize,
+        ordered: o.ordered,
+        fusable: policed || o.ordered ? undefined : fn,
+        worker,
+        tuning: o.tuning,
+        start: (port) => port.spawn(o.workers, worker),
       }
-      const fn = fnOrStep as MapFn
-      if (o.ordered)
-        return { ...common, start: (port) => port.spawn(o.workers, (lane) => orderedMapLoop(lane, fn)) }
-      return { ...common, fusable: fn, start: (port) => port.spawn(o.workers, (lane) => mapLoop(lane, fn)) }
     },
   }
 }
