@@ -4,7 +4,16 @@
  * @module
  */
 
-/** The version of the report format this build writes and reads. */
+/**
+ * The version of the report format this build writes and reads.
+ *
+ * @example
+ * ```ts
+ * import { REPORT_VERSION, type RunReport } from 'stageline/report'
+ * const readable = (r: RunReport) => r.format === 'stageline-report' && r.version === REPORT_VERSION
+ * console.log(REPORT_VERSION) // 1
+ * ```
+ */
 export const REPORT_VERSION = 1
 
 /**
