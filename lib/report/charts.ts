@@ -33,7 +33,7 @@ export interface Chart {
   readonly format: (y: number) => string
 }
 
-const W = 236
+const W = 208
 const H = 110
 const PAD_L = 6
 const PAD_R = 6

@@ -143,7 +143,7 @@ th:first-child,td:first-child{text-align:left}tr.bottleneck td{background:var(--
 .stage{border:1px solid var(--line);border-radius:8px;padding:12px 14px;margin:0 0 14px}
 .stage.bottleneck{border-color:var(--blocked);box-shadow:0 0 0 2px var(--hot)}
 .charts{display:flex;flex-wrap:wrap;gap:8px}
-.chart{margin:0;padding:6px 8px;background:var(--panel);border-radius:6px}
+.chart{margin:0;padding:6px 8px;background:var(--panel);border-radius:6px;width:226px}
 .chart figcaption{font-size:12px;color:var(--muted);margin:0 0 2px}
 .chart svg{display:block}
 .chart .line{fill:none;stroke-width:1.5}.chart .band{stroke:none;opacity:.9}.chart .dashed{stroke-dasharray:4 3}
