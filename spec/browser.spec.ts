@@ -174,7 +174,7 @@ describe.runIf(started.ok)('the live page in a browser', () => {
     const { page, errors, requests } = await watchedPage(browser!)
     await page.goto(live.url)
     await page.waitForFunction(
-      () => document.getElementById('status')?.textContent?.startsWith('No run yet'),
+      "document.getElementById('status')?.textContent?.startsWith('No run yet')",
       null,
       { timeout: 15_000 },
     )
@@ -215,7 +215,7 @@ describe.runIf(started.ok)('the live page in a browser', () => {
       mapStage((n: number) => n, { name: 'again' }),
     ).toArray({ dashboard: live })
     await page.waitForFunction(
-      () => document.querySelectorAll('section.run[data-state="done"]').length === 2,
+      `document.querySelectorAll('section.run[data-state="done"]').length === 2`,
       null,
       { timeout: 15_000 },
     )
