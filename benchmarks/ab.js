@@ -1,5 +1,5 @@
 /**
- * `node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen|genmap|io|threads|thread-records] [--workers N] [--items N] [--rounds N] [--stats]`
+ * `node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen|genmap|io|threads|thread-records] [--workers N] [--items N] [--rounds N] [--stats] [--a plain|stats|report] [--b plain|stats|report]`
  *
  * A/B of two builds of stageline on one workload, alternating A and B round by round in one
  * process (which goes first alternates too) so that drift in the machine's speed hits both alike.
@@ -8,7 +8,11 @@
  * that wait 5 ms (16 workers) then 1 ms (4 workers) per item, 2,000 items by default; `threads` is
  * one thread stage over benchmarks/cpu.js's tiny items (`--workers` threads), `thread-records` the
  * same with small records (objects of a few fields) as items and results. `--stats` runs with an
- * `onProgress` callback, so that the stages keep their time accounting. Prints the median of the
+ * `onProgress` callback, so that the stages keep their time accounting. `--a` and `--b` set how
+ * each build's runs are made: `plain` (no option), `stats` (as `--stats`) or `report` (each run
+ * writes a JSON report to a temporary folder: its sampling and its writing are timed with the run);
+ * the same build as A and B with `--a stats --b report` measures what a report costs over the time
+ * accounting alone, `--a plain --b report` all it costs. Prints the median of the
  * per-round ratios (B's speed over A's), the spread between the 20th and 80th percentile, and each
  * build's median rate; A against itself gives the A/A spread of the measurement. Use it before and
  * after an engine change:
@@ -17,12 +21,15 @@
  *   npm run build && node benchmarks/ab.js ../stageline-base/dist dist --kind gen --workers 4
  * @module
  */
-import { resolve } from 'node:path'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { pathToFileURL } from 'node:url'
 import { consume, intFlag, range } from './common.js'
 
 const KINDS = ['sync', 'async', 'gen', 'genmap', 'io', 'threads', 'thread-records']
+const MODES = ['plain', 'stats', 'report']
 
 function usage(problem) {
   console.error(
@@ -43,6 +50,16 @@ const nums = {
   rounds: intFlag(args, 'rounds', kind === 'io' ? 7 : 15),
 }
 const stats = args.includes('--stats')
+/** The mode of build A's or B's runs (`--a`, `--b`), `stats` or `plain` by `--stats`. */
+function mode(flag) {
+  const at = args.indexOf(flag)
+  const m = at < 0 ? (stats ? 'stats' : 'plain') : args[at + 1]
+  if (!MODES.includes(m)) usage(`${flag} must be one of ${MODES.join(', ')}, got ${m}`)
+  return m
+}
+const modes = [mode('--a'), mode('--b')]
+const reports = mkdtempSync(join(tmpdir(), 'stageline-ab-'))
+process.on('exit', () => rmSync(reports, { recursive: true, force: true }))
 
 const AsyncGeneratorFunction = Object.getPrototypeOf(async function* () {}).constructor
 
@@ -65,8 +82,8 @@ async function consumeRecords(iterable) {
   return { count, sum: sum - (count * (count - 1)) / 2, inversions: 0 }
 }
 
-/** One run of the workload on build `sl`; each build gets its own copies of the functions. */
-function job(sl) {
+/** One run of the workload on build `sl`, its runs made as `how` says; each build gets its own copies of the functions. */
+function job(sl, how, tag) {
   const { workers, items } = nums
   if (kind === 'threads' || kind === 'thread-records') {
     const rec = kind === 'thread-records'
@@ -100,7 +117,12 @@ function job(sl) {
           ? [wait(5, 16), wait(1, 4)]
           : [map(kind === 'sync'), map(kind === 'sync'), map(kind === 'sync')]
   // with an onProgress callback the run keeps its time accounting (the interval never fires)
-  const options = stats ? { onProgress() {}, progressInterval: 2 ** 31 - 1 } : undefined
+  const options =
+    how === 'stats'
+      ? { onProgress() {}, progressInterval: 2 ** 31 - 1 }
+      : how === 'report'
+        ? { report: join(reports, `${tag}.json`) }
+        : undefined
   return async () => {
     const r = await consume(sl.pipe(range(items), ...steps).results(options))
     if (r.count !== items) throw new Error(`expected ${items} items, got ${r.count}`)
@@ -108,8 +130,8 @@ function job(sl) {
 }
 
 const [a, b] = await Promise.all(dirs.map((d) => import(pathToFileURL(resolve(d, 'index.js')).href)))
-const runA = job(a)
-const runB = job(b)
+const runA = job(a, modes[0], 'a')
+const runB = job(b, modes[1], 'b')
 const ratios = []
 const rates = [[], []]
 /** Runs `run` once and says how long it took, in ms. */
@@ -141,5 +163,5 @@ const quantile = (xs, q) => {
 const at = (q) => quantile(ratios, q)
 const perSec = (xs) => `${Math.round(quantile(xs, 0.5) / 1000)}k items/s`
 console.log(
-  `${kind}${stats ? ' (with stats)' : ''}, workers ${nums.workers}, ${nums.items} items, ${nums.rounds} rounds: B/A speed ${at(0.5).toFixed(3)} (p20..p80 ${at(0.2).toFixed(2)}..${at(0.8).toFixed(2)}); medians A ${perSec(rates[0])}, B ${perSec(rates[1])}`,
+  `${kind}${modes[0] === modes[1] ? (modes[0] === 'plain' ? '' : ` (with ${modes[0]})`) : ` (A ${modes[0]}, B ${modes[1]})`}, workers ${nums.workers}, ${nums.items} items, ${nums.rounds} rounds: B/A speed ${at(0.5).toFixed(3)} (p20..p80 ${at(0.2).toFixed(2)}..${at(0.8).toFixed(2)}); medians A ${perSec(rates[0])}, B ${perSec(rates[1])}`,
 )

@@ -4,6 +4,7 @@
  */
 
 export type { WorkersEvent } from './engine/execution.js'
+export type { RunObserver } from './engine/observe.js'
 export type { Source, SourceItem } from './engine/source.js'
 export type { RunStats, StageStats } from './engine/stats.js'
 export { describeCause, RunStopped, TaskException, TimeoutError } from './errors.js'

@@ -5,10 +5,13 @@
  */
 import { drain, Results } from './engine/consumer.js'
 import { Execution, type RunPlan, type WorkersEvent } from './engine/execution.js'
+import { attach, observer, type RunObserver } from './engine/observe.js'
 import { isAsyncIterable, isIterable, type Source, type SourceItem } from './engine/source.js'
 import { type RunStats, watchProgress, watchWorkers } from './engine/stats.js'
+import { describeCause } from './errors.js'
 import { abortSignal, boolean, fn, got, integer, type Schema, validateOptions } from './options/check.js'
 import { MAX_TIMER_MS } from './options/limits.js'
+import { checkReportTarget, reportPath } from './options/report-path.js'
 import { Run, type StartOptions } from './run.js'
 import { Stage } from './stage.js'
 
@@ -52,6 +55,27 @@ export interface RunOptions {
    * @default false
    */
   collectInput?: boolean
+  /**
+   * Write a report of the run to this file: `.html` for a page with charts (one self-contained
+   * file that opens offline), `.json` for the data (see docs/stats-and-progress.md). The run
+   * samples every stage at most 100 ms apart (at most 600 samples a stage, merged as the run grows)
+   * and writes the report when it settles, done, failed or stopped; its promise settles after the
+   * file is written. A `start()` run also rewrites it every 10 s while it lives. The directory must
+   * exist and be writable when the run starts, or the run is refused before it reads any item; a
+   * write that fails at the end is a process warning, and the run's outcome stands.
+   * @default no report
+   */
+  report?: string
+  /**
+   * Put items in the report (the item a failed run failed on, rendered with bounded depth and
+   * length); false leaves them out, for runs whose data is private.
+   * @default true
+   */
+  reportItems?: boolean
+  /** Show the run on a live page: a dashboard made by `dashboard()` of `stageline/dashboard`. */
+  dashboard?: RunObserver
+  /** Record the run's metrics: telemetry made by `otelMetrics()` of `stageline/otel`. */
+  telemetry?: RunObserver
 }
 
 const RUN_SCHEMA: Schema = {
@@ -60,6 +84,10 @@ const RUN_SCHEMA: Schema = {
   onWorkers: fn,
   progressInterval: integer(1, MAX_TIMER_MS),
   collectInput: boolean,
+  report: reportPath,
+  reportItems: boolean,
+  dashboard: observer('dashboard'),
+  telemetry: observer('telemetry'),
 }
 
 const START_SCHEMA: Schema = { ...RUN_SCHEMA, onResult: fn, daemon: boolean }
@@ -74,13 +102,49 @@ type SpreadStages<S extends readonly unknown[]> = number extends S['length'] ? S
 /** Checks run options and opens a run with them. Throws a TypeError naming a bad option. */
 function openRun(plan: RunPlan, where: string, options: unknown, schema = RUN_SCHEMA): Execution {
   const o = validateOptions(where, options, schema) as RunOptions
-  // stats can be read from a run that reports progress or runs in the background: only those keep
-  // time books (the clock reads cost a few percent on the cheapest pipelines)
-  const accounting = o.onProgress !== undefined || schema === START_SCHEMA
+  // before the source is opened: a report that cannot be written refuses the run before any item is read
+  const report = o.report === undefined ? undefined : checkReportTarget(where, o.report)
+  // stats can be read from a run that reports progress, runs in the background or is watched: only
+  // those keep time books (the clock reads cost a few percent on the cheapest pipelines)
+  const accounting =
+    o.onProgress !== undefined ||
+    schema === START_SCHEMA ||
+    report !== undefined ||
+    o.dashboard !== undefined ||
+    o.telemetry !== undefined
   const exec = new Execution(plan, { signal: o.signal, collectInput: o.collectInput, accounting })
   if (o.onProgress !== undefined) watchProgress(exec, o.onProgress, o.progressInterval ?? 1000)
   if (o.onWorkers !== undefined) watchWorkers(exec, o.onWorkers)
+  if (report !== undefined) {
+    const rewriteMs = schema === START_SCHEMA ? REWRITE_MS : undefined
+    exec.hold(recordReport(exec, plan, { path: report, items: o.reportItems !== false, rewriteMs }))
+  }
+  if (o.dashboard !== undefined) attach(o.dashboard, exec, plan)
+  if (o.telemetry !== undefined) attach(o.telemetry, exec, plan)
   return exec
+}
+
+/** How often a background run rewrites its report while it lives. */
+const REWRITE_MS = 10_000
+
+/**
+ * Records `exec` for a report written at `path` when it settles. The recorder and the renderer are
+ * loaded here, when a report is asked for, so that the core import does not carry them. Resolves
+ * once the report is written (or its failure warned about); never rejects.
+ */
+function recordReport(
+  exec: Execution,
+  plan: RunPlan,
+  options: { path: string; items: boolean; rewriteMs: number | undefined },
+): Promise<void> {
+  return import('./report/recorder.js').then(
+    (m) => m.recordRun(exec, plan, options).written,
+    (err: unknown) => {
+      process.emitWarning(
+        `stageline: the run report ${options.path} was not written: its module could not be loaded: ${describeCause(err)}`,
+      )
+    },
+  )
 }
 
 /**

@@ -1,14 +1,22 @@
 import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { describe, expect, test } from 'vitest'
+import { afterAll, describe, expect, test } from 'vitest'
 import { decodeEntities, pickMostCommon } from '../examples/demo/crawl.js'
-import { type DemoIO, main, parseFlags, runDemo, USAGE } from '../examples/demo/main.js'
+import { type DemoIO, main, parseFlags, REPORT_FILE, runDemo, USAGE } from '../examples/demo/main.js'
 import { pageHtml, pageLatency, pageTitle, startPageServer } from '../examples/demo/server.js'
 import type { ProgressStream } from '../lib/progress/index.js'
 import { recordUnhandledRejections } from './helpers/instruments.js'
 
 recordUnhandledRejections()
+
+/** The demo's reports go here, never into the project. */
+const dir = mkdtempSync(join(tmpdir(), 'stageline-demo-'))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+let reports = 0
+const reportPath = (): string => join(dir, `report-${++reports}.html`)
 
 class Capture implements ProgressStream {
   text = ''
@@ -41,7 +49,11 @@ function expectedMostCommon(pages: number): { title: string; count: number; titl
 describe('the demo', () => {
   test('main() crawls a tiny site and prints the most common title, the stats and the speed-up', async () => {
     const out = io()
-    const code = await main(['--pages', '60', '--latency', '1', '--workers', '4', '--baseline', '10'], out)
+    const report = reportPath()
+    const code = await main(
+      ['--pages', '60', '--latency', '1', '--workers', '4', '--baseline', '10', '--report', report],
+      out,
+    )
     expect(out.stderr.text).not.toContain('demo failed')
     expect(code).toBe(0)
     const expected = expectedMostCommon(60)
@@ -56,10 +68,39 @@ describe('the demo', () => {
     )
     // the progress reporter wrote plain lines (the stream is not a TTY), ending with the final state
     expect(out.stderr.text).toMatch(/\[stageline [^\]]+\] done, 1 out \| fetchPage in 60 out 60/)
+    // the report is written, and the demo says where
+    expect(out.stdout.text).toContain(`report: ${report}\n`)
+    expect(readFileSync(report, 'utf8')).toMatch(/^<!doctype html>[\s\S]*id="verdict"/)
+  })
+
+  test('--dashboard shows the run on the live page and keeps it up until Ctrl-C', async () => {
+    let interrupt: (() => void) | undefined
+    const out = io({
+      onInterrupt: (handler) => {
+        interrupt = handler
+        return () => {
+          interrupt = undefined
+        }
+      },
+    })
+    const code = main(
+      ['--pages', '30', '--latency', '0', '--baseline', '0', '--dashboard', '--report', reportPath()],
+      out,
+    )
+    while (!out.stdout.text.includes('press Ctrl-C to end')) await new Promise((r) => setImmediate(r))
+    const url = /live page: (http:\/\/127\.0\.0\.1:\d+\/)/.exec(out.stdout.text)![1]!
+    const runs = (await (await fetch(`${url}runs.json`)).json()) as { state: string; itemsOut: number }[]
+    expect(runs).toEqual([expect.objectContaining({ state: 'done', itemsOut: 1 })])
+    interrupt!()
+    expect(await code).toBe(0)
+    await expect(fetch(url)).rejects.toThrow()
   })
 
   test('runDemo() resolves to its findings, with stats that add up', async () => {
-    const result = await runDemo({ pages: 50, workers: 3, latency: 0, baseline: 0 }, io())
+    const result = await runDemo(
+      { pages: 50, workers: 3, latency: 0, baseline: 0, report: reportPath(), dashboard: false },
+      io(),
+    )
     const expected = expectedMostCommon(50)
     expect(result.mostCommon).toEqual(expected)
     expect(result.interrupted).toBe(false)
@@ -75,7 +116,16 @@ describe('the demo', () => {
     const out = io()
     expect(await main(['--help'], out)).toBe(0)
     expect(out.stdout.text).toBe(USAGE)
-    for (const flag of ['--pages', '--workers', '--latency', '--baseline', '--help', 'Ctrl-C']) {
+    for (const flag of [
+      '--pages',
+      '--workers',
+      '--latency',
+      '--baseline',
+      '--report',
+      '--dashboard',
+      '--help',
+      'Ctrl-C',
+    ]) {
       expect(USAGE).toContain(flag)
     }
     expect(await main(['-h'], io())).toBe(0)
@@ -97,9 +147,12 @@ describe('the demo', () => {
       /--pages expects an integer from 1 and up, got "1.5"/,
     )
     expect(() => parseFlags(['extra'])).toThrow(/Unexpected argument 'extra'/)
+    expect(() => parseFlags(['--report', 'out.txt'])).toThrow(
+      '--report expects a file name ending in .html or .json, got "out.txt"',
+    )
     expect(parseFlags(['--latency', '2.5', '--baseline', '0'])).toEqual({
       help: false,
-      config: { pages: 2000, workers: 16, latency: 2.5, baseline: 0 },
+      config: { pages: 2000, workers: 16, latency: 2.5, baseline: 0, report: REPORT_FILE, dashboard: false },
     })
   })
 
@@ -114,7 +167,10 @@ describe('the demo', () => {
       },
     })
     // a site large and slow enough that the run is still going when the interrupt comes
-    const running = runDemo({ pages: 400, workers: 4, latency: 20, baseline: 20 }, out)
+    const running = runDemo(
+      { pages: 400, workers: 4, latency: 20, baseline: 20, report: reportPath(), dashboard: false },
+      out,
+    )
     await new Promise((resolve) => setImmediate(resolve))
     while (interrupt === undefined) await new Promise((resolve) => setImmediate(resolve))
     interrupt()
@@ -139,7 +195,10 @@ describe('the demo', () => {
       },
     })
     // every page takes at least 500 ms, so the graceful stop is still waiting when the abort comes
-    const code = main(['--pages', '100', '--workers', '4', '--latency', '1000'], out)
+    const code = main(
+      ['--pages', '100', '--workers', '4', '--latency', '1000', '--report', reportPath()],
+      out,
+    )
     while (interrupt === undefined) await new Promise((resolve) => setImmediate(resolve))
     interrupt()
     interrupt()
@@ -205,8 +264,10 @@ const built = fileURLToPath(new URL('../build/examples/demo/main.js', import.met
 describe('the demo as a process (needs `npm run build`)', () => {
   test('a real SIGINT stops it gracefully and it exits by itself with code 130', async () => {
     expect(existsSync(built), `${built} is missing: run \`npm run build\` first`).toBe(true)
+    // run from the spec's folder: the demo writes its report to the working directory
     const child = spawn(process.execPath, [built, '--pages', '2000', '--latency', '20', '--workers', '4'], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: dir,
     })
     let stdout = ''
     let stderr = ''
@@ -225,5 +286,7 @@ describe('the demo as a process (needs `npm run build`)', () => {
     expect(stdout).toContain('interrupted:')
     expect(stdout).toMatch(/fetchPage\s+4\s+\d+/)
     expect(stderr).toContain('Ctrl-C: stopping')
+    expect(stdout).toContain(`report: ${join(dir, REPORT_FILE)}`)
+    expect(existsSync(join(dir, REPORT_FILE))).toBe(true)
   })
 })

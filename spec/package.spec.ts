@@ -170,7 +170,7 @@ function runIn(dir: string, code: string): { status: number | null; stdout: stri
 }
 
 describe('what the package needs and ships', () => {
-  test('the core runs with none of the optional peer dependencies installed; stageline/progress names the one it lacks', () => {
+  test('the core runs with none of the optional peer dependencies installed; stageline/progress and stageline/otel name the one they lack', () => {
     const project = installedAlone()
     try {
       const core = runIn(
@@ -185,6 +185,25 @@ describe('what the package needs and ships', () => {
       expect(progress.stderr).toContain(
         'stageline/progress needs the package `log-update` (the live table redrawn in place on a terminal), an optional peer dependency of stageline, and it is not installed: install it next to stageline with `npm install log-update`',
       )
+      const otel = runIn(project, `await import('stageline/otel')`)
+      expect(otel.status).not.toBe(0)
+      expect(otel.stderr).toContain(
+        'stageline/otel needs the package `@opentelemetry/api` (the OpenTelemetry API the metrics are recorded through), an optional peer dependency of stageline, and it is not installed: install it next to stageline with `npm install @opentelemetry/api`',
+      )
+      // the report and the live page need nothing more than the core
+      const report = runIn(
+        project,
+        `import { pipe, mapStage } from 'stageline'
+         import { dashboard } from 'stageline/dashboard'
+         import { renderReport } from 'stageline/report'
+         const live = await dashboard()
+         await pipe([1, 2], mapStage((n) => n)).toArray({ report: 'run.json', dashboard: live })
+         await live.close()
+         const { readFileSync } = await import('node:fs')
+         console.log(renderReport(readFileSync('run.json', 'utf8')).startsWith('<!doctype html>'))`,
+      )
+      expect(report.stderr).toBe('')
+      expect(report.stdout.trim()).toBe('true')
     } finally {
       rmSync(project, { recursive: true, force: true })
     }
@@ -193,7 +212,7 @@ describe('what the package needs and ships', () => {
   test('the optional parts are optional peer dependencies, and only piscina is a dependency', () => {
     const full = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
     expect(Object.keys(full.dependencies)).toEqual(['piscina'])
-    for (const name of ['redis', 'msgpackr', 'log-update']) {
+    for (const name of ['redis', 'msgpackr', 'log-update', '@opentelemetry/api']) {
       expect(full.peerDependencies[name], name).toBeTypeOf('string')
       expect(full.peerDependenciesMeta[name], name).toEqual({ optional: true })
     }
@@ -226,9 +245,50 @@ describe('what the package needs and ships', () => {
         logLevel: 'silent',
       })
       const bundle = readFileSync(outfile, 'utf8')
-      // tree-shaken: the Redis transport and the progress reporter are not in it
-      expect(bundle).not.toMatch(/redisStage|progressReporter/)
+      // tree-shaken: the Redis transport, the progress reporter, the dashboard and telemetry are
+      // not in it, and the report's recorder and renderer only behind the import a run with a
+      // report makes
+      expect(bundle).not.toMatch(/redisStage|progressReporter|livePage|otelMetrics/)
+      expect(bundle).not.toMatch(/function renderReport/)
       expect(execFileSync(process.execPath, [outfile], { encoding: 'utf8' }).trim()).toBe('[2,4,6]')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  test('the report renderer is loaded only when a run asks for a report: a bundle keeps it in a chunk of its own', async () => {
+    const { build } = await import('esbuild')
+    const dir = mkdtempSync(join(tmpdir(), 'stageline-bundle-'))
+    try {
+      const entry = join(dir, 'user.mjs')
+      writeFileSync(
+        entry,
+        `import { mapStage, pipe } from 'stageline'
+         const p = pipe([1, 2, 3], mapStage((n) => n * 2))
+         console.log(JSON.stringify(await p.toArray()))
+         if (process.argv[2]) console.log(JSON.stringify(await p.toArray({ report: process.argv[2] })))`,
+      )
+      const outdir = join(dir, 'out')
+      await build({
+        entryPoints: [entry],
+        bundle: true,
+        splitting: true,
+        platform: 'node',
+        format: 'esm',
+        outdir,
+        alias: { stageline: join(root, 'dist', 'index.js') },
+        logLevel: 'silent',
+      })
+      const main = readFileSync(join(outdir, 'user.js'), 'utf8')
+      expect(main).not.toMatch(/function renderReport|stageline-report/)
+      const chunks = readdirSync(outdir).filter((f) => f !== 'user.js')
+      expect(
+        chunks.some((f) => readFileSync(join(outdir, f), 'utf8').includes('function renderReport')),
+      ).toBe(true)
+      const report = join(dir, 'run.json')
+      const out = execFileSync(process.execPath, [join(outdir, 'user.js'), report], { encoding: 'utf8' })
+      expect(out.trim().split('\n')).toEqual(['[2,4,6]', '[2,4,6]'])
+      expect(JSON.parse(readFileSync(report, 'utf8')).itemsOut).toBe(3)
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }

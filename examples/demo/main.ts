@@ -1,13 +1,16 @@
 /**
  * `npm run demo`: starts a local web site, crawls it with a stageline pipeline under the live
  * progress reporter, and prints the most common page title, the per-stage stats and the speed-up
- * over one worker. Run with `--help` for the flags.
+ * over one worker. It writes the run's report to demo-report.html, and with `--dashboard` shows the
+ * run on the live page. Run with `--help` for the flags.
  * @module
  */
 import { realpathSync } from 'node:fs'
+import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { RunStats } from 'stageline'
+import { type Dashboard, dashboard } from 'stageline/dashboard'
 import {
   formatCount,
   formatDuration,
@@ -28,7 +31,14 @@ export interface DemoConfig {
   latency: number
   /** Pages fetched with one worker to estimate the speed-up (0 skips the estimate). */
   baseline: number
+  /** Where the run's report is written. */
+  report: string
+  /** Show the run on the live page, and keep serving it until Ctrl-C. */
+  dashboard: boolean
 }
+
+/** Where the report goes unless `--report` says: demo-report.html in the working directory. */
+export const REPORT_FILE = 'demo-report.html'
 
 /** The defaults: a few thousand pages at a typical web latency, fetched by 16 workers. */
 export const DEFAULTS: Readonly<DemoConfig> = Object.freeze({
@@ -36,6 +46,8 @@ export const DEFAULTS: Readonly<DemoConfig> = Object.freeze({
   workers: 16,
   latency: 40,
   baseline: 50,
+  report: REPORT_FILE,
+  dashboard: false,
 })
 
 /** Where the demo writes, and how it hears Ctrl-C. */
@@ -85,7 +97,8 @@ the example of Python's parallelpipe:
   pipe(urls, fetchPage (--workers workers), titles (2 workers), mostCommon)
 
 then prints the most common page title, the stats of every stage and the
-speed-up over fetching with 1 worker.
+speed-up over fetching with 1 worker, and writes the run's report (charts of
+every stage over time, and which stage held the run back) to a page.
 
 Options:
   --pages N       pages on the site (default ${DEFAULTS.pages})
@@ -93,6 +106,10 @@ Options:
   --latency MS    mean response time of a page in ms (default ${DEFAULTS.latency})
   --baseline N    pages fetched with 1 worker to estimate the speed-up;
                   0 skips the estimate (default ${DEFAULTS.baseline})
+  --report FILE   where to write the run's report, .html or .json
+                  (default ${REPORT_FILE} in the working directory)
+  --dashboard     show the run on a live page in the browser (its address is
+                  printed), and keep serving it after the run until Ctrl-C
   -h, --help      show this help
 
 Ctrl-C stops gracefully: pages in flight are finished and counted, and the
@@ -125,6 +142,15 @@ export function parseFlags(argv: readonly string[]): { help: true } | { help: fa
   if (v.pages !== undefined) config.pages = integerFlag('pages', v.pages, 1)
   if (v.workers !== undefined) config.workers = integerFlag('workers', v.workers, 1)
   if (v.baseline !== undefined) config.baseline = integerFlag('baseline', v.baseline, 0)
+  if (v.report !== undefined) {
+    if (!/\.(html|json)$/i.test(v.report)) {
+      throw new UsageError(
+        `--report expects a file name ending in .html or .json, got ${JSON.stringify(v.report)}`,
+      )
+    }
+    config.report = v.report
+  }
+  if (v.dashboard === true) config.dashboard = true
   if (v.latency !== undefined) {
     const ms = Number(v.latency)
     if (v.latency.trim() === '' || !Number.isFinite(ms) || ms < 0) {
@@ -142,6 +168,8 @@ const FLAG_OPTIONS = {
   workers: { type: 'string' },
   latency: { type: 'string' },
   baseline: { type: 'string' },
+  report: { type: 'string' },
+  dashboard: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const
 
@@ -154,7 +182,9 @@ function sample(urls: readonly string[], count: number): string[] {
 /** Runs the demo with `config`, writing to `io`; resolves to what it found. */
 export async function runDemo(config: DemoConfig, io: DemoIO): Promise<DemoResult> {
   const { pages, workers, latency, baseline } = config
+  const report = resolve(config.report)
   const server = await startPageServer({ pages, latency })
+  let live: Dashboard | undefined
   let interrupts = 0
   let onInterrupt = (): void => {}
   const removeHandler = io.onInterrupt?.(() => {
@@ -166,11 +196,17 @@ export async function runDemo(config: DemoConfig, io: DemoIO): Promise<DemoResul
       `stageline demo: ${formatCount(pages)} pages on ${server.url}, about ${latency} ms each\n` +
         `pipe(urls, fetchPage (${workers} workers), titles (2 workers), mostCommon)\n\n`,
     )
+    if (config.dashboard) {
+      live = await dashboard()
+      io.stdout.write(`live page: ${live.url} (open it in a browser)\n\n`)
+    }
     const progress = progressReporter({ stream: io.stderr, total: pages })
     const started = performance.now()
     const run = crawl(server.urls, workers).start({
       onProgress: progress.onProgress,
       progressInterval: io.progressInterval ?? 200,
+      report,
+      ...(live === undefined ? {} : { dashboard: live }),
     })
     onInterrupt = () => {
       if (interrupts === 1) {
@@ -205,6 +241,7 @@ export async function runDemo(config: DemoConfig, io: DemoIO): Promise<DemoResul
         `interrupted: ${formatCount(stats.stages[0]?.out ?? 0)} of ${formatCount(pages)} pages fetched\n`,
       )
     io.stdout.write(`\n${formatStats(stats)}\n\n`)
+    io.stdout.write(`report: ${report}\n\n`)
 
     let speedUp: SpeedUp | undefined
     if (!interrupted && baseline > 0) {
@@ -230,9 +267,20 @@ export async function runDemo(config: DemoConfig, io: DemoIO): Promise<DemoResul
         )
       }
     }
-    return { mostCommon, stats, elapsedMs, interrupted: interrupts > 0, speedUp }
+    const result: DemoResult = { mostCommon, stats, elapsedMs, interrupted: interrupts > 0, speedUp }
+    if (live !== undefined && io.onInterrupt !== undefined && interrupts === 0) {
+      io.stdout.write(`the live page stays up at ${live.url}: press Ctrl-C to end\n`)
+      // a handle that keeps the process alive while the page is served
+      const alive = setInterval(() => {}, 1 << 30)
+      await new Promise<void>((resolve) => {
+        onInterrupt = resolve
+      })
+      clearInterval(alive)
+    }
+    return result
   } finally {
     removeHandler?.()
+    await live?.close()
     await server.close()
   }
 }

@@ -38,7 +38,20 @@ export async function drain(
       exec.fail(err, callback, 0, x)
     }
   }
-  await exec.end()
+  await settle(exec)
+}
+
+/**
+ * Settles a run whose output said DONE: resolves, or rejects with its error, once the run has ended
+ * and what it holds (a report being written) is done.
+ */
+async function settle(exec: Execution): Promise<void> {
+  try {
+    await exec.end()
+  } finally {
+    const held = exec.released()
+    if (held !== undefined) await held
+  }
 }
 
 const END: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true })
@@ -116,7 +129,7 @@ export class Results<O> implements AsyncIterableIterator<O> {
     if (this.ended) return END
     this.ended = true
     dropped.unregister(this)
-    await exec.end()
+    await settle(exec)
     return END
   }
 
@@ -129,6 +142,8 @@ export class Results<O> implements AsyncIterableIterator<O> {
       dropped.unregister(this)
       exec.stop(new RunStopped('the consumer stopped reading the results'), false)
       await exec.settled()
+      const held = exec.released()
+      if (held !== undefined) await held
     }
     return END
   }

@@ -116,6 +116,8 @@ export class Execution {
   endedAt: number | undefined = undefined
   /** Items the consumer has taken from the last stage. */
   delivered = 0
+  /** Work the run's promise waits for once the run has ended (see hold()); none on most runs. */
+  private holds: Promise<void>[] | undefined = undefined
 
   constructor(plan: RunPlan, options: ExecutionOptions = {}) {
     const { signal } = options
@@ -298,6 +300,19 @@ export class Execution {
       clearInterval(timer)
       this.watchers.delete(w)
     }
+  }
+
+  /**
+   * Makes the run's promise (and the last `next()` of its results) wait for `work` once the run
+   * has ended: a report being written. `work` must never reject (it warns about its own failures).
+   */
+  hold(work: Promise<void>): void {
+    ;(this.holds ??= []).push(work)
+  }
+
+  /** Resolves once the work held by hold() is done; undefined when there is none (most runs). */
+  released(): Promise<unknown> | undefined {
+    return this.holds === undefined ? undefined : Promise.all(this.holds)
   }
 
   private stopProgress(): void {
