@@ -11,7 +11,16 @@ import { afterAll, describe, expect, test } from 'vitest'
 import { drain } from '../lib/engine/consumer.js'
 import { Execution } from '../lib/engine/execution.js'
 import { snapshot } from '../lib/engine/stats.js'
-import { mapStage, type Pipeline, pipe, rateLimit, stage, TaskException, threadStage } from '../lib/index.js'
+import {
+  feed,
+  mapStage,
+  type Pipeline,
+  pipe,
+  rateLimit,
+  stage,
+  TaskException,
+  threadStage,
+} from '../lib/index.js'
 import { advise, findBottleneck, type StageTime } from '../lib/report/bottleneck.js'
 import type { RunReport } from '../lib/report/format.js'
 import { renderReport } from '../lib/report/index.js'
@@ -633,5 +642,31 @@ test('the time figures a report shows are those of the run stats', async () => {
     workingMs: Math.round(s.workingMs * 10) / 10,
     in: 20,
     out: 20,
+  })
+})
+
+describe('worker changes in a report', () => {
+  test('each change of a stage’s workers is an event of the report, with from, to and why', async () => {
+    const at = mkdtempSync(join(tmpdir(), 'stageline-report-events-'))
+    try {
+      const path = join(at, 'run.json')
+      const input = feed<number>()
+      const run = pipe(
+        input,
+        mapStage(async (n: number) => n, { name: 'fetch', workers: 2 }),
+      ).start({ report: path })
+      run.setWorkers('fetch', 5)
+      run.setWorkers('fetch', 3)
+      await input.pushAll([1, 2, 3])
+      input.end()
+      await run.done
+      const report = JSON.parse(readFileSync(path, 'utf8')) as RunReport
+      expect(report.events.map((e) => [e.stage, e.kind, e.detail])).toEqual([
+        ['fetch', 'workers', '2 -> 5: set by run.setWorkers()'],
+        ['fetch', 'workers', '5 -> 3: set by run.setWorkers()'],
+      ])
+    } finally {
+      rmSync(at, { recursive: true, force: true })
+    }
   })
 })

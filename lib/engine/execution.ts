@@ -54,6 +54,9 @@ interface Watcher {
   readonly timer: ReturnType<typeof setInterval>
 }
 
+/** The most changes of workers a run keeps for its report (a tuner makes at most 20 a second). */
+const MAX_WORKER_EVENTS = 2000
+
 export const RUNNING = 0
 export const FINISHED = 1
 export const FAILED = 2
@@ -95,6 +98,8 @@ export class Execution {
   accounting: boolean
   /** Told every change of a stage's workers (the run option `onWorkers`). */
   private readonly workerWatchers: ((e: WorkersEvent) => void)[] = []
+  /** Every change of a stage's workers so far (the first MAX_WORKER_EVENTS), for a run's report. */
+  readonly workerEvents: WorkersEvent[] = []
   /** The turn of the event loop that bounds this run's lazy hand-overs. */
   readonly turn = new HandoverTurn()
   /** When this run last gave the event loop a turn. */
@@ -215,7 +220,6 @@ export class Execution {
 
   /** A stage now runs `to` workers instead of `from`, for `reason`. */
   workersChanged(stage: StageRun, from: number, to: number, reason: string): void {
-    if (this.workerWatchers.length === 0) return
     const e: WorkersEvent = {
       stage: stage.name,
       index: stage.index,
@@ -224,6 +228,7 @@ export class Execution {
       reason,
       atMs: performance.now() - this.startedAt,
     }
+    if (this.workerEvents.length < MAX_WORKER_EVENTS) this.workerEvents.push(e)
     for (const w of this.workerWatchers) w(e)
   }
 

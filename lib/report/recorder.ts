@@ -15,7 +15,13 @@ import { MAX_TIMER_MS } from '../options/limits.js'
 import { reportFormat } from '../options/report-path.js'
 import { KIND } from '../stage.js'
 import { findBottleneck, type StageTime } from './bottleneck.js'
-import { REPORT_VERSION, type ReportStage, type RunReport, type StageSeries } from './format.js'
+import {
+  REPORT_VERSION,
+  type ReportEvent,
+  type ReportStage,
+  type RunReport,
+  type StageSeries,
+} from './format.js'
 import { reportError } from './preview.js'
 import { renderReport } from './render.js'
 
@@ -282,7 +288,15 @@ class Recorder implements Recording {
           workers: s.workers.map(round2),
         })),
       },
-      events: [],
+      // changes of a stage's workers (by its tuner, or run.setWorkers()): the report's timeline
+      events: exec.workerEvents.map(
+        (e): ReportEvent => ({
+          at: round1(e.atMs),
+          stage: e.stage,
+          kind: 'workers',
+          detail: `${e.from} -> ${e.to}: ${e.reason}`,
+        }),
+      ),
     }
   }
 }
