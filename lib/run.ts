@@ -170,7 +170,7 @@ export class Run<O> implements AsyncDisposable {
       throw new TypeError(`${where}: stage ${JSON.stringify(stage)} has ended`)
     }
     if (typeof checked === 'number') {
-      s.untune()
+      s.untune(true)
       s.resize(checked, 'set by run.setWorkers()')
     } else {
       const t = checked as Tuning

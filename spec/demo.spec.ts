@@ -5,7 +5,15 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, test } from 'vitest'
 import { decodeEntities, pickMostCommon } from '../examples/demo/crawl.js'
-import { type DemoIO, main, parseFlags, REPORT_FILE, runDemo, USAGE } from '../examples/demo/main.js'
+import {
+  DEFAULTS,
+  type DemoIO,
+  main,
+  parseFlags,
+  REPORT_FILE,
+  runDemo,
+  USAGE,
+} from '../examples/demo/main.js'
 import { pageHtml, pageLatency, pageTitle, startPageServer } from '../examples/demo/server.js'
 import type { ProgressStream } from '../lib/progress/index.js'
 import { recordUnhandledRejections } from './helpers/instruments.js'
@@ -98,7 +106,7 @@ describe('the demo', () => {
 
   test('runDemo() resolves to its findings, with stats that add up', async () => {
     const result = await runDemo(
-      { pages: 50, workers: 3, latency: 0, baseline: 0, report: reportPath(), dashboard: false },
+      { ...DEFAULTS, pages: 50, workers: 3, latency: 0, baseline: 0, report: reportPath(), dashboard: false },
       io(),
     )
     const expected = expectedMostCommon(50)
@@ -152,8 +160,28 @@ describe('the demo', () => {
     )
     expect(parseFlags(['--latency', '2.5', '--baseline', '0'])).toEqual({
       help: false,
-      config: { pages: 2000, workers: 16, latency: 2.5, baseline: 0, report: REPORT_FILE, dashboard: false },
+      config: { ...DEFAULTS, latency: 2.5, baseline: 0 },
     })
+  })
+
+  test("by default the fetch stage's workers tune themselves, and the closing line compares them with fixed counts", async () => {
+    expect(DEFAULTS.workers).toBe('auto')
+    expect(parseFlags(['--workers', 'auto', '--capacity', '6', '--compare', '20'])).toMatchObject({
+      config: { workers: 'auto', capacity: 6, compare: 20 },
+    })
+    const out = io()
+    const result = await runDemo(
+      { ...DEFAULTS, pages: 300, latency: 2, capacity: 6, compare: 30, baseline: 0, report: reportPath() },
+      out,
+    )
+    expect(out.stdout.text).toContain(
+      "pipe(urls, fetchPage (workers: 'auto'), titles (2 workers), mostCommon)",
+    )
+    expect(out.stdout.text).toMatch(
+      /workers: 'auto' settled at \d+ workers and fetched \d+ pages\/s; the best fixed count measured, \d+ workers, fetched \d+ pages\/s on a sample: auto reached \d+% of it/,
+    )
+    expect(result.auto?.fixed?.map((f) => f.workers)).toEqual([3, 6, 12, 24])
+    expect(result.stats.stages[0]).toMatchObject({ name: 'fetchPage', tuning: 'auto', in: 300, out: 300 })
   })
 
   test('Ctrl-C stops gracefully: pages in flight are finished, the results so far printed, exit 130', async () => {
@@ -168,7 +196,15 @@ describe('the demo', () => {
     })
     // a site large and slow enough that the run is still going when the interrupt comes
     const running = runDemo(
-      { pages: 400, workers: 4, latency: 20, baseline: 20, report: reportPath(), dashboard: false },
+      {
+        ...DEFAULTS,
+        pages: 400,
+        workers: 4,
+        latency: 20,
+        baseline: 20,
+        report: reportPath(),
+        dashboard: false,
+      },
       out,
     )
     await new Promise((resolve) => setImmediate(resolve))

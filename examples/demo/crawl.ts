@@ -3,7 +3,7 @@
  * extract their titles with two, and find the most common title with one.
  * @module
  */
-import { mapStage, type Pipeline, pipe, stage } from 'stageline'
+import { mapStage, type Pipeline, pipe, stage, type WorkersOption } from 'stageline'
 
 /** What the last stage yields: the most common title and how often it came up. */
 export interface MostCommon {
@@ -69,7 +69,7 @@ export function pickMostCommon(counts: ReadonlyMap<string, number>): [string, nu
   return best
 }
 
-/** pipe(urls, fetchPage with `workers` workers, titles with 2, mostCommon). */
-export function crawl(urls: Iterable<string>, workers: number): Pipeline<MostCommon> {
+/** pipe(urls, fetchPage with `workers` workers (or 'auto'), titles with 2, mostCommon). */
+export function crawl(urls: Iterable<string>, workers: WorkersOption): Pipeline<MostCommon> {
   return pipe(urls, fetchPage.setup({ workers }), titles, mostCommon)
 }

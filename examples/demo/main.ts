@@ -25,8 +25,12 @@ import { startPageServer } from './server.js'
 export interface DemoConfig {
   /** Pages on the local site. */
   pages: number
-  /** Workers of the fetch stage. */
-  workers: number
+  /** Workers of the fetch stage: a number, or 'auto' to let them tune themselves. */
+  workers: number | 'auto'
+  /** Requests the site answers at once before it slows down (its capacity knee). */
+  capacity: number
+  /** With 'auto': pages per fixed worker count measured to compare auto with (0 skips it). */
+  compare: number
   /** Mean latency of a page in ms. */
   latency: number
   /** Pages fetched with one worker to estimate the speed-up (0 skips the estimate). */
@@ -43,9 +47,11 @@ export const REPORT_FILE = 'demo-report.html'
 /** The defaults: a few thousand pages at a typical web latency, fetched by 16 workers. */
 export const DEFAULTS: Readonly<DemoConfig> = Object.freeze({
   pages: 2000,
-  workers: 16,
+  workers: 'auto',
+  capacity: 24,
   latency: 40,
   baseline: 50,
+  compare: 150,
   report: REPORT_FILE,
   dashboard: false,
 })
@@ -86,6 +92,18 @@ export interface DemoResult {
   readonly interrupted: boolean
   /** Undefined when skipped (`--baseline 0`) or interrupted. */
   readonly speedUp: SpeedUp | undefined
+  /** With `workers: 'auto'`: the workers it settled at, and how it did against fixed counts. */
+  readonly auto: AutoComparison | undefined
+}
+
+/** How `workers: 'auto'` did against fixed worker counts, measured on samples of the pages. */
+export interface AutoComparison {
+  /** The fetch stage's workers at the end of the run. */
+  readonly settled: number
+  /** Pages per second of the whole run. */
+  readonly rate: number
+  /** Pages per second of each fixed count on a sample; undefined when not measured. */
+  readonly fixed: readonly { workers: number; rate: number }[] | undefined
 }
 
 export const USAGE = `Usage: npm run demo -- [options]
@@ -94,7 +112,7 @@ export const USAGE = `Usage: npm run demo -- [options]
 Starts a web site on 127.0.0.1 and crawls it with a stageline pipeline,
 the example of Python's parallelpipe:
 
-  pipe(urls, fetchPage (--workers workers), titles (2 workers), mostCommon)
+  pipe(urls, fetchPage (workers: 'auto'), titles (2 workers), mostCommon)
 
 then prints the most common page title, the stats of every stage and the
 speed-up over fetching with 1 worker, and writes the run's report (charts of
@@ -102,7 +120,12 @@ every stage over time, and which stage held the run back) to a page.
 
 Options:
   --pages N       pages on the site (default ${DEFAULTS.pages})
-  --workers N     workers fetching pages (default ${DEFAULTS.workers})
+  --workers N     workers fetching pages, or 'auto' (default ${DEFAULTS.workers}: they tune
+                  themselves, and settle near the site's capacity)
+  --capacity N    requests the site answers at once before it slows down
+                  (default ${DEFAULTS.capacity})
+  --compare N     with auto: pages fetched with each of a few fixed worker
+                  counts, to compare auto with the best; 0 skips (default ${DEFAULTS.compare})
   --latency MS    mean response time of a page in ms (default ${DEFAULTS.latency})
   --baseline N    pages fetched with 1 worker to estimate the speed-up;
                   0 skips the estimate (default ${DEFAULTS.baseline})
@@ -140,7 +163,10 @@ export function parseFlags(argv: readonly string[]): { help: true } | { help: fa
   if (v.help === true) return { help: true }
   const config: DemoConfig = { ...DEFAULTS }
   if (v.pages !== undefined) config.pages = integerFlag('pages', v.pages, 1)
-  if (v.workers !== undefined) config.workers = integerFlag('workers', v.workers, 1)
+  if (v.workers !== undefined)
+    config.workers = v.workers === 'auto' ? 'auto' : integerFlag('workers', v.workers, 1)
+  if (v.capacity !== undefined) config.capacity = integerFlag('capacity', v.capacity, 1)
+  if (v.compare !== undefined) config.compare = integerFlag('compare', v.compare, 0)
   if (v.baseline !== undefined) config.baseline = integerFlag('baseline', v.baseline, 0)
   if (v.report !== undefined) {
     if (!/\.(html|json)$/i.test(v.report)) {
@@ -166,6 +192,8 @@ export function parseFlags(argv: readonly string[]): { help: true } | { help: fa
 const FLAG_OPTIONS = {
   pages: { type: 'string' },
   workers: { type: 'string' },
+  capacity: { type: 'string' },
+  compare: { type: 'string' },
   latency: { type: 'string' },
   baseline: { type: 'string' },
   report: { type: 'string' },
@@ -181,9 +209,9 @@ function sample(urls: readonly string[], count: number): string[] {
 
 /** Runs the demo with `config`, writing to `io`; resolves to what it found. */
 export async function runDemo(config: DemoConfig, io: DemoIO): Promise<DemoResult> {
-  const { pages, workers, latency, baseline } = config
+  const { pages, workers, latency, baseline, capacity } = config
   const report = resolve(config.report)
-  const server = await startPageServer({ pages, latency })
+  const server = await startPageServer({ pages, latency, capacity })
   let live: Dashboard | undefined
   let interrupts = 0
   let onInterrupt = (): void => {}
@@ -193,8 +221,8 @@ export async function runDemo(config: DemoConfig, io: DemoIO): Promise<DemoResul
   })
   try {
     io.stdout.write(
-      `stageline demo: ${formatCount(pages)} pages on ${server.url}, about ${latency} ms each\n` +
-        `pipe(urls, fetchPage (${workers} workers), titles (2 workers), mostCommon)\n\n`,
+      `stageline demo: ${formatCount(pages)} pages on ${server.url}, about ${latency} ms each, slower past ${capacity} at once\n` +
+        `pipe(urls, fetchPage (${workers === 'auto' ? "workers: 'auto'" : `${workers} workers`}), titles (2 workers), mostCommon)\n\n`,
     )
     if (config.dashboard) {
       live = await dashboard()
@@ -263,11 +291,46 @@ export async function runDemo(config: DemoConfig, io: DemoIO): Promise<DemoResul
             ? `1 worker took ${formatDuration(baselineMs)}`
             : `1 worker took ${formatDuration(baselineMs)} for ${formatCount(urls.length)} pages, so about ${formatDuration(estimatedMs)} for all`
         io.stdout.write(
-          `speed-up over workers: 1: ${speedUp.factor.toFixed(1)}x (${workers} workers: ${formatDuration(elapsedMs)}; ${how})\n`,
+          `speed-up over workers: 1: ${speedUp.factor.toFixed(1)}x (${workers === 'auto' ? "workers: 'auto'" : `${workers} workers`}: ${formatDuration(elapsedMs)}; ${how})\n`,
         )
       }
     }
-    const result: DemoResult = { mostCommon, stats, elapsedMs, interrupted: interrupts > 0, speedUp }
+    let auto: AutoComparison | undefined
+    if (!interrupted && workers === 'auto' && interrupts === 0) {
+      const settled = stats.stages[0]?.workers ?? 0
+      const rate = ((stats.stages[0]?.out ?? 0) * 1000) / elapsedMs
+      let fixed: { workers: number; rate: number }[] | undefined
+      if (config.compare > 0) {
+        const urls = sample(server.urls, config.compare)
+        const counts = [
+          ...new Set([Math.max(1, Math.round(capacity / 2)), capacity, capacity * 2, capacity * 4]),
+        ]
+        io.stderr.write(
+          `measuring ${counts.join(', ')} fixed workers on ${formatCount(urls.length)} pages each...\n`,
+        )
+        fixed = []
+        for (const w of counts) {
+          const t0 = performance.now()
+          const one = crawl(urls, w).start()
+          onInterrupt = () => void one.abort()
+          const ok = await one.done.then(
+            () => true,
+            () => false,
+          )
+          if (!ok || interrupts > 0) break
+          fixed.push({ workers: w, rate: (urls.length * 1000) / (performance.now() - t0) })
+        }
+      }
+      auto = { settled, rate, fixed }
+      const best = fixed?.reduce((a, b) => (b.rate > a.rate ? b : a))
+      io.stdout.write(
+        `workers: 'auto' settled at ${settled} workers and fetched ${rate.toFixed(0)} pages/s` +
+          (best === undefined
+            ? '\n'
+            : `; the best fixed count measured, ${best.workers} workers, fetched ${best.rate.toFixed(0)} pages/s on a sample: auto reached ${Math.round((rate / best.rate) * 100)}% of it\n`),
+      )
+    }
+    const result: DemoResult = { mostCommon, stats, elapsedMs, interrupted: interrupts > 0, speedUp, auto }
     if (live !== undefined && io.onInterrupt !== undefined && interrupts === 0) {
       io.stdout.write(`the live page stays up at ${live.url}: press Ctrl-C to end\n`)
       // a handle that keeps the process alive while the page is served

@@ -15,6 +15,12 @@ export interface PageServerOptions {
   pages: number
   /** The mean latency of a page in ms (0 answers at once). */
   latency: number
+  /**
+   * Requests the site answers at once without slowing down: past this many in flight, each request
+   * takes `(inFlight / capacity) ** 1.5` times longer, and the site's throughput falls (a knee).
+   * @default no knee
+   */
+  capacity?: number
 }
 
 /** A running page server. */
@@ -112,7 +118,9 @@ export function pageHtml(i: number): string {
 /** Starts the site on 127.0.0.1, on a free port. */
 export async function startPageServer(options: PageServerOptions): Promise<PageServer> {
   const { pages, latency } = options
+  const capacity = options.capacity ?? Number.POSITIVE_INFINITY
   let served = 0
+  let inFlight = 0
   const timers = new Set<ReturnType<typeof setTimeout>>()
   const server: Server = createServer((req, res) => {
     const m = /^\/page\/(\d+)$/.exec(req.url ?? '')
@@ -121,18 +129,21 @@ export async function startPageServer(options: PageServerOptions): Promise<PageS
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
       return
     }
+    const load = Math.max(1, ++inFlight / capacity) ** 1.5
     const reply = (): void => {
       timers.delete(timer)
       served++
+      inFlight--
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(pageHtml(i))
     }
-    const timer = setTimeout(reply, pageLatency(i, latency))
+    const timer = setTimeout(reply, pageLatency(i, latency) * load)
     timers.add(timer)
     // a client that gives up (an aborted fetch) gets no answer
     res.on('close', () => {
       if (!res.writableEnded) {
         clearTimeout(timer)
         timers.delete(timer)
+        inFlight--
       }
     })
   })

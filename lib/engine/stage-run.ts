@@ -88,6 +88,8 @@ export class StageRun implements StagePort {
   private nextIndex = 0
   /** The controller of a `workers: 'auto'` stage, and its timer; undefined for a fixed stage. */
   tuning: { tuner: Tuner; timer: ReturnType<typeof setInterval>; last: TuneMark } | undefined
+  /** The stage's workers tune themselves (still true once it has ended; false once fixed again). */
+  tuned = false
 
   constructor(
     readonly exec: Execution,
@@ -177,13 +179,15 @@ export class StageRun implements StagePort {
     const timer = setInterval(this.onTune, TUNE_MS)
     timer.unref()
     this.tuning = { tuner: new Tuner(min, max), timer, last: this.mark() }
+    this.tuned = true
     if (this.target < min || this.target > max)
       this.resize(Math.min(max, Math.max(min, this.target)), `bounds ${min}..${max}`)
     return true
   }
 
-  /** Stops tuning: the stage keeps the workers it has. */
-  untune(): void {
+  /** Stops tuning: the stage keeps the workers it has; `fixed` when they are set to a number. */
+  untune(fixed = false): void {
+    if (fixed) this.tuned = false
     if (this.tuning === undefined) return
     clearInterval(this.tuning.timer)
     this.tuning = undefined

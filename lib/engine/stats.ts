@@ -153,7 +153,7 @@ function stageStats(s: StageRun, time: TimeTotals, prev: TimeTotals, elapsedMs: 
   return {
     name: s.name,
     workers: s.workers,
-    tuning: s.tuning === undefined ? 'fixed' : 'auto',
+    tuning: s.tuned ? 'auto' : 'fixed',
     busy: s.book.working,
     bound: s.plan.bound,
     in: s.taken,
