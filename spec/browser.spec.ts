@@ -173,11 +173,8 @@ describe.runIf(started.ok)('the live page in a browser', () => {
   test('shows a run as it goes, the held stage as the bottleneck, and its final state after it', async () => {
     const { page, errors, requests } = await watchedPage(browser!)
     await page.goto(live.url)
-    await page.waitForFunction(
-      "document.getElementById('status')?.textContent?.startsWith('No run yet')",
-      null,
-      { timeout: 15_000 },
-    )
+    // locators, not waitForFunction: the page's CSP forbids the eval a string condition needs
+    await page.locator('#status', { hasText: /^No run yet/ }).waitFor({ timeout: 15_000 })
     const gates = numbers(12).map(() => defer())
     const input = feed<number>({ capacity: 12 })
     const fetchStage = mapStage((n: number) => n, { name: 'fetch', qsize: 2 })
@@ -214,11 +211,8 @@ describe.runIf(started.ok)('the live page in a browser', () => {
       [1, 2],
       mapStage((n: number) => n, { name: 'again' }),
     ).toArray({ dashboard: live })
-    await page.waitForFunction(
-      `document.querySelectorAll('section.run[data-state="done"]').length === 2`,
-      null,
-      { timeout: 15_000 },
-    )
+    await page.locator('section.run[data-state="done"]').nth(1).waitFor({ timeout: 15_000 })
+    expect(await page.locator('section.run[data-state="done"]').count()).toBe(2)
     expect(await page.locator(section).count()).toBe(1)
     expect(errors).toEqual([])
     const origin = new URL(live.url).origin
