@@ -16,7 +16,10 @@
  *   source (its output rate over the second half of the run at least 0.95x the source's) and never
  *   runs more than twice the workers the source's rate needs (about 10);
  * - overhead: 3 synchronous map stages of x + 1 over 300,000 items (a stage that cannot use more
- *   than one worker): `workers: 'auto'` at least 0.95x of `workers: 1`.
+ *   than one worker): `workers: 'auto'` at least 0.95x of `workers: 1`;
+ * - threads: 1,000 CPU-bound items of about 5 ms through a thread stage, each fixed thread count
+ *   from 1 to the available cores against `threads: 'auto'`, medians of alternating rounds: auto
+ *   at least 0.9x the best fixed count (on a machine with few cores, a floor rather than a proof).
  * Prints one line per measurement and the verdicts; `--svg FILE` writes the chart of the steps run
  * (workers and throughput over time, auto against the oracle's counts). `--quick` runs a tenth of
  * the items (a smoke test: its verdicts are not the targets').
@@ -155,6 +158,35 @@ export async function overhead(sl, { n = 300_000, rounds = 7 } = {}) {
   return { ratio: median(ratios) }
 }
 
+/**
+ * The threads workload: CPU-bound items (about 5 ms each, benchmarks/cpu.js's `spin`) through a
+ * thread stage with each fixed thread count from 1 to the available cores, and with
+ * `threads: 'auto'`, alternating rounds; the best fixed count's median time against auto's.
+ */
+export async function threads(sl, { n = 1000, rounds = 3 } = {}) {
+  const { availableParallelism } = await import('node:os')
+  const cores = availableParallelism()
+  const module = new URL('./cpu.js', import.meta.url)
+  const configs = [...Array.from({ length: cores }, (_, i) => i + 1), 'auto']
+  const times = new Map(configs.map((c) => [c, []]))
+  for (let r = 0; r < rounds; r++) {
+    const order = r % 2 === 0 ? configs : [...configs].reverse()
+    for (const c of order) {
+      const t0 = performance.now()
+      const out = await consume(
+        sl.pipe(range(n), sl.threadStage(module, { export: 'spin', threads: c, name: 'spin' })).results(),
+      )
+      if (out.count !== n) throw new Error(`expected ${n} items, got ${out.count}`)
+      times.get(c).push(performance.now() - t0)
+    }
+  }
+  const rows = configs.map((c) => ({ threads: c, ms: median(times.get(c)) }))
+  const fixed = rows.filter((r) => r.threads !== 'auto')
+  const best = fixed.reduce((a, b) => (b.ms < a.ms ? b : a))
+  const auto = rows.at(-1)
+  return { cores, rows, best, auto, ratio: best.ms / auto.ms }
+}
+
 /** The steps run as an SVG: workers over time (auto, and the oracle's K per phase) and throughput. */
 export function stepsChart(result, phases) {
   const W = 900
@@ -238,6 +270,11 @@ async function main() {
   const ov = await overhead(sl, { n: Math.round(300_000 * f) })
   console.log(
     `-> overhead, auto ${ov.ratio.toFixed(3)}x workers: 1 (target >= 0.95): ${verdict(ov.ratio >= 0.95)}`,
+  )
+  const th = await threads(sl, { n: Math.round(1000 * f) })
+  for (const r of th.rows) console.log(`threads, ${r.threads}: ${r.ms.toFixed(0)} ms (median)`)
+  console.log(
+    `-> threads: 'auto' ${th.ratio.toFixed(3)}x the best fixed count (${th.best.threads}) on ${th.cores} cores (target >= 0.9; with this few cores a floor, not a proof): ${verdict(th.ratio >= 0.9)}`,
   )
   if (svgAt >= 0) {
     writeFileSync(args[svgAt + 1], stepsChart(sp, phases))

@@ -137,7 +137,9 @@ export class Run<O> implements AsyncDisposable {
    * tuning itself), or `'auto'` / `{ min, max }` (it tunes itself within those bounds). Growing
    * starts workers; shrinking retires some, each after the item it holds. Throws for a stage name
    * the pipeline does not have (or has twice), a stage whose kind keeps its workers (a generator
-   * stage, `batch()`, a Redis stage), or a run that has ended.
+   * stage, `batch()`, a Redis stage, a thread stage given a number of threads), for more workers
+   * than a thread stage's `max`, or a run that has ended. A tuned thread stage's `'auto'` is 1 to
+   * its `max`.
    *
    * @example
    * ```ts
@@ -160,10 +162,19 @@ export class Run<O> implements AsyncDisposable {
       )
     }
     const s = found[0]!
-    const checked = workersOrTuning(where, 'workers', workers)
-    if (s.plan.worker === undefined) {
+    let checked = workersOrTuning(where, 'workers', workers)
+    if (!s.canResize) {
       throw new TypeError(
-        `${where}: stage ${JSON.stringify(stage)} keeps its workers while it runs (a generator, batch or Redis stage)`,
+        `${where}: stage ${JSON.stringify(stage)} keeps its workers while it runs (a generator, batch or Redis stage, or a thread stage given a number of threads)`,
+      )
+    }
+    const most = s.mostWorkers
+    // a thread stage tunes within its own bounds: 'auto' is 1 to its most threads
+    if (workers === 'auto' && most < (checked as Tuning).max) checked = { min: 1, max: most }
+    const asked = typeof checked === 'number' ? checked : (checked as Tuning).max
+    if (asked > most) {
+      throw new RangeError(
+        `${where}: stage ${JSON.stringify(stage)} runs at most ${most} workers (the upper bound of its threads), got ${typeof checked === 'number' ? checked : `max ${asked}`}`,
       )
     }
     if (this.exec.state !== RUNNING || s.live === 0) {

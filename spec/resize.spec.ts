@@ -18,7 +18,6 @@ import {
   type WorkersEvent,
 } from '../lib/index.js'
 import {
-  defer,
   flush,
   numbers,
   Peak,
@@ -168,7 +167,7 @@ describe('run.setWorkers()', () => {
     )
     expect(() => run.setWorkers('same', 2)).toThrow('run.setWorkers(): more than one stage is named "same"')
     expect(() => run.setWorkers('gen', 2)).toThrow(
-      'run.setWorkers(): stage "gen" keeps its workers while it runs (a generator, batch or Redis stage)',
+      'run.setWorkers(): stage "gen" keeps its workers while it runs (a generator, batch or Redis stage, or a thread stage given a number of threads)',
     )
     expect(() => run.setWorkers('batch', 2)).toThrow(/stage "batch" keeps its workers/)
     expect(() => run.setWorkers('flat', 0)).toThrow(RangeError)

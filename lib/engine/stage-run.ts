@@ -90,6 +90,8 @@ export class StageRun implements StagePort {
   tuning: { tuner: Tuner; timer: ReturnType<typeof setInterval>; last: TuneMark } | undefined
   /** The stage's workers tune themselves (still true once it has ended; false once fixed again). */
   tuned = false
+  /** Set by a kind that changes its own units' number (`resizable()`): how, and the most it takes. */
+  private units_: { apply: (n: number) => void; most: number } | undefined
 
   constructor(
     readonly exec: Execution,
@@ -155,12 +157,14 @@ export class StageRun implements StagePort {
    */
   resize(n: number, reason: string): boolean {
     const start = this.plan.worker
-    if (start === undefined || this.halted || this.live === 0) return false
-    const to = Math.max(1, Math.min(MAX_WORKERS, n))
+    const units = this.units_
+    if (!this.canResize || this.halted || this.live === 0) return false
+    const to = Math.max(1, Math.min(units?.most ?? MAX_WORKERS, n))
     const from = this.target
     if (to === from) return true
     this.target = to
-    if (to > from) {
+    if (start === undefined) units!.apply(to)
+    else if (to > from) {
       for (let i = from; i < to; i++) void start(this.lane())
     } else {
       // idle lanes first (they hold nothing), then the latest started
@@ -173,8 +177,22 @@ export class StageRun implements StagePort {
   }
 
   /** Tunes this stage's workers between `min` and `max` from now on (`workers: 'auto'`). */
+  /** The stage's workers can change while it runs: its kind starts lanes, or changes its own units. */
+  get canResize(): boolean {
+    return this.plan.worker !== undefined || this.units_ !== undefined
+  }
+
+  /** The most workers the stage may run: its kind's own limit, for a kind that changes its units itself. */
+  get mostWorkers(): number {
+    return this.units_?.most ?? MAX_WORKERS
+  }
+
+  resizable(apply: (n: number) => void, most: number): void {
+    this.units_ = { apply, most }
+  }
+
   tune(min: number, max: number): boolean {
-    if (this.plan.worker === undefined || this.halted || this.live === 0) return false
+    if (!this.canResize || this.halted || this.live === 0) return false
     this.untune()
     const timer = setInterval(this.onTune, TUNE_MS)
     timer.unref()
@@ -232,7 +250,7 @@ export class StageRun implements StagePort {
   }
 
   units(working: number, blocked: number): void {
-    if (this.exec.accounting) this.book.set(working, blocked, this.plan.workers)
+    if (this.exec.accounting) this.book.set(working, blocked, this.target)
   }
 
   /** A timed item starts at `t0`: times items more or less often to keep about SAMPLE_GAP_MS between them. */

@@ -86,7 +86,8 @@ export interface StagePlan {
   /**
    * One worker's loop, for a kind whose number of workers may change while it runs: the port
    * starts more of them, and retires some (a retired lane's `take()` says DONE), when the stage is
-   * tuned (`tuning`) or resized by `run.setWorkers()`. Kinds without it keep their workers.
+   * tuned (`tuning`) or resized by `run.setWorkers()`. Kinds without it keep their workers, unless
+   * they count their own units and change them themselves (`port.resizable()`).
    */
   readonly worker?: (lane: Lane) => unknown
   /** Set for `workers: 'auto'`: the bounds the stage's tuner keeps its workers within. */
@@ -126,6 +127,12 @@ export interface StagePort extends StageCounts {
   lane(): Lane
   /** Starts `n` workers running `loop`. */
   spawn(n: number, loop: (lane: Lane) => unknown): void
+  /**
+   * For a kind that counts its own units (`countsUnits`) and can change their number mid-run (a
+   * thread stage's threads): how to apply a new number, at most `most`. The port then resizes the
+   * stage by calling `apply` instead of starting or retiring lanes; `workers` reads the new number.
+   */
+  resizable(apply: (n: number) => void, most: number): void
   /** For kinds that count their own units (`countsUnits`): how many are working and blocked now (the rest are starved). */
   units(working: number, blocked: number): void
   /** Records one sampled per-item time, in ms. */

@@ -103,36 +103,44 @@ export const AUTO: Tuning = Object.freeze({ min: 1, max: 256 })
  * The checker of `workers` for a kind whose workers can tune themselves: a number, `'auto'`, or
  * `{ min, max }`; returns the number, or the bounds.
  */
-export const workersOrTuning: Checker = (where, option, value) => {
-  if (value === 'auto') return AUTO
-  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
-    const o = value as Record<string, unknown>
-    for (const key of Object.keys(o)) {
-      if (key !== 'min' && key !== 'max') {
-        throw new TypeError(
-          `${where}: unknown key \`${key}\` in \`${option}\`; the keys are \`min\`, \`max\``,
+export const workersOrTuning: Checker = countOrTuning(MAX_WORKERS, AUTO)
+
+/**
+ * The checker of a count of concurrency units that may tune itself: a number from 1 to `most`,
+ * `'auto'` (the bounds `auto`), or `{ min, max }` (`min` defaults to `auto.min`, `max` to the
+ * larger of `min` and `auto.max`); returns the number, or the bounds.
+ */
+export function countOrTuning(most: number, auto: Tuning): Checker {
+  return (where, option, value) => {
+    if (value === 'auto') return auto
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+      const o = value as Record<string, unknown>
+      for (const key of Object.keys(o)) {
+        if (key !== 'min' && key !== 'max') {
+          throw new TypeError(
+            `${where}: unknown key \`${key}\` in \`${option}\`; the keys are \`min\`, \`max\``,
+          )
+        }
+      }
+      const min = o.min === undefined ? auto.min : checkInteger(where, `${option}.min`, o.min, 1, false, most)
+      const max =
+        o.max === undefined
+          ? Math.max(min, auto.max)
+          : checkInteger(where, `${option}.max`, o.max, 1, false, most)
+      if (min > max) {
+        throw new RangeError(
+          `${where}: expected \`${option}.min\` to be at most \`${option}.max\`, got min ${min} and max ${max}`,
         )
       }
+      return Object.freeze({ min, max })
     }
-    const min =
-      o.min === undefined ? AUTO.min : checkInteger(where, `${option}.min`, o.min, 1, false, MAX_WORKERS)
-    const max =
-      o.max === undefined
-        ? Math.max(min, AUTO.max)
-        : checkInteger(where, `${option}.max`, o.max, 1, false, MAX_WORKERS)
-    if (min > max) {
-      throw new RangeError(
-        `${where}: expected \`${option}.min\` to be at most \`${option}.max\`, got min ${min} and max ${max}`,
+    if (typeof value !== 'number') {
+      throw new TypeError(
+        `${where}: expected \`${option}\` to be an integer from 1 to ${most}, 'auto' or { min, max }, got ${got(value)}`,
       )
     }
-    return Object.freeze({ min, max })
+    return checkInteger(where, option, value, 1, false, most)
   }
-  if (typeof value !== 'number') {
-    throw new TypeError(
-      `${where}: expected \`${option}\` to be an integer from 1 to ${MAX_WORKERS}, 'auto' or { min, max }, got ${got(value)}`,
-    )
-  }
-  return checkInteger(where, option, value, 1, false, MAX_WORKERS)
 }
 
 /** The checker of `workers` for a kind that keeps its workers: a number; `'auto'` refused saying why. */

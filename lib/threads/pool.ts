@@ -52,6 +52,10 @@ export interface ThreadPlan {
   readonly moduleHref: string
   readonly exportName: string
   readonly threads: number
+  /** The most threads the stage may run: `threads`, or the upper bound of `threads: 'auto'`. */
+  readonly most: number
+  /** The stage tunes its threads (`threads: 'auto'` or `{ min, max }`): its port may resize it. */
+  readonly tuned: boolean
   /** The most items per batch (`batch`, or 1 where a batch must hold one item: see stage.ts). */
   readonly batch: number
   readonly ordered: boolean
@@ -197,23 +201,95 @@ export class ThreadRun {
   /** The units last reported to the port: threads working, and idle threads blocked. */
   private working = -1
   private blocked = -1
+  /** The threads the stage runs now: `plan.threads`, until a tuned stage is resized. */
+  private running: number
+  /** Batch loops started: two per thread, for the most threads the stage has run so far. */
+  private loops = 0
+  /**
+   * A tuned stage gates its batches: at most `limit()` of them are on the pool at once, whatever
+   * the number of loops (which never shrinks). These are the batches on the pool, and the loops
+   * waiting for a turn.
+   */
+  private sending = 0
+  private readonly turnWaits: (() => void)[] = []
 
   constructor(
     private readonly port: StagePort,
     private readonly plan: ThreadPlan,
   ) {
-    const loops = plan.threads * IN_FLIGHT_PER_THREAD
-    this.active = loops
-    this.slots = 2 * plan.threads + 8
+    this.running = plan.threads
+    this.active = 0
+    this.slots = 2 * plan.most + 8
     this.control = ControlBlock.create(this.slots)
     this.flags = this.control.flags
     port.signal.addEventListener('abort', this.onHalt, { once: true })
     this.recount()
     this.ready = this.start()
-    for (let i = 0; i < loops; i++) {
-      const lane = port.lane()
-      void (plan.ordered ? this.orderedLoop(lane) : this.loop(lane))
+    this.startLoops()
+    if (plan.tuned) port.resizable(this.resize, plan.most)
+  }
+
+  /** Starts batch loops up to two per thread the stage runs now. */
+  private startLoops(): void {
+    const want = this.running * IN_FLIGHT_PER_THREAD
+    for (; this.loops < want; this.loops++) {
+      this.active++
+      const lane = this.port.lane()
+      void (this.plan.ordered ? this.orderedLoop(lane) : this.loop(lane))
     }
+  }
+
+  /**
+   * A tuned stage runs `n` threads from now on. Growing lets piscina start threads up to `n` (they
+   * start for the batches that find none idle) and starts loops to feed them; shrinking lets fewer
+   * batches on the pool at once. A thread is never ended for it: threads the stage stops using
+   * stay idle in the pool, and run `dispose` in the end round with the others.
+   */
+  private readonly resize = (n: number): void => {
+    this.running = n
+    this.capPool()
+    this.startLoops()
+    this.recount()
+    this.wakeTurns()
+  }
+
+  /**
+   * The most threads piscina may start: the threads the stage runs now. piscina reads its
+   * `maxThreads` option each time it considers starting a thread; `options` is the pool's live
+   * options object. (Lowering it ends no thread: piscina only stops starting new ones.)
+   */
+  private capPool(): void {
+    const options = (this.pool as { options?: { maxThreads?: number } } | undefined)?.options
+    if (options !== undefined && typeof options.maxThreads === 'number') options.maxThreads = this.running
+  }
+
+  /**
+   * Batches a tuned stage lets on the pool at once: two per thread (one running, one queued behind
+   * it), or one per thread while the pool holds more threads than the stage runs (it shrank):
+   * piscina gives a batch to any idle thread, so more batches would run on more threads.
+   */
+  private limit(): number {
+    const n = this.running
+    return this.pool !== undefined && this.pool.threads.length > n ? n : n * IN_FLIGHT_PER_THREAD
+  }
+
+  /** Waits until a tuned stage may send one more batch (or the stage halted), and takes the turn. */
+  private async turn(): Promise<void> {
+    while (this.sending >= this.limit() && !this.port.halted) {
+      await new Promise<void>((resolve) => this.turnWaits.push(resolve))
+    }
+    this.sending++
+  }
+
+  private endTurn(): void {
+    this.sending--
+    this.wakeTurns()
+  }
+
+  /** Lets the loops waiting for a turn look again. */
+  private wakeTurns(): void {
+    const waits = this.turnWaits.splice(0)
+    for (const wake of waits) wake()
   }
 
   /**
@@ -221,7 +297,7 @@ export class ThreadRun {
    * changed (see the module's comment).
    */
   private recount(): void {
-    const t = this.plan.threads
+    const t = this.running
     let w = t
     let b = 0
     if (this.phase === RUNNING) {
@@ -266,10 +342,10 @@ export class ThreadRun {
       // even after destroy() has returned, which would leave new threads running after the run
       minThreads: 0,
       idleTimeout: Number.POSITIVE_INFINITY,
-      maxThreads: p.threads,
+      maxThreads: this.running,
       // the loops keep at most this many tasks in flight; the rest is room for the checks that
       // replace threads the watchdog ended (see replace())
-      maxQueue: p.threads * IN_FLIGHT_PER_THREAD + this.slots,
+      maxQueue: p.most * IN_FLIGHT_PER_THREAD + this.slots,
       concurrentTasksPerWorker: 1,
       recordTiming: false,
       workerData,
@@ -279,7 +355,7 @@ export class ThreadRun {
     pool.on('workerCreate', this.track)
     this.track()
     const checks: Promise<Answer>[] = []
-    for (let i = 0; i < p.threads; i++) checks.push(pool.run(CHECK))
+    for (let i = 0; i < this.running; i++) checks.push(pool.run(CHECK))
     for (const answer of await Promise.all(checks)) {
       if (answer.error !== undefined) throw new BatchFailure(fromWire(answer.error), answer.worker, undefined)
       if (answer.dispose === true) this.disposes = true
@@ -396,12 +472,21 @@ export class ThreadRun {
 
   /** Runs one batch on the pool, held by its loop meanwhile; resolves to its results, or throws a BatchFailure. */
   private async send(batch: unknown[]): Promise<unknown[]> {
+    const gated = this.plan.tuned
+    if (gated) {
+      await this.turn()
+      if (this.port.halted) {
+        this.endTurn()
+        return NO_RESULTS
+      }
+    }
     this.holding++
     this.recount()
     try {
       return await this.sendHeld(batch)
     } finally {
       this.holding--
+      if (gated) this.endTurn()
       this.recount()
       if (this.port.halted) this.destroyIfIdle()
     }
@@ -859,6 +944,7 @@ export class ThreadRun {
    * running batches return, or after the grace period for a function that ignores ctx.signal.
    */
   private readonly onHalt = (): void => {
+    this.wakeTurns()
     clearTimeout(this.watchTimer)
     this.control.stop(encodeReason(this.port.signal.reason))
     if (this.destroyIfIdle()) return

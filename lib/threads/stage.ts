@@ -14,7 +14,13 @@ import type { MapContext } from '../kinds/policies.js'
 import type { RateLimit } from '../kinds/rate-limit.js'
 import { type Checker, fn, got, integer, ms, type Schema, validateOptions } from '../options/check.js'
 import { DEFAULT_QSIZE } from '../options/limits.js'
-import { type ResolvedStageOptions, STAGE_SCHEMA, type StageOptions } from '../options/stage.js'
+import {
+  countOrTuning,
+  type ResolvedStageOptions,
+  STAGE_SCHEMA,
+  type StageOptions,
+  type Tuning,
+} from '../options/stage.js'
 import { Stage } from '../stage.js'
 import { IN_FLIGHT_PER_THREAD, type ThreadPolicies, ThreadRun } from './pool.js'
 
@@ -102,10 +108,16 @@ export interface ThreadContext<S = unknown> extends StageContext {
 export interface ThreadStageOptions<I = unknown> extends Omit<StageOptions, 'workers'> {
   /**
    * How many worker threads run the function, from 1 to {@link MAX_THREADS}: the stage's
-   * concurrency units, which `stage.options.workers` and the stats' `workers` report.
+   * concurrency units, which `stage.options.workers` and the stats' `workers` report. Or `'auto'`:
+   * the stage tunes its threads while it runs, between 1 and `os.availableParallelism()`, from its
+   * throughput and time per item, as `workers: 'auto'` does for a map stage; or `{ min, max }`
+   * for other bounds (`min` defaults to 1, `max` to the larger of `min` and the available cores).
+   * An auto stage starts with `min` threads (`stage.options.threads` and `workers` hold it, and
+   * `stage.options.tuning` the bounds); threads it stops using stay idle until the run ends, and
+   * run the module's `dispose` then.
    * @default the number of available cores minus one, at least 1
    */
-  threads?: number
+  threads?: number | 'auto' | { min?: number; max?: number }
   /**
    * The most items sent to a thread in one message. The stage sends fewer when items are slow
    * (it aims at about 2 ms of work per message) or when fewer are waiting. It also bounds memory:
@@ -255,7 +267,7 @@ function refused(why: string): Checker {
  * why (rather than "unknown option").
  */
 const THREAD_SCHEMA: Schema = {
-  threads: integer(1, MAX_THREADS),
+  threads: countOrTuning(MAX_THREADS, { min: 1, max: Math.min(MAX_THREADS, availableParallelism()) }),
   batch: integer(1, MAX_BATCH),
   export: (where, option, value) => {
     if (typeof value !== 'string' || value === '') {
@@ -296,7 +308,13 @@ const THREAD_SCHEMA: Schema = {
 const THREAD_KIND: StageKind<ResolvedThreadStageOptions> = {
   factory: 'threadStage',
   resolve(where, base, options) {
-    const o = { ...base, ...validateOptions(where, options, THREAD_SCHEMA) } as ResolvedThreadStageOptions
+    const { threads, ...rest } = validateOptions(where, options, THREAD_SCHEMA) as Record<string, unknown>
+    const o = { ...base, ...rest } as ResolvedThreadStageOptions
+    if (threads !== undefined) {
+      // a count, or the bounds of an auto stage, which starts at its minimum
+      o.tuning = typeof threads === 'number' ? undefined : (threads as Tuning)
+      o.threads = typeof threads === 'number' ? threads : (threads as Tuning).min
+    }
     checkSkipRule(where, o)
     if (o.transfer !== undefined && o.retries !== undefined && o.retries > 0) {
       throw new TypeError(
@@ -320,6 +338,8 @@ const THREAD_KIND: StageKind<ResolvedThreadStageOptions> = {
       moduleHref: o.module,
       exportName: o.export,
       threads: o.threads,
+      most: o.tuning?.max ?? o.threads,
+      tuned: o.tuning !== undefined,
       batch,
       ordered: o.ordered,
       transfer: o.transfer,
@@ -329,10 +349,11 @@ const THREAD_KIND: StageKind<ResolvedThreadStageOptions> = {
     return {
       workers: o.threads,
       // every batch loop holds at most one batch: one running and one queued per thread
-      bound: o.threads * IN_FLIGHT_PER_THREAD * batch,
+      bound: (o.tuning?.max ?? o.threads) * IN_FLIGHT_PER_THREAD * batch,
       qsize: o.qsize,
       ordered: o.ordered,
       countsUnits: true,
+      ...(o.tuning === undefined ? {} : { tuning: o.tuning }),
       start: (port) => {
         new ThreadRun(port, run)
       },
