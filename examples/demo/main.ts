@@ -107,7 +107,7 @@ export interface AutoComparison {
 }
 
 export const USAGE = `Usage: npm run demo -- [options]
-   or: node dist/demo/main.js [options]
+   or: node build/examples/demo/main.js [options]
 
 Starts a web site on 127.0.0.1 and crawls it with a stageline pipeline,
 the example of Python's parallelpipe:
