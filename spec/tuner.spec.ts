@@ -45,8 +45,8 @@ describe('Tuner', () => {
   test('from its minimum it doubles while throughput grows, and settles near the knee', () => {
     const { counts, reasons } = drive(new Tuner(1, 256), knee(16), 1, 120)
     expect(reasons[0]).toBe('throughput grows with workers: doubling')
-    // up in a few doublings, not one worker at a time
-    expect(counts.slice(0, 12).some((n) => n >= 16)).toBe(true)
+    // up in a few doublings, not one worker at a time, each judged by the window right after it
+    expect(counts.slice(0, 6).some((n) => n >= 16)).toBe(true)
     // the second half stays within 25% of the knee
     const late = counts.slice(60)
     for (const n of late) expect(Math.abs(n - 16)).toBeLessThanOrEqual(4)
@@ -60,6 +60,27 @@ describe('Tuner', () => {
     for (const n of r.counts.slice(30)) expect(Math.abs(n - 4)).toBeLessThanOrEqual(1)
     r = drive(t, knee(32), r.n, 120)
     for (const n of r.counts.slice(80)) expect(Math.abs(n - 32)).toBeLessThanOrEqual(8)
+  })
+
+  test('a growth step into saturation is undone, so the stage does not creep past the knee', () => {
+    const t = new Tuner(1, 256)
+    let r = drive(t, knee(16), 1, 60)
+    r = drive(t, knee(4), r.n, 200)
+    expect(r.reasons).toContain('5 workers saturated the service: back to 4')
+    // over the last 100 windows: at the knee, but for the probes' windows
+    const late = r.counts.slice(100)
+    expect(late.filter((n) => n === 4).length).toBeGreaterThanOrEqual(85)
+    expect(Math.max(...late)).toBeLessThanOrEqual(5)
+  })
+
+  test('a knee that moves up long after is found in a few doublings, not judged by what counts measured before', () => {
+    const t = new Tuner(1, 256)
+    let r = drive(t, knee(16), 1, 60)
+    r = drive(t, knee(4), r.n, 200)
+    r = drive(t, knee(32), r.n, 60)
+    // within 10 windows (the probe's wait included) it is past three quarters of the new knee: it
+    // doubles again, once a step past where the old service was saturated pays
+    expect(r.counts.slice(0, 10).some((n) => n >= 24)).toBe(true)
   })
 
   test('a stage that cannot use more workers (a synchronous one) gives them back, and tries again less and less often', () => {

@@ -60,6 +60,11 @@ const MAX_BACKOFF = 16
 const SMOOTH = 0.3
 /** Items a window needs before it is judged: fewer, and the window is merged into the next. */
 const MIN_ITEMS = 8
+/**
+ * A count not measured for this many windows is measured afresh when it runs again, not smoothed
+ * into what it saw then (the service may have changed meanwhile).
+ */
+const FRESH_AFTER = 10
 /** The least time per item is the least over this many recent windows (so that it can rise again). */
 const MIN_WINDOWS = 50
 
@@ -106,6 +111,7 @@ export class Tuner {
     const n = win.workers
     this.windows++
     if (this.cooldown > 0) this.cooldown--
+    const first = this.lastWorkers < 0
     const changed = n !== this.lastWorkers
     this.lastWorkers = n
     const rate = (win.done * 1000) / win.ms
@@ -134,7 +140,10 @@ export class Tuner {
         `${Math.round(Math.max(win.starved, win.blocked) * 100)}% of worker time ${why}: ${needed} workers are enough`,
       )
     }
-    if (changed) return undefined // the first window at a new count is partly the old one's
+    // the first window at a new count is partly the old one's: skipped, but in slow start, where
+    // a doubling's window is mostly the new count's and waiting a window per step costs the most
+    // (the stage's first window, partly its start, is skipped too)
+    if (changed && (first || !this.slowStart)) return undefined
     const level = this.measure(n, rate, win.itemMs)
     let best = 0
     let least = Number.POSITIVE_INFINITY
@@ -150,10 +159,14 @@ export class Tuner {
     if (ratio > SATURATED) {
       if (this.ceiling === undefined || n <= this.ceiling.workers)
         this.ceiling = { workers: n, seen: this.windows }
-      // saturation right after a growth step is that step failing: wait longer before the next
-      if (this.probe !== undefined) {
+      // saturation right after a growth step is that step failing: back to where it started, and
+      // wait longer before the next (holding there would let the stage creep past the knee, one
+      // step that costs a little throughput at a time)
+      const p = this.probe
+      if (p !== undefined) {
         this.settle(this.backoff)
         this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF)
+        if (n > p.from) return this.to(n, p.from, `${n} workers saturated the service: back to ${p.from}`)
       } else this.settle(2)
       // still about as fast as the stage has been: the knee is here, hold
       if (level.rate >= 0.9 * best) return undefined
@@ -184,6 +197,9 @@ export class Tuner {
         )
       }
       this.backoff = 2
+      // a step past the fewest workers the service was saturated at, that paid: that was before
+      // the service changed
+      if (this.ceiling !== undefined && n >= this.ceiling.workers) this.ceiling = undefined
       // a step that paid in full, with time per item still at its least, says there is much more
       // room: double again (a big change upward)
       if (grew >= FULL * added && ratio < FLAT) this.slowStart = true
@@ -204,7 +220,8 @@ export class Tuner {
   /** Adds a window to what `n` workers measured. */
   private measure(n: number, rate: number, itemMs: number | undefined): Level {
     const l = this.levels.get(n)
-    if (l === undefined || this.windows - l.seen > MIN_WINDOWS) {
+    // a count measured again long after (the service may have changed meanwhile) starts afresh
+    if (l === undefined || this.windows - l.seen > FRESH_AFTER) {
       const fresh = { rate, ms: itemMs ?? -1, seen: this.windows }
       this.levels.set(n, fresh)
       return fresh
