@@ -6,7 +6,7 @@
  * Options:
  *   --quick            small sizes, one round: a smoke check in well under a minute
  *   --rounds N         timed runs per implementation (default 5; 1 with --quick)
- *   --only a,b         only the workloads whose id starts with one of these (overhead-async, io, memory, cpu, ...)
+ *   --only a,b         only the workloads whose id starts with one of these (overhead-async, io, http, memory, cpu, ...)
  *   --reduce-below R   peers under R x the baseline in the warm-up run on the reduced size (default 0.5)
  *   --out DIR          where to write the results (default benchmarks/results)
  * @module
@@ -101,6 +101,8 @@ for (const w of defineWorkloads(sl, sizes)) {
 // Workloads written alongside this suite, each in its own module with the shape its author chose:
 // - cpu.js (the cpu workload): default export `cpu({ quick, rounds, log, sl })`, measuring with this harness
 //   and resolving to `{ rows, targets }` (rows as measureWorkload returns them);
+// - http.js (latency on real sockets): `measureHttp({ n, rounds, log })`, resolving to `{ rows, targets }`
+//   with rows of its own shape (throughput, p50, p99), printed by its `httpTable()` and kept under `http`;
 // - redis.js (the Redis workload): `benchRedis({ items, runs })`, resolving to rows
 //   `{ impl, workers, itemsPerSec, ratio, runs }` with ratios to a local mapStage, turned into rows here.
 const EXTRA = [
@@ -109,6 +111,16 @@ const EXTRA = [
     file: 'cpu.js',
     what: 'the cpu workload, thread stages against piscina',
     run: async (mod) => mod.default({ quick, rounds, log, sl }),
+  },
+  {
+    id: 'http',
+    file: 'http.js',
+    what: 'latency on real sockets',
+    run: async (mod) => {
+      const { rows, targets } = await mod.measureHttp({ n: quick ? 1_000 : 10_000, rounds, log })
+      log(mod.httpTable(rows))
+      return { rows: [], targets, http: rows }
+    },
   },
   {
     id: 'redis',

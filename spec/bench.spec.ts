@@ -9,6 +9,7 @@ import { describe, expect, test } from 'vitest'
 import { renderChart } from '../benchmarks/chart.js'
 import { CLEAN_CASES, cleanCheck, measureClean, YOUNG_SETTINGS } from '../benchmarks/clean.js'
 import { measureWorkload, median, timeOnce } from '../benchmarks/harness.js'
+import { HTTP_IMPLS, httpTargets, measureHttp } from '../benchmarks/http.js'
 import { MEMORY_IMPLS, measureMemory, memoryExpect, runChild } from '../benchmarks/memory.js'
 import { deferToClean, evaluateTargets, fmtPeak, toJson } from '../benchmarks/report.js'
 import type { BenchResult, Impl, MemoryRow, Row, Workload } from '../benchmarks/types.js'
@@ -73,6 +74,51 @@ describe('overhead targets in a clean process (benchmarks/clean.js)', () => {
         new RegExp(`alone in its process${young}: stageline >= [\\d.]+x the bare chain$`),
       )
     })
+  })
+})
+
+describe('latency on real sockets (benchmarks/http.js)', () => {
+  test('every implementation fetches every item once from the server child, and the targets are judged', async () => {
+    // a server child and a client child per implementation, on a few items: no timing is asserted
+    const lines: string[] = []
+    const { rows, targets } = await measureHttp({ n: 60, rounds: 1, log: (l) => lines.push(l) })
+    expect(rows.map((r) => r.name)).toEqual(HTTP_IMPLS.map((i) => i.name))
+    for (const r of rows) {
+      expect(r.error).toBeUndefined()
+      if (r.error === undefined) {
+        expect(r.runs).toBe(1)
+        expect(r.p50.median).toBeGreaterThan(0)
+        expect(r.p99.median).toBeGreaterThanOrEqual(r.p50.median)
+      }
+    }
+    expect(lines).toHaveLength(HTTP_IMPLS.length)
+    expect(targets.map((t) => t.text)).toEqual([
+      expect.stringMatching(/^http: stageline throughput >= the best peer's/),
+      expect.stringMatching(/^http: stageline p50 latency within 5% of the best peer's/),
+      expect.stringMatching(/^http: stageline p99 latency within 5% of the best peer's/),
+    ])
+  })
+
+  test('the targets compare stageline with the best peer on each measure', () => {
+    const spread = (median: number) => ({ median, min: median, max: median })
+    const row = (name: string, role: 'stageline' | 'peer', rate: number, p50: number, p99: number) => ({
+      name,
+      label: name,
+      role,
+      error: undefined,
+      runs: 1,
+      itemsPerSec: spread(rate),
+      p50: spread(p50),
+      p99: spread(p99),
+      peakWaiting: 0,
+    })
+    const targets = httpTargets([
+      row('stageline', 'stageline', 100, 10.4, 30),
+      row('a', 'peer', 100, 10, 40),
+      row('b', 'peer', 90, 12, 25),
+    ])
+    expect(targets.map((t) => t.pass)).toEqual([true, true, false])
+    expect(targets[2]!.text).toMatch(/\(b\)$/)
   })
 })
 
