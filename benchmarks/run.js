@@ -18,7 +18,7 @@ import { dirname, join, relative } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { renderChart } from './chart.js'
-import { cleanCheck } from './clean.js'
+import { cleanCheck, measureImport } from './clean.js'
 import { measureWorkload } from './harness.js'
 import { measureMemory } from './memory.js'
 import { deferToClean, evaluateTargets, memoryTable, throughputTable, toJson } from './report.js'
@@ -168,6 +168,10 @@ let clean = { results: [], targets: [] }
 if (['overhead-async', 'overhead-sync', 'generator'].some((id) => wanted(id))) {
   log(`\n== overhead targets, stageline alone in its process (benchmarks/clean.js, ${sizes.overhead} items)`)
   clean = await cleanCheck({ n: sizes.overhead, rounds, log })
+  clean.import = await measureImport()
+  log(
+    `  import: ${clean.import.median.toFixed(1)} ms to import stageline in a fresh process (not in any row's time)`,
+  )
 }
 
 let memory = []
@@ -198,7 +202,7 @@ if (targets.length > 0) {
 
 meta.loadavgEnd = loadavg()
 meta.seconds = Math.round((performance.now() - started) / 1000)
-const result = { meta, throughput, clean: clean.results, memory, extra, targets }
+const result = { meta, throughput, clean: clean.results, cleanImport: clean.import, memory, extra, targets }
 mkdirSync(args.out, { recursive: true })
 const base = join(args.out, quick ? 'quick' : 'bench')
 writeFileSync(`${base}.json`, `${toJson(result)}\n`)

@@ -7,7 +7,14 @@ import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { describe, expect, test } from 'vitest'
 import { renderChart } from '../benchmarks/chart.js'
-import { CLEAN_CASES, cleanCheck, measureClean, YOUNG_SETTINGS } from '../benchmarks/clean.js'
+import {
+  CLEAN_CASES,
+  cleanCheck,
+  measureClean,
+  measureImport,
+  rowId,
+  YOUNG_SETTINGS,
+} from '../benchmarks/clean.js'
 import { measureWorkload, median, timeOnce } from '../benchmarks/harness.js'
 import { HTTP_IMPLS, httpTargets, measureHttp } from '../benchmarks/http.js'
 import { MEMORY_IMPLS, measureMemory, memoryExpect, runChild } from '../benchmarks/memory.js'
@@ -51,15 +58,24 @@ test('the ordered workload reports the peak reorder buffer within stageline boun
 })
 
 describe('overhead targets in a clean process (benchmarks/clean.js)', () => {
-  test.each(CLEAN_CASES.map((c) => [`${c.kind}, workers ${c.workers}`, c] as const))(
-    '%s: both sides give the right count and sum, and a ratio comes out',
-    async (_label, c) => {
+  test.each(CLEAN_CASES.map((c) => [rowId(c), c] as const))(
+    '%s: every side gives the right count and sum, and a ratio comes out',
+    async (id, c) => {
       const r = await measureClean(sl, { ...c, n: 300, rounds: 2 })
+      expect(r.row).toBe(id)
       expect(r.ratio).toBeGreaterThan(0)
       expect(r.ratioMin).toBeLessThanOrEqual(r.ratio)
       expect(r.bareNs).toBeGreaterThan(0)
+      // the generator rows are judged against the least queued design, timed in the same rounds
+      if (c.against === 'least-queued') expect(r.againstNs).toBeGreaterThan(0)
+      else expect(r.againstNs).toBeUndefined()
     },
   )
+
+  test('the import is measured on its own row, in fresh processes', async () => {
+    const imp = await measureImport(1)
+    expect(imp.median).toBeGreaterThan(0)
+  })
 
   test('each case runs in a child process of its own and is judged against its target', async () => {
     // the children load the built package (dist/), which `npm test` builds before the specs
@@ -71,7 +87,9 @@ describe('overhead targets in a clean process (benchmarks/clean.js)', () => {
     targets.forEach((t, i) => {
       const young = i < CLEAN_CASES.length ? '' : ', young generation 16 MB'
       expect(t.text).toMatch(
-        new RegExp(`alone in its process${young}: stageline >= [\\d.]+x the bare chain$`),
+        new RegExp(
+          `alone in its process${young}: stageline >= [\\d.]+x the (bare chain|least queued design)$`,
+        ),
       )
     })
   })
