@@ -32,6 +32,8 @@ export type CleanResult =
       stagelineNs: number
       /** ns per item of the least queued design (generator rows). */
       againstNs?: number
+      /** ns per item of a plain loop building the same array (toArray() rows). */
+      arrayNs?: number
       /** The young generation the child ran with (null: V8's default); absent from measureClean(). */
       youngMB?: number | null
       error?: undefined

@@ -19,7 +19,9 @@
  * in fresh processes), and checks count and sum after every timed run. The generator rows run a
  * third implementation beside the bare chain: the least queued design (least-queued.js), a ring
  * and a `then()` pump per step; their target is against it, their ratio to the bare chain is
- * printed beside.
+ * printed beside. The `toArray()` rows time, for scale, a plain loop that builds the same array
+ * (`arrayNs`): in a fresh process, collecting a million results costs more than the whole run may
+ * take at 6x the bare chain.
  * @module
  */
 import { execFile } from 'node:child_process'
@@ -85,10 +87,19 @@ function jobs(sl, { kind, workers, consumer }) {
   }
   const fn = kind === 'sync' ? (x) => x + 1 : async (x) => x + 1
   const ms = sl.mapStage(fn, { workers })
-  return {
+  const job = {
     bare: (n) => consume(bareChain(range(n), [fn, fn, fn], kind === 'sync')),
     stageline: (n) => read(sl.pipe(range(n), ms, ms, ms)),
   }
+  if (consumer === 'toArray') {
+    // for scale: a plain loop building the same array, what collecting 1M results costs by itself
+    job.array = async (n) => {
+      const ys = []
+      for (const x of range(n)) ys.push(fn(fn(fn(x))))
+      return tallyArray(ys)
+    }
+  }
+  return job
 }
 
 function median(xs) {
@@ -138,6 +149,7 @@ export async function measureClean(sl, c) {
     bareNs: ns('bare'),
     stagelineNs: ns('stageline'),
     ...(against === 'bare' ? {} : { againstNs: ns(against) }),
+    ...(job.array === undefined ? {} : { arrayNs: ns('array') }),
   }
 }
 
@@ -217,7 +229,7 @@ export async function cleanCheck({ n, rounds, log = () => {}, cases = CLEAN_CASE
         ok && r.against !== 'bare'
           ? `, least queued ${r.againstNs.toFixed(0).padStart(5)} ns/item: ${r.ratio.toFixed(2)}x it [${r.ratioMin.toFixed(2)}x..${r.ratioMax.toFixed(2)}x], ${r.ratioBare.toFixed(2)}x the bare chain`
           : ok
-            ? `: ${r.ratio.toFixed(2)}x [${r.ratioMin.toFixed(2)}x..${r.ratioMax.toFixed(2)}x]`
+            ? `: ${r.ratio.toFixed(2)}x [${r.ratioMin.toFixed(2)}x..${r.ratioMax.toFixed(2)}x]${r.arrayNs === undefined ? '' : `; a plain loop building the array ${r.arrayNs.toFixed(0)} ns/item`}`
             : ''
       log(
         ok
