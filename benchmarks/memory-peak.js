@@ -14,7 +14,11 @@
  * - `stageline`: stageline with its default queues (`qsize` 64);
  * - `stageline-q4`: the same with `qsize: 4` on both stages, as few items in its queues as p-map's
  *   `backpressure` holds (what the default's read-ahead costs in memory);
- * - `p-map`: `pMapIterable` twice (concurrency 4 and 2, its default backpressure).
+ * - `p-map`: `pMapIterable` twice (concurrency 4 and 2, its default backpressure);
+ * - `p-map-ballast`: p-map in a process that also keeps 10,000 small objects alive (about 2 MB,
+ *   what stageline's loaded code and queues add to the heap that survives a mark-compact): V8 sizes
+ *   the old generation in proportion to what survives, so this row shows what that alone does to
+ *   the peak.
  * `--trace` passes `--trace-gc` to the children and prints, per child, how many scavenges ran and the
  * last young-generation size V8 chose.
  * @module
@@ -28,7 +32,10 @@ import { intFlag, median } from './common.js'
 const SELF = fileURLToPath(import.meta.url)
 const MB = 2 ** 20
 
-export const PEAK_IMPLS = ['stageline', 'p-map', 'stageline-q4']
+export const PEAK_IMPLS = ['stageline', 'p-map', 'stageline-q4', 'p-map-ballast']
+
+/** What `p-map-ballast` keeps alive besides p-map: small objects, about as much as stageline's code and queues add to what survives a mark-compact. */
+const BALLAST_OBJECTS = 10_000
 
 /** The output of one implementation over `n` records. */
 async function output(impl, n) {
@@ -44,7 +51,14 @@ async function output(impl, n) {
     const q = impl === 'stageline-q4' ? { qsize: 4 } : {}
     return pipe(src(), mapStage(upper, { workers: 4, ...q }), mapStage(index, { workers: 2, ...q })).results()
   }
-  if (impl === 'p-map') {
+  if (impl === 'p-map' || impl === 'p-map-ballast') {
+    if (impl === 'p-map-ballast') {
+      globalThis.ballast = Array.from({ length: BALLAST_OBJECTS }, (_, i) => ({
+        i,
+        name: `object ${i}`,
+        list: [i],
+      }))
+    }
     const { pMapIterable } = await import('p-map')
     return pMapIterable(pMapIterable(src(), upper, { concurrency: 4 }), index, { concurrency: 2 })
   }
@@ -80,6 +94,7 @@ async function child(impl, n) {
     }
   }
   const ms = performance.now() - t
+  sample()
   if (count !== n || sum !== (n * (n - 1)) / 2) throw new Error(`wrong result: ${count} items, sum ${sum}`)
   const toMB = (x) => Math.round((x / MB) * 10) / 10
   return {
@@ -105,18 +120,93 @@ export function runPeakChild(impl, n, { trace = false, flags = [] } = {}) {
           return
         }
         const lines = stdout.trim().split('\n')
-        const r = JSON.parse(lines.pop())
+        const r = JSON.parse(lines.findLast((l) => l.startsWith('{')))
         if (trace) {
           const scavenges = lines.filter((l) => l.includes('Scavenge'))
           const marks = lines.filter((l) => l.includes('Mark-Compact') || l.includes('Mark-sweep'))
           r.scavenges = scavenges.length
           r.markCompacts = marks.length
           r.lastScavenge = scavenges.at(-1)?.replace(/^\[\d+:0x[0-9a-f]+\]\s+/, '')
+          r.lastMarkCompact = marks.at(-1)?.replace(/^\[\d+:0x[0-9a-f]+\]\s+/, '')
         }
         resolve(r)
       },
     )
   })
+}
+
+/**
+ * The runs: `runs` children per implementation, alternating. Resolves to a row per implementation
+ * (medians of its runs: peak RSS with its range, the sampled heap figures, items/s) and the target
+ * "stageline's peak within 3 MB of p-map's".
+ */
+export async function measurePeak({
+  n = 10_000_000,
+  runs = 3,
+  impls = PEAK_IMPLS,
+  trace = false,
+  log = () => {},
+} = {}) {
+  const all = new Map(impls.map((i) => [i, []]))
+  for (let r = 0; r < runs; r++) {
+    for (let k = 0; k < impls.length; k++) {
+      const impl = impls[(k + r) % impls.length]
+      const res = await runPeakChild(impl, n, { trace })
+      all.get(impl).push(res)
+      log(`  ${JSON.stringify(res)}`)
+    }
+  }
+  const rows = impls.map((impl) => {
+    const failed = all.get(impl).find((x) => x.error !== undefined)
+    if (failed !== undefined) return { impl, error: failed.error }
+    const rs = all.get(impl)
+    const med = (k) => median(rs.map((x) => x[k]))
+    const peaks = rs.map((x) => x.peakRssMB)
+    return {
+      impl,
+      error: undefined,
+      runs: rs.length,
+      peakRssMB: med('peakRssMB'),
+      peakRssMin: Math.min(...peaks),
+      peakRssMax: Math.max(...peaks),
+      rssAtStartMB: med('rssAtStartMB'),
+      heapCommittedMB: med('heapCommittedMB'),
+      heapUsedMB: med('heapUsedMB'),
+      newSpaceMB: med('newSpaceMB'),
+      oldSpaceMB: med('oldSpaceMB'),
+      itemsPerSec: (n * 1000) / med('ms'),
+    }
+  })
+  const sl = rows.find((r) => r.impl === 'stageline')
+  const pm = rows.find((r) => r.impl === 'p-map')
+  const targets = []
+  if (sl !== undefined && pm !== undefined) {
+    const ok = sl.error === undefined && pm.error === undefined
+    targets.push({
+      workload: 'memory-peak',
+      text: `memory peak, 1 KB records through a sync and an async map stage, ${n.toLocaleString('en-US')} items: stageline within 3 MB of p-map's`,
+      value: ok
+        ? `${sl.peakRssMB.toFixed(1)} MB (${sl.peakRssMin.toFixed(0)}..${sl.peakRssMax.toFixed(0)}) vs ${pm.peakRssMB.toFixed(1)} MB (${pm.peakRssMin.toFixed(0)}..${pm.peakRssMax.toFixed(0)}), medians of ${runs}`
+        : (sl.error ?? pm.error),
+      pass: ok && sl.peakRssMB <= pm.peakRssMB + 3,
+    })
+  }
+  return { rows, targets }
+}
+
+/** The table as printed. */
+export function peakTable(rows) {
+  const lines = [
+    '  implementation  peak RSS MB (min..max)  RSS at start  heap committed  heap used  new space  old space  items/s',
+  ]
+  for (const r of rows) {
+    lines.push(
+      r.error !== undefined
+        ? `  ${r.impl.padEnd(14)}  FAILED ${r.error}`
+        : `  ${r.impl.padEnd(14)}  ${r.peakRssMB.toFixed(1).padStart(6)} (${r.peakRssMin.toFixed(0)}..${r.peakRssMax.toFixed(0)})      ${r.rssAtStartMB.toFixed(1).padStart(12)}  ${r.heapCommittedMB.toFixed(1).padStart(14)}  ${r.heapUsedMB.toFixed(1).padStart(9)}  ${r.newSpaceMB.toFixed(1).padStart(9)}  ${r.oldSpaceMB.toFixed(1).padStart(9)}  ${r.itemsPerSec.toFixed(0).padStart(7)}`,
+    )
+  }
+  return lines.join('\n')
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
@@ -136,30 +226,8 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     console.log(
       `memory peak: ${n.toLocaleString('en-US')} records of 1 KB, sync map x4 (toUpperCase), async map x2, for await yielding every 100; ${runs} runs, a process each; load average ${load()}`,
     )
-    const all = new Map(impls.map((i) => [i, []]))
-    for (let r = 0; r < runs; r++) {
-      for (let k = 0; k < impls.length; k++) {
-        const impl = impls[(k + r) % impls.length]
-        const res = await runPeakChild(impl, n, { trace })
-        all.get(impl).push(res)
-        console.log(`  ${JSON.stringify(res)}`)
-      }
-    }
-    console.log(
-      '\n  implementation  peak RSS MB (min..max)  heap committed  heap used  new space  old space  items/s',
-    )
-    for (const impl of impls) {
-      const rs = all.get(impl).filter((x) => x.error === undefined)
-      if (rs.length === 0) {
-        console.log(`  ${impl.padEnd(14)}  FAILED`)
-        continue
-      }
-      const med = (k) => median(rs.map((x) => x[k]))
-      const peaks = rs.map((x) => x.peakRssMB)
-      console.log(
-        `  ${impl.padEnd(14)}  ${med('peakRssMB').toFixed(1).padStart(6)} (${Math.min(...peaks).toFixed(0)}..${Math.max(...peaks).toFixed(0)})      ${med('heapCommittedMB').toFixed(1).padStart(6)}  ${med('heapUsedMB').toFixed(1).padStart(9)}  ${med('newSpaceMB').toFixed(1).padStart(9)}  ${med('oldSpaceMB').toFixed(1).padStart(9)}  ${((n * 1000) / med('ms')).toFixed(0).padStart(7)}`,
-      )
-    }
-    console.log(`  (medians of ${runs} runs; load average at the end ${load()})`)
+    const { rows, targets } = await measurePeak({ n, runs, impls, trace, log: console.log })
+    console.log(`\n${peakTable(rows)}\n  (medians of ${runs} runs; load average at the end ${load()})`)
+    for (const t of targets) console.log(`  ${t.pass ? 'met   ' : 'MISSED'}  ${t.text}: ${t.value}`)
   }
 }

@@ -103,6 +103,8 @@ for (const w of defineWorkloads(sl, sizes)) {
 //   and resolving to `{ rows, targets }` (rows as measureWorkload returns them);
 // - http.js (latency on real sockets): `measureHttp({ n, rounds, log })`, resolving to `{ rows, targets }`
 //   with rows of its own shape (throughput, p50, p99), printed by its `httpTable()` and kept under `http`;
+// - memory-peak.js: `measurePeak({ n, runs, impls, log })`, resolving to `{ rows, targets }` (rows of
+//   its own shape, printed by `peakTable()` and kept under `memoryPeak`);
 // - redis.js (the Redis workload): `benchRedis({ items, runs })`, resolving to rows
 //   `{ impl, workers, itemsPerSec, ratio, runs }` with ratios to a local mapStage, turned into rows here.
 const EXTRA = [
@@ -120,6 +122,22 @@ const EXTRA = [
       const { rows, targets } = await mod.measureHttp({ n: quick ? 1_000 : 10_000, rounds, log })
       log(mod.httpTable(rows))
       return { rows: [], targets, http: rows }
+    },
+  },
+  {
+    id: 'memory-peak',
+    file: 'memory-peak.js',
+    what: 'the memory peak of 1 KB records through a sync and an async map stage',
+    run: async (mod) => {
+      const n = quick ? 200_000 : 10_000_000
+      const { rows, targets } = await mod.measurePeak({
+        n,
+        runs: quick ? 1 : 3,
+        impls: ['stageline', 'p-map'],
+        log,
+      })
+      log(mod.peakTable(rows))
+      return { rows: [], targets, memoryPeak: rows }
     },
   },
   {

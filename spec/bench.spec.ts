@@ -18,6 +18,7 @@ import {
 import { measureWorkload, median, timeOnce } from '../benchmarks/harness.js'
 import { HTTP_IMPLS, httpTargets, measureHttp } from '../benchmarks/http.js'
 import { MEMORY_IMPLS, measureMemory, memoryExpect, runChild } from '../benchmarks/memory.js'
+import { measurePeak, PEAK_IMPLS, runPeakChild } from '../benchmarks/memory-peak.js'
 import { deferToClean, evaluateTargets, fmtPeak, toJson } from '../benchmarks/report.js'
 import type { BenchResult, Impl, MemoryRow, Row, Workload } from '../benchmarks/types.js'
 import { checkResult, defineWorkloads, SIZES } from '../benchmarks/workloads.js'
@@ -137,6 +138,29 @@ describe('latency on real sockets (benchmarks/http.js)', () => {
     ])
     expect(targets.map((t) => t.pass)).toEqual([true, true, false])
     expect(targets[2]!.text).toMatch(/\(b\)$/)
+  })
+})
+
+describe('memory peak (benchmarks/memory-peak.js)', () => {
+  test('every implementation runs in a child of its own, gives the right sum and reports its heap', async () => {
+    const { rows, targets } = await measurePeak({ n: 2_000, runs: 1 })
+    expect(rows.map((r) => r.impl)).toEqual(PEAK_IMPLS)
+    for (const r of rows) {
+      expect(r.error).toBeUndefined()
+      if (r.error === undefined) {
+        expect(r.peakRssMB).toBeGreaterThan(0)
+        expect(r.heapCommittedMB).toBeGreaterThan(0)
+        expect(r.newSpaceMB).toBeGreaterThan(0)
+      }
+    }
+    expect(targets).toHaveLength(1)
+    expect(targets[0]!.text).toMatch(/stageline within 3 MB of p-map's$/)
+  })
+
+  test('with --trace-gc a child counts its scavenges', async () => {
+    const r = await runPeakChild('stageline', 2_000, { trace: true })
+    expect(r.error).toBeUndefined()
+    if (r.error === undefined) expect(r.scavenges).toBeGreaterThanOrEqual(0)
   })
 })
 
