@@ -1,7 +1,7 @@
 export interface HttpImpl {
   name: string
   label: string
-  role: 'stageline' | 'peer'
+  role: 'stageline' | 'peer' | 'build-b'
 }
 export declare const HTTP_IMPLS: HttpImpl[]
 export declare const HTTP_STEPS: {

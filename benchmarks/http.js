@@ -54,6 +54,18 @@ export const HTTP_IMPLS = [
   { name: 'hand-written', label: 'hand-written scheduler (no bound)', role: 'peer' },
 ]
 
+/**
+ * With `STAGELINE_DIST_B` set to another build's `dist/index.js`, that build runs too, as
+ * `stageline-b`, in the same alternating rounds: an A/B of two builds on this workload.
+ */
+if (process.env.STAGELINE_DIST_B) {
+  HTTP_IMPLS.splice(1, 0, {
+    name: 'stageline-b',
+    label: 'stageline, build B (STAGELINE_DIST_B)',
+    role: 'build-b',
+  })
+}
+
 // ---------------------------------------------------------------------------------------------
 // The server
 
@@ -143,7 +155,7 @@ function steps(agent, port) {
 /** The output of one implementation over `src`: an async iterable of the last step's results. */
 async function output(name, src, s, sl) {
   const { first, last } = HTTP_STEPS
-  if (name === 'stageline') {
+  if (name === 'stageline' || name === 'stageline-b') {
     return sl.pipe(
       src,
       sl.mapStage(s.first, { workers: first.workers, qsize: 0 }),
@@ -240,7 +252,12 @@ function quantile(sorted, q) {
 async function client(name, n, port) {
   const agent = new Agent(AGENT_OPTIONS)
   const dist = process.env.STAGELINE_DIST ?? fileURLToPath(new URL('../dist/index.js', import.meta.url))
-  const sl = name === 'stageline' ? await import(pathToFileURL(dist).href) : undefined
+  const sl =
+    name === 'stageline'
+      ? await import(pathToFileURL(dist).href)
+      : name === 'stageline-b'
+        ? await import(pathToFileURL(process.env.STAGELINE_DIST_B).href)
+        : undefined
   const warm = Math.max(20, Math.floor(n / 20))
   await runOnce(name, warm, agent, port, sl)
   const r = await runOnce(name, n, agent, port, sl)
@@ -326,7 +343,7 @@ export async function measureHttp({ n = 10_000, rounds = 5, only, parts = false,
 /** The targets, judged on medians: stageline against the best peer on each measure. */
 export function httpTargets(rows) {
   const sl = rows.find((r) => r.role === 'stageline')
-  const peers = rows.filter((r) => r.role !== 'stageline' && r.error === undefined)
+  const peers = rows.filter((r) => r.role === 'peer' && r.error === undefined)
   if (sl === undefined || peers.length === 0) return []
   const best = (k, dir) =>
     peers.reduce((b, r) => ((dir > 0 ? r[k].median > b[k].median : r[k].median < b[k].median) ? r : b))
