@@ -186,7 +186,7 @@ export async function measurePeak({
       workload: 'memory-peak',
       text: `memory peak, 1 KB records through a sync and an async map stage, ${n.toLocaleString('en-US')} items: stageline within 3 MB of p-map's`,
       value: ok
-        ? `${sl.peakRssMB.toFixed(1)} MB (${sl.peakRssMin.toFixed(0)}..${sl.peakRssMax.toFixed(0)}) vs ${pm.peakRssMB.toFixed(1)} MB (${pm.peakRssMin.toFixed(0)}..${pm.peakRssMax.toFixed(0)}), medians of ${runs}`
+        ? `${sl.peakRssMB.toFixed(1)} MB (${sl.peakRssMin.toFixed(1)}..${sl.peakRssMax.toFixed(1)}) vs ${pm.peakRssMB.toFixed(1)} MB (${pm.peakRssMin.toFixed(1)}..${pm.peakRssMax.toFixed(1)}), medians of ${runs}`
         : (sl.error ?? pm.error),
       pass: ok && sl.peakRssMB <= pm.peakRssMB + 3,
     })
@@ -203,7 +203,7 @@ export function peakTable(rows) {
     lines.push(
       r.error !== undefined
         ? `  ${r.impl.padEnd(14)}  FAILED ${r.error}`
-        : `  ${r.impl.padEnd(14)}  ${r.peakRssMB.toFixed(1).padStart(6)} (${r.peakRssMin.toFixed(0)}..${r.peakRssMax.toFixed(0)})      ${r.rssAtStartMB.toFixed(1).padStart(12)}  ${r.heapCommittedMB.toFixed(1).padStart(14)}  ${r.heapUsedMB.toFixed(1).padStart(9)}  ${r.newSpaceMB.toFixed(1).padStart(9)}  ${r.oldSpaceMB.toFixed(1).padStart(9)}  ${r.itemsPerSec.toFixed(0).padStart(7)}`,
+        : `  ${r.impl.padEnd(14)}  ${r.peakRssMB.toFixed(1).padStart(6)} (${r.peakRssMin.toFixed(1)}..${r.peakRssMax.toFixed(1)})      ${r.rssAtStartMB.toFixed(1).padStart(12)}  ${r.heapCommittedMB.toFixed(1).padStart(14)}  ${r.heapUsedMB.toFixed(1).padStart(9)}  ${r.newSpaceMB.toFixed(1).padStart(9)}  ${r.oldSpaceMB.toFixed(1).padStart(9)}  ${r.itemsPerSec.toFixed(0).padStart(7)}`,
     )
   }
   return lines.join('\n')
