@@ -94,63 +94,6 @@ function newTally() {
   return { count: 0, sum: 0, inversions: 0, prev: Number.NEGATIVE_INFINITY }
 }
 
-/**
- * The hand-written optimal scheduler of the io and ordered workloads: per step, `workers` plain
- * async loops; the first step reads the source iterator, later ones a plain array (the previous
- * step's output) with a list of parked loops, no bound anywhere. Nothing a library adds
- * (backpressure, fail-fast, cancellation) is here, so its time is the floor for the job.
- */
-export async function optimalRun(src, steps) {
-  const it = src[Symbol.iterator]()
-  const tally = newTally()
-  const queues = steps.map(() => ({ items: [], head: 0, closed: false, parked: [] }))
-  const take = async (q) => {
-    for (;;) {
-      if (q.head < q.items.length) {
-        const x = q.items[q.head]
-        q.items[q.head++] = undefined
-        return { x }
-      }
-      if (q.closed) return undefined
-      await new Promise((resolve) => q.parked.push(resolve))
-    }
-  }
-  const give = (q, y) => {
-    q.items.push(y)
-    if (q.parked.length > 0) q.parked.shift()()
-  }
-  const groups = steps.map(async ({ fn, workers }, k) => {
-    const out = queues[k + 1]
-    const loops = []
-    for (let w = 0; w < workers; w++) {
-      loops.push(
-        (async () => {
-          for (;;) {
-            let x
-            if (k === 0) {
-              const r = it.next()
-              if (r.done) return
-              x = r.value
-            } else {
-              const got = await take(queues[k])
-              if (got === undefined) return
-              x = got.x
-            }
-            const y = await fn(x)
-            if (out === undefined) {
-              tally.count++
-              tally.sum += y
-            } else give(out, y)
-          }
-        })(),
-      )
-    }
-    await Promise.all(loops)
-    if (out !== undefined) {
-      out.closed = true
-      for (const wake of out.parked.splice(0)) wake()
-    }
-  })
-  await Promise.all(groups)
-  return tally
-}
+// the hand-written optimal scheduler lives in common.js, which loads no peer library (http.js's
+// children import it alone)
+export { optimalRun } from './common.js'

@@ -200,15 +200,23 @@ export function markdown(result) {
   if ((result.clean ?? []).length > 0) {
     lines.push('### overhead targets, stageline alone in its process (benchmarks/clean.js)', '')
     lines.push(
-      '| workload | young generation | bare chain, ns/item | stageline, ns/item | ratio to the bare chain (min..max) |',
+      '| row | young generation | bare chain, ns/item | least queued design, ns/item | stageline, ns/item | stageline against the target (min..max) | stageline / the bare chain |',
     )
-    lines.push('| --- | --- | ---: | ---: | ---: |')
+    lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: |')
     for (const r of result.clean) {
       const young = r.youngMB == null ? "V8's default" : `${r.youngMB} MB`
+      const name = r.row ?? r.workload
+      const against = r.against === 'least-queued' ? ' the least queued design' : ' the bare chain'
       lines.push(
         r.error === undefined
-          ? `| ${r.workload} | ${young} | ${r.bareNs.toFixed(0)} | ${r.stagelineNs.toFixed(0)} | ${fmtRatio(r.ratio)} (${fmtRatio(r.ratioMin)}..${fmtRatio(r.ratioMax)}) |`
-          : `| ${r.workload} | ${young} | | | failed: ${r.error} |`,
+          ? `| ${name} | ${young} | ${r.bareNs.toFixed(0)} | ${r.againstNs === undefined ? '' : r.againstNs.toFixed(0)} | ${r.stagelineNs.toFixed(0)} | ${fmtRatio(r.ratio)}${against} (${fmtRatio(r.ratioMin)}..${fmtRatio(r.ratioMax)}) | ${fmtRatio(r.ratioBare ?? r.ratio)} |`
+          : `| ${name} | ${young} | | | | failed: ${r.error} | |`,
+      )
+    }
+    if (result.cleanImport != null) {
+      const m = result.cleanImport
+      lines.push(
+        `| import | V8's default | | | | ${m.median.toFixed(1)} ms to import stageline in a fresh process (${m.min.toFixed(1)}..${m.max.toFixed(1)}) | |`,
       )
     }
     lines.push('')

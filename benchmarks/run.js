@@ -6,7 +6,7 @@
  * Options:
  *   --quick            small sizes, one round: a smoke check in well under a minute
  *   --rounds N         timed runs per implementation (default 5; 1 with --quick)
- *   --only a,b         only the workloads whose id starts with one of these (overhead-async, io, memory, cpu, ...)
+ *   --only a,b         only the workloads whose id starts with one of these (overhead-async, io, http, memory, cpu, ...)
  *   --reduce-below R   peers under R x the baseline in the warm-up run on the reduced size (default 0.5)
  *   --out DIR          where to write the results (default benchmarks/results)
  * @module
@@ -18,7 +18,7 @@ import { dirname, join, relative } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { renderChart } from './chart.js'
-import { cleanCheck } from './clean.js'
+import { cleanCheck, measureImport } from './clean.js'
 import { measureWorkload } from './harness.js'
 import { measureMemory } from './memory.js'
 import { deferToClean, evaluateTargets, memoryTable, throughputTable, toJson } from './report.js'
@@ -101,6 +101,10 @@ for (const w of defineWorkloads(sl, sizes)) {
 // Workloads written alongside this suite, each in its own module with the shape its author chose:
 // - cpu.js (the cpu workload): default export `cpu({ quick, rounds, log, sl })`, measuring with this harness
 //   and resolving to `{ rows, targets }` (rows as measureWorkload returns them);
+// - http.js (latency on real sockets): `measureHttp({ n, rounds, log })`, resolving to `{ rows, targets }`
+//   with rows of its own shape (throughput, p50, p99), printed by its `httpTable()` and kept under `http`;
+// - memory-peak.js: `measurePeak({ n, runs, impls, log })`, resolving to `{ rows, targets }` (rows of
+//   its own shape, printed by `peakTable()` and kept under `memoryPeak`);
 // - redis.js (the Redis workload): `benchRedis({ items, runs })`, resolving to rows
 //   `{ impl, workers, itemsPerSec, ratio, runs }` with ratios to a local mapStage, turned into rows here.
 const EXTRA = [
@@ -109,6 +113,32 @@ const EXTRA = [
     file: 'cpu.js',
     what: 'the cpu workload, thread stages against piscina',
     run: async (mod) => mod.default({ quick, rounds, log, sl }),
+  },
+  {
+    id: 'http',
+    file: 'http.js',
+    what: 'latency on real sockets',
+    run: async (mod) => {
+      const { rows, targets } = await mod.measureHttp({ n: quick ? 1_000 : 10_000, rounds, log })
+      log(mod.httpTable(rows))
+      return { rows: [], targets, http: rows }
+    },
+  },
+  {
+    id: 'memory-peak',
+    file: 'memory-peak.js',
+    what: 'the memory peak of 1 KB records through a sync and an async map stage',
+    run: async (mod) => {
+      const n = quick ? 200_000 : 10_000_000
+      const { rows, targets } = await mod.measurePeak({
+        n,
+        runs: quick ? 1 : 3,
+        impls: ['stageline', 'p-map'],
+        log,
+      })
+      log(mod.peakTable(rows))
+      return { rows: [], targets, memoryPeak: rows }
+    },
   },
   {
     id: 'redis',
@@ -156,6 +186,10 @@ let clean = { results: [], targets: [] }
 if (['overhead-async', 'overhead-sync', 'generator'].some((id) => wanted(id))) {
   log(`\n== overhead targets, stageline alone in its process (benchmarks/clean.js, ${sizes.overhead} items)`)
   clean = await cleanCheck({ n: sizes.overhead, rounds, log })
+  clean.import = await measureImport()
+  log(
+    `  import: ${clean.import.median.toFixed(1)} ms to import stageline in a fresh process (not in any row's time)`,
+  )
 }
 
 let memory = []
@@ -186,7 +220,7 @@ if (targets.length > 0) {
 
 meta.loadavgEnd = loadavg()
 meta.seconds = Math.round((performance.now() - started) / 1000)
-const result = { meta, throughput, clean: clean.results, memory, extra, targets }
+const result = { meta, throughput, clean: clean.results, cleanImport: clean.import, memory, extra, targets }
 mkdirSync(args.out, { recursive: true })
 const base = join(args.out, quick ? 'quick' : 'bench')
 writeFileSync(`${base}.json`, `${toJson(result)}\n`)

@@ -7,9 +7,18 @@ import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { describe, expect, test } from 'vitest'
 import { renderChart } from '../benchmarks/chart.js'
-import { CLEAN_CASES, cleanCheck, measureClean, YOUNG_SETTINGS } from '../benchmarks/clean.js'
+import {
+  CLEAN_CASES,
+  cleanCheck,
+  measureClean,
+  measureImport,
+  rowId,
+  YOUNG_SETTINGS,
+} from '../benchmarks/clean.js'
 import { measureWorkload, median, timeOnce } from '../benchmarks/harness.js'
+import { HTTP_IMPLS, httpTargets, measureHttp } from '../benchmarks/http.js'
 import { MEMORY_IMPLS, measureMemory, memoryExpect, runChild } from '../benchmarks/memory.js'
+import { measurePeak, PEAK_IMPLS, runPeakChild } from '../benchmarks/memory-peak.js'
 import { deferToClean, evaluateTargets, fmtPeak, toJson } from '../benchmarks/report.js'
 import type { BenchResult, Impl, MemoryRow, Row, Workload } from '../benchmarks/types.js'
 import { checkResult, defineWorkloads, SIZES } from '../benchmarks/workloads.js'
@@ -50,15 +59,24 @@ test('the ordered workload reports the peak reorder buffer within stageline boun
 })
 
 describe('overhead targets in a clean process (benchmarks/clean.js)', () => {
-  test.each(CLEAN_CASES.map((c) => [`${c.kind}, workers ${c.workers}`, c] as const))(
-    '%s: both sides give the right count and sum, and a ratio comes out',
-    async (_label, c) => {
+  test.each(CLEAN_CASES.map((c) => [rowId(c), c] as const))(
+    '%s: every side gives the right count and sum, and a ratio comes out',
+    async (id, c) => {
       const r = await measureClean(sl, { ...c, n: 300, rounds: 2 })
+      expect(r.row).toBe(id)
       expect(r.ratio).toBeGreaterThan(0)
       expect(r.ratioMin).toBeLessThanOrEqual(r.ratio)
       expect(r.bareNs).toBeGreaterThan(0)
+      // the generator rows are judged against the least queued design, timed in the same rounds
+      if (c.against === 'least-queued') expect(r.againstNs).toBeGreaterThan(0)
+      else expect(r.againstNs).toBeUndefined()
     },
   )
+
+  test('the import is measured on its own row, in fresh processes', async () => {
+    const imp = await measureImport(1)
+    expect(imp.median).toBeGreaterThan(0)
+  })
 
   test('each case runs in a child process of its own and is judged against its target', async () => {
     // the children load the built package (dist/), which `npm test` builds before the specs
@@ -70,9 +88,79 @@ describe('overhead targets in a clean process (benchmarks/clean.js)', () => {
     targets.forEach((t, i) => {
       const young = i < CLEAN_CASES.length ? '' : ', young generation 16 MB'
       expect(t.text).toMatch(
-        new RegExp(`alone in its process${young}: stageline >= [\\d.]+x the bare chain$`),
+        new RegExp(
+          `alone in its process${young}: stageline >= [\\d.]+x the (bare chain|least queued design)$`,
+        ),
       )
     })
+  })
+})
+
+describe('latency on real sockets (benchmarks/http.js)', () => {
+  test('every implementation fetches every item once from the server child, and the targets are judged', async () => {
+    // a server child and a client child per implementation, on a few items: no timing is asserted
+    const lines: string[] = []
+    const { rows, targets } = await measureHttp({ n: 60, rounds: 1, log: (l) => lines.push(l) })
+    expect(rows.map((r) => r.name)).toEqual(HTTP_IMPLS.map((i) => i.name))
+    for (const r of rows) {
+      expect(r.error).toBeUndefined()
+      if (r.error === undefined) {
+        expect(r.runs).toBe(1)
+        expect(r.p50.median).toBeGreaterThan(0)
+        expect(r.p99.median).toBeGreaterThanOrEqual(r.p50.median)
+      }
+    }
+    expect(lines).toHaveLength(HTTP_IMPLS.length)
+    expect(targets.map((t) => t.text)).toEqual([
+      expect.stringMatching(/^http: stageline throughput >= the best peer's/),
+      expect.stringMatching(/^http: stageline p50 latency within 5% of the best peer's/),
+      expect.stringMatching(/^http: stageline p99 latency within 5% of the best peer's/),
+    ])
+  })
+
+  test('the targets compare stageline with the best peer on each measure', () => {
+    const spread = (median: number) => ({ median, min: median, max: median })
+    const row = (name: string, role: 'stageline' | 'peer', rate: number, p50: number, p99: number) => ({
+      name,
+      label: name,
+      role,
+      error: undefined,
+      runs: 1,
+      itemsPerSec: spread(rate),
+      p50: spread(p50),
+      p99: spread(p99),
+      peakWaiting: 0,
+    })
+    const targets = httpTargets([
+      row('stageline', 'stageline', 100, 10.4, 30),
+      row('a', 'peer', 100, 10, 40),
+      row('b', 'peer', 90, 12, 25),
+    ])
+    expect(targets.map((t) => t.pass)).toEqual([true, true, false])
+    expect(targets[2]!.text).toMatch(/\(b\)$/)
+  })
+})
+
+describe('memory peak (benchmarks/memory-peak.js)', () => {
+  test('every implementation runs in a child of its own, gives the right sum and reports its heap', async () => {
+    const { rows, targets } = await measurePeak({ n: 2_000, runs: 1 })
+    expect(rows.map((r) => r.impl)).toEqual(PEAK_IMPLS)
+    for (const r of rows) {
+      expect(r.error).toBeUndefined()
+      if (r.error === undefined) {
+        expect(r.peakRssMB).toBeGreaterThan(0)
+        expect(r.heapCommittedMB).toBeGreaterThan(0)
+        expect(r.newSpaceMB).toBeGreaterThan(0)
+      }
+    }
+    expect(targets).toHaveLength(1)
+    expect(targets[0]!.text).toMatch(/stageline within 3 MB of p-map's$/)
+  })
+
+  test('with --trace-gc a child counts its scavenges', async () => {
+    const r = await runPeakChild('stageline', 2_000, { trace: true })
+    expect(r.error).toBeUndefined()
+    if (r.error === undefined) expect(r.scavenges).toBeGreaterThanOrEqual(0)
   })
 })
 
