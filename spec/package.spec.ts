@@ -256,6 +256,31 @@ describe('what the package needs and ships', () => {
     }
   })
 
+  test('importing the core loads no streams, readline or fs/promises', () => {
+    // node:fs's ESM namespace evaluates fs.promises, which pulls in streams and readline: about
+    // 0.5 MB of RSS in every program, so the report's path check loads node:fs only when asked
+    const dir = mkdtempSync(join(tmpdir(), 'stageline-import-'))
+    try {
+      const probe = join(dir, 'probe.mjs')
+      writeFileSync(
+        probe,
+        `const before = new Set(process.moduleLoadList)
+         await import(${JSON.stringify(join(root, 'dist', 'index.js'))})
+         const added = process.moduleLoadList.filter((m) => !before.has(m))
+         process.stdout.write(JSON.stringify(added))`,
+      )
+      const added: string[] = JSON.parse(execFileSync(process.execPath, [probe], { encoding: 'utf8' }))
+      expect(added).toContain('NativeModule perf_hooks')
+      expect(
+        added.filter((m) =>
+          /^NativeModule (stream|readline|fs\/promises|internal\/(streams|readline))/.test(m),
+        ),
+      ).toEqual([])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   test('the report renderer is loaded only when a run asks for a report: a bundle keeps it in a chunk of its own', async () => {
     const { build } = await import('esbuild')
     const dir = mkdtempSync(join(tmpdir(), 'stageline-bundle-'))

@@ -4,9 +4,20 @@
  * when the run is over. Synchronous, a few system calls, and only for runs that ask for a report.
  * @module
  */
-import { accessSync, constants, statSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { dirname, extname, resolve } from 'node:path'
 import { got } from './check.js'
+
+/**
+ * node:fs, loaded only when a report's path is checked, and as CommonJS: its ESM namespace
+ * evaluates `fs.promises`, which loads fs/promises, streams and readline, about 0.5 MB of RSS in
+ * every program that imports stageline, reports or not.
+ */
+let fs: typeof import('node:fs') | undefined
+function loadFs(): typeof import('node:fs') {
+  fs ??= createRequire(import.meta.url)('node:fs') as typeof import('node:fs')
+  return fs
+}
 
 /** The formats a report is written in, by the path's extension. */
 export type ReportFormat = 'html' | 'json'
@@ -33,6 +44,7 @@ export function reportFormat(path: string): ReportFormat | undefined {
  * and what is wrong; returns the absolute path.
  */
 export function checkReportTarget(where: string, path: string): string {
+  const { accessSync, constants, statSync } = loadFs()
   const abs = resolve(path)
   const dir = dirname(abs)
   const refuse = (why: string, cause?: unknown): never => {
