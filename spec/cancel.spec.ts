@@ -12,6 +12,7 @@ import {
   spiedAsyncSource,
   spiedSyncSource,
   ticks,
+  untilAborted,
   whenAborted,
 } from './helpers/instruments.js'
 
@@ -118,7 +119,7 @@ describe('breaking out of for await', () => {
     const it = pipe(
       numbers(10),
       mapStage(async (n: number, { signal }: StageContext) => {
-        await Promise.race([gate.promise, whenAborted(signal)])
+        await untilAborted(gate.promise, signal)
         return n
       }),
     ).results()
@@ -370,7 +371,7 @@ describe('a later stage that stops reading', () => {
       source,
       mapStage(
         async (n: number, { signal }: StageContext) => {
-          await Promise.race([ticks(5), whenAborted(signal)])
+          await untilAborted(ticks(5), signal)
           signal.throwIfAborted()
           return n
         },

@@ -26,6 +26,7 @@ import {
   recordUnhandledRejections,
   rejectionOf,
   ticks,
+  untilAborted,
   whenAborted,
 } from './helpers/instruments.js'
 
@@ -545,7 +546,7 @@ describe('the progress hook', () => {
     const p = pipe(
       numbers(10),
       mapStage(async (n: number, { signal }) => {
-        if (n === 2) await Promise.race([gate.promise, whenAborted(signal)])
+        if (n === 2) await untilAborted(gate.promise, signal)
         return n
       }),
     ).toArray({ onProgress, progressInterval: 100 })

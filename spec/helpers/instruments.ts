@@ -298,6 +298,20 @@ export async function rejectionOf(p: Promise<unknown>): Promise<unknown> {
   throw new Error(`expected a rejection, but the promise resolved to ${String(value)}`)
 }
 
+/**
+ * `p`, or a rejection with the signal's reason if it aborts first (a worker that honours its
+ * signal while it waits). Unlike a race with `whenAborted()`, it removes its listener once `p`
+ * settles, as an API given the signal should.
+ */
+export function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason)
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
+  })
+}
+
 /** A promise that rejects with the signal's reason once it aborts (a worker that honours its signal). */
 export function whenAborted(signal: AbortSignal): Promise<never> {
   return new Promise<never>((_, reject) => {
