@@ -381,6 +381,8 @@ export class WorkerLane extends Waiter implements Lane {
   retiring = false
   /** Parked in `wait()`, holding no item. */
   idle = false
+  /** Parked, and counted in the book as starved or blocked until it runs again. */
+  private asleep = false
   private readonly resumed = (): void => {
     this.stage.book.move(this.parking, WORKING)
   }
@@ -404,9 +406,23 @@ export class WorkerLane extends Waiter implements Lane {
   override park(): Promise<void> {
     if (!this.counted) return super.park()
     this.stage.book.move(WORKING, this.parking)
-    // working again once the worker runs, not when it is woken: the party that woke it may go on
-    // for a long time before the event loop gets to it (a consumer working through its batch)
-    return super.park().then(this.resumed)
+    this.asleep = true
+    return super.park()
+  }
+
+  /**
+   * Working again once the worker runs, not when it is woken: the party that woke it may go on for
+   * a long time before the worker gets to run (a consumer working through its batch). The move is
+   * queued just before the worker's own continuation, which `super.wake()` queues, so it runs right
+   * before the worker does; a `then()` on the park's promise would do the same but delay the worker
+   * by one more microtask, which cost the cheapest stages 4-5% more.
+   */
+  override wake(): void {
+    if (this.asleep) {
+      this.asleep = false
+      queueMicrotask(this.resumed)
+    }
+    super.wake()
   }
 
   take(): unknown {
