@@ -190,7 +190,11 @@ describe.runIf(started.ok)('stageline/redis over TLS, with the least ACL', () =>
       attempts++
       const up = connect(server.port, '127.0.0.1')
       sock.pipe(up).pipe(sock)
-      for (const s of [sock, up]) s.on('error', () => (sock.destroy(), up.destroy()))
+      const drop = (): void => {
+        sock.destroy()
+        up.destroy()
+      }
+      for (const s of [sock, up]) s.on('error', drop)
     })
     await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r))
     const port = (relay.address() as AddressInfo).port
