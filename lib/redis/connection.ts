@@ -73,6 +73,14 @@ export function isConnectionError(err: unknown): boolean {
   }
 }
 
+/**
+ * Error replies to a command the server refused, for now, before running it: it is loading its
+ * data (after a restart), or a cluster's slot is moving or has no reachable master yet.
+ */
+function isTransient(err: unknown): boolean {
+  return err instanceof ErrorReply && /^(LOADING|TRYAGAIN|CLUSTERDOWN|MASTERDOWN|READONLY) /.test(err.message)
+}
+
 /** Replies Redis gives to a refused login: retrying cannot help. */
 function isAuthFailure(err: unknown): boolean {
   return (
@@ -152,9 +160,25 @@ class Link {
     }
   }
 
-  send(key: RedisArgument, args: RedisArgument[], options?: object): Promise<unknown> {
-    if (this.cluster !== undefined) return sendRouted(this.cluster, key, args, options)
-    return (this.client as Client).sendCommand(args, options)
+  /**
+   * Sends a command; a reply saying the server cannot serve it yet (loading its data after a
+   * restart, a cluster slot moving or its master failing over: see {@link isTransient}) is waited
+   * out, trying again for up to `connectTimeout`. Such a command was refused before it ran.
+   */
+  async send(key: RedisArgument, args: RedisArgument[], options?: object): Promise<unknown> {
+    let since = 0
+    for (let i = 0; ; i++) {
+      try {
+        if (this.cluster !== undefined) return await sendRouted(this.cluster, key, args, options)
+        return await (this.client as Client).sendCommand(args, options)
+      } catch (err) {
+        if (!isTransient(err)) throw err
+        const now = performance.now()
+        if (i === 0) since = now
+        if (now - since >= this.config.connectTimeout || !this.client.isOpen) throw err
+        await new Promise((r) => setTimeout(r, Math.min(10 * 2 ** i, 200)))
+      }
+    }
   }
 
   /**

@@ -441,11 +441,19 @@ export class RedisRunQueue implements RunQueue {
   }
 
   async read(blockMs: number): Promise<ResultRecord[] | null> {
-    const reply = (await this.reader.send(
-      this.outKey,
-      ['XREAD', 'COUNT', '64', 'BLOCK', String(blockMs), 'STREAMS', this.outKey, this.lastId],
-      blocking(blockMs),
-    )) as [Buffer, [Buffer, Buffer[]][]] | [] | null
+    let reply: [Buffer, [Buffer, Buffer[]][]] | [] | null
+    try {
+      reply = (await this.reader.send(
+        this.outKey,
+        ['XREAD', 'COUNT', '64', 'BLOCK', String(blockMs), 'STREAMS', this.outKey, this.lastId],
+        blocking(blockMs),
+      )) as typeof reply
+    } catch (err) {
+      // the server ended the blocked read: it became a replica (a cluster failover), or the stream
+      // was deleted (the run's keys are gone, which the collector's next check tells)
+      if (err instanceof ErrorReply && err.message.startsWith('UNBLOCKED')) return null
+      throw err
+    }
     if (reply === null || reply.length === 0) return null
     const entries = reply[1]
     const out = new Array<ResultRecord>(entries.length)
