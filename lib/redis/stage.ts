@@ -315,7 +315,10 @@ class RemoteRun {
    */
   private onCommandError(err: unknown, retry?: () => void): void {
     if (this.stopping || this.finished) return
-    if (this.queue === undefined || !this.queue.reconnecting(err)) return this.fatal(err, undefined)
+    if (this.queue === undefined || !this.queue.reconnecting(err)) {
+      this.fatal(err, undefined)
+      return
+    }
     this.recover(err).then(
       () => {
         if (!this.stopping) retry?.()
