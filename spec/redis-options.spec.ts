@@ -21,6 +21,17 @@ describe('redisStage() options', () => {
     expect(s.options).toMatchObject({ capacity: 10 })
   })
 
+  test('takes a cluster instead of a url, and refuses both', () => {
+    const cluster = { rootNodes: [{ url: 'redis://127.0.0.1:7000' }], defaults: { password: 'p' } }
+    expect(redisStage('c', { cluster }).options.cluster).toBe(cluster)
+    expect(() => redisStage('c', { cluster, url: 'redis://127.0.0.1:7000' })).toThrow(
+      "redisStage(): give either `cluster` or `url`, not both: a cluster's nodes are its `rootNodes`",
+    )
+    expect(() => redisStage('c', { cluster: { rootNodes: [{ url: 'http://x' }] } })).toThrow(
+      'redisStage(): expected `cluster.rootNodes[].url` to be a redis:// or rediss:// URL string, got "http://x" (string)',
+    )
+  })
+
   test.each([
     [undefined, TypeError, /expected `name` to be a non-empty string, got undefined \(undefined\)/],
     ['', TypeError, /expected `name` to be a non-empty string, got "" \(string\)/],
@@ -114,7 +125,7 @@ describe('redisStage() options', () => {
     [
       { worker: 4 },
       TypeError,
-      'redisStage(): unknown option `worker`; the options are `url`, `client`, `connectTimeout`, `capacity`, `batch`, `maxWait`, `visibilityTimeout`, `maxDeliveries`, `deadLetter`, `ordered`, `qsize`, `name`',
+      'redisStage(): unknown option `worker`; the options are `url`, `client`, `cluster`, `connectTimeout`, `capacity`, `batch`, `maxWait`, `visibilityTimeout`, `maxDeliveries`, `deadLetter`, `ordered`, `qsize`, `name`',
     ],
     [
       { name: 'other' },
@@ -190,10 +201,20 @@ describe('serveStage() options', () => {
     [
       { capacity: 3 },
       TypeError,
-      'serveStage(): unknown option `capacity`; the options are `url`, `client`, `connectTimeout`, `concurrency`',
+      'serveStage(): unknown option `capacity`; the options are `url`, `client`, `cluster`, `connectTimeout`, `concurrency`',
     ],
     [{ url: 'ftp://x' }, TypeError, 'expected `url` to be a redis:// or rediss:// URL string'],
     ['fast', TypeError, 'serveStage(): expected `options` to be an options object, got "fast" (string)'],
+    [
+      { cluster: { rootNodes: [] } },
+      TypeError,
+      "serveStage(): expected `cluster.rootNodes` to be a non-empty array of node options ({ url: 'redis://host:port' }), got an empty array",
+    ],
+    [
+      { cluster: { rootNodes: [{ url: 'redis://127.0.0.1:7000' }] }, client: { password: 'p' } },
+      TypeError,
+      'serveStage(): give either `cluster` or `client`, not both',
+    ],
   ])('refuses %o', async (options, type, message) => {
     const p = serveStage('s', options as object, fn)
     await expect(p).rejects.toThrow(type)

@@ -16,6 +16,7 @@ export {
 } from './errors.js'
 export type {
   RedisClientConfig,
+  RedisClusterConfig,
   RedisConnectionOptions,
   RedisStageOptions,
   ResolvedRedisStageOptions,

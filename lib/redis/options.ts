@@ -4,7 +4,7 @@
  * and what is allowed.
  * @module
  */
-import type { RedisClientOptions } from 'redis'
+import type { RedisClientOptions, RedisClusterOptions } from 'redis'
 import {
   boolean,
   type Checker,
@@ -37,6 +37,29 @@ import { type ResolvedStageOptions, STAGE_SCHEMA } from '../options/stage.js'
 export type RedisClientConfig = Omit<RedisClientOptions, 'url' | 'RESP'>
 
 /**
+ * A Redis Cluster to connect to, passed to node-redis's `createCluster()` as it is: `rootNodes`
+ * (some of the cluster's nodes, e.g. `[{ url: 'redis://10.0.0.1:7000' }]`), `defaults` (options of
+ * every node's client: `username`, `password`, `socket: { tls: true, ca, ... }`), and any other
+ * cluster option. stageline sets `RESP` (always 3) and, unless `defaults.socket` gives its own,
+ * `defaults.socket.reconnectStrategy` and `defaults.socket.connectTimeout`.
+ *
+ * Every key of a stage carries the stage's name as its hash tag (`stageline:{<name>}:...`), so a
+ * stage lives in one slot, on one master: spread the load across masters with several stages.
+ *
+ * @example
+ * ```ts
+ * import { redisStage, type RedisClusterConfig } from 'stageline/redis'
+ * const cluster: RedisClusterConfig = {
+ *   rootNodes: [{ url: 'redis://10.0.0.1:7000' }, { url: 'redis://10.0.0.2:7000' }],
+ *   defaults: { password: 'secret' },
+ * }
+ * const resize = redisStage<string, string>('resize', { cluster })
+ * console.log(resize.options.cluster?.rootNodes.length) // 2
+ * ```
+ */
+export type RedisClusterConfig = Omit<RedisClusterOptions, 'RESP'>
+
+/**
  * How to reach Redis: what redisStage() and serveStage() have in common.
  *
  * @example
@@ -57,6 +80,11 @@ export interface RedisConnectionOptions {
   url?: string
   /** Further node-redis client options (TLS, auth, database): see {@link RedisClientConfig}. */
   client?: RedisClientConfig
+  /**
+   * A Redis Cluster instead of one server (`url` and `client` are then refused): see
+   * {@link RedisClusterConfig}.
+   */
+  cluster?: RedisClusterConfig
   /**
    * How long, in ms, connecting may take before the run fails, or serveStage() rejects, with a
    * `RedisConnectionError`; a refused password fails at once. A connection that drops during
@@ -182,6 +210,7 @@ export const MIN_VISIBILITY_MS = 30
 export interface ResolvedRedisOptions {
   url: string
   client: RedisClientConfig | undefined
+  cluster: RedisClusterConfig | undefined
   connectTimeout: number
   capacity: number
   batch: number
@@ -242,6 +271,37 @@ const client: Checker = (where, option, value) => {
   return value
 }
 
+const cluster: Checker = (where, option, value) => {
+  checkObject(where, option, value)
+  const nodes = (value as { rootNodes?: unknown }).rootNodes
+  if (
+    !Array.isArray(nodes) ||
+    nodes.length === 0 ||
+    !nodes.every((n) => typeof n === 'object' && n !== null)
+  ) {
+    throw new TypeError(
+      `${where}: expected \`${option}.rootNodes\` to be a non-empty array of node options ({ url: 'redis://host:port' }), got ${Array.isArray(nodes) && nodes.length === 0 ? 'an empty array' : got(nodes)}`,
+    )
+  }
+  for (const n of nodes as { url?: unknown }[])
+    if (n.url !== undefined) url(where, `${option}.rootNodes[].url`, n.url)
+  return value
+}
+
+/** Refuses `cluster` given together with `url` or `client`. */
+function checkClusterAlone(where: string, options: unknown): void {
+  if (typeof options !== 'object' || options === null) return
+  const o = options as Record<string, unknown>
+  if (o.cluster === undefined) return
+  for (const other of ['url', 'client']) {
+    if (o[other] !== undefined) {
+      throw new TypeError(
+        `${where}: give either \`cluster\` or \`${other}\`, not both: a cluster's nodes are its \`rootNodes\`, and options of every node's client go in \`cluster.defaults\``,
+      )
+    }
+  }
+}
+
 const batch: Checker = (where, option, value) => {
   const n = checkInteger(where, option, value, 1, false)
   if (n > MAX_BATCH) {
@@ -261,6 +321,7 @@ export function redactUrl(url: string): string {
 const CONNECTION_SCHEMA: Schema = {
   url,
   client,
+  cluster,
   connectTimeout: ms({ min: 1 }),
 }
 
@@ -283,6 +344,7 @@ export function stageDefaults(name: string): ResolvedRedisStageOptions {
   return {
     ...STAGE_DEFAULTS,
     client: undefined,
+    cluster: undefined,
     workers: STAGE_DEFAULTS.capacity,
     qsize: DEFAULT_QSIZE,
     ordered: false,
@@ -310,6 +372,7 @@ export function resolveRedisStageOptions(
       )
     }
   }
+  checkClusterAlone(where, options)
   const o = { ...base, ...validateOptions(where, options, REDIS_STAGE_SCHEMA) } as ResolvedRedisStageOptions
   o.workers = o.capacity
   return o
@@ -321,16 +384,21 @@ const SERVE_SCHEMA: Schema = {
 }
 
 /** The checked options of serveStage(). */
-export type ResolvedServeOptions = Pick<ResolvedRedisOptions, 'url' | 'client' | 'connectTimeout'> & {
+export type ResolvedServeOptions = Pick<
+  ResolvedRedisOptions,
+  'url' | 'client' | 'cluster' | 'connectTimeout'
+> & {
   concurrency: number
 }
 
 /** Validates serveStage()'s options. */
 export function resolveServeOptions(where: string, options: unknown): ResolvedServeOptions {
   if (options !== undefined) checkObject(where, 'options', options)
+  checkClusterAlone(where, options)
   return {
     url: STAGE_DEFAULTS.url,
     client: undefined,
+    cluster: undefined,
     connectTimeout: STAGE_DEFAULTS.connectTimeout,
     concurrency: 1,
     ...validateOptions(where, options, SERVE_SCHEMA),

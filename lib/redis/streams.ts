@@ -9,10 +9,14 @@
  *   arguments costs several times more to send and parse).
  * - `stageline:{name}:<run>:out`  the run's results; only the run's own process reads it.
  * - `stageline:{name}:<run>:meta` a hash: `v` (the protocol version, PROTOCOL_VERSION), `n` (items
- *   of the run in Redis), `cap`, and the settings workers need. Every script that writes for a run
+ *   of the run in Redis), `cap`, the settings workers need, and the append and release counters
+ *   (`q`, `p<seq>`, `a`, `r`: see APPEND and RELEASE). Every script that writes for a run
  *   checks it exists first, so a late write never recreates a run's keys after they were deleted.
  * - `stageline:{name}:runs`       a sorted set of live runs, scored by lease deadline (server time).
  * - `stageline:{name}:dead`       the dead-letter stream (only with `deadLetter`; never expired).
+ * - `stageline:{name}:w:<consumer>` a worker's doorbell: a stream its blocking read also waits on,
+ *   to which it adds an entry to end that read early (a run started, it is closing). It expires
+ *   `KEY_TTL_MS` after the worker last renewed it, and is deleted when the worker closes.
  * - channel `stageline:{name}:events`: `+<run>` when a run starts, `-<run>` when it ends.
  *
  * A run's state can vanish under it (a server restarted without persistence, FLUSHALL, keys
@@ -62,6 +66,10 @@ export class StageKeys {
   meta(runId: string): string {
     return `${this.base}:${runId}:meta`
   }
+  /** A worker's doorbell stream (`consumer`: its consumer name). */
+  bell(consumer: string): string {
+    return `${this.base}:w:${consumer}`
+  }
   /** The consumer group of every run of the stage. */
   get group(): string {
     return this.stage
@@ -101,10 +109,21 @@ return 1`,
 // KEYS in, meta; ARGV seq, count, items, ends (each item's end offset in items, 4 bytes big-endian):
 // the bounded append, one call per entry. It adds the items that fit (cutting `items` after the
 // last one that does) and returns how many, 0 when the run is full, -1 when its keys are gone.
+// Sent again after a dropped connection, it appends nothing twice: meta `q` is the input position
+// below which every item was appended, `p<seq>` the size of an entry appended above it (appends may
+// arrive out of order: see Script.run), and an entry found there answers what it added then.
+// `a` counts the items ever appended, for telling acknowledged writes lost.
 const APPEND = new Script(
-  `local m = redis.call('HMGET', KEYS[2], 'n', 'cap')
+  `local m = redis.call('HMGET', KEYS[2], 'n', 'cap', 'q', 'p' .. ARGV[1])
 if not m[1] then return -1 end
+local seq = tonumber(ARGV[1])
 local count = tonumber(ARGV[2])
+local q = tonumber(m[3]) or 0
+if seq < q then
+  if q - seq < count then return q - seq end
+  return count
+end
+if m[4] then return tonumber(m[4]) end
 local k = tonumber(m[2]) - tonumber(m[1])
 if k > count then k = count end
 if k <= 0 then return 0 end
@@ -112,15 +131,32 @@ local items = ARGV[3]
 if k < count then items = string.sub(items, 1, struct.unpack('>I4', ARGV[4], 4 * (k - 1) + 1)) end
 if not redis.call('XADD', KEYS[1], 'NOMKSTREAM', '*', 's', ARGV[1], 'c', k, 'b', items) then return -1 end
 redis.call('HINCRBY', KEYS[2], 'n', k)
+redis.call('HINCRBY', KEYS[2], 'a', k)
+if seq == q then
+  q = seq + k
+  while true do
+    local above = redis.call('HMGET', KEYS[2], 'p' .. q)[1]
+    if not above then break end
+    redis.call('HDEL', KEYS[2], 'p' .. q)
+    q = q + tonumber(above)
+  end
+  redis.call('HSET', KEYS[2], 'q', q)
+else
+  redis.call('HSET', KEYS[2], 'p' .. seq, k)
+end
 return k`,
   2,
 )
 
-// KEYS out, meta; ARGV items, id, id, ...
+// KEYS out, meta; ARGV items, id, id, ...: sent again after a dropped connection, it frees nothing
+// twice (the results it deletes are gone the second time). `r` counts the items ever released.
 const RELEASE = new Script(
-  `if #ARGV > 1 then redis.call('XDEL', KEYS[1], unpack(ARGV, 2)) end
+  `if #ARGV > 1 and redis.call('XDEL', KEYS[1], unpack(ARGV, 2)) == 0 then return 0 end
 local n = tonumber(ARGV[1])
-if n > 0 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HINCRBY', KEYS[2], 'n', -n) end
+if n > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'n', -n)
+  redis.call('HINCRBY', KEYS[2], 'r', n)
+end
 return 1`,
   2,
 )
@@ -272,6 +308,18 @@ ${KEEP_OUT_TTL}return 1`,
   4,
 )
 
+// KEYS bell; ARGV group, ttl: a worker's doorbell stream with its consumer group, made if missing
+// (a ring only adds to a stream that exists: one made by XADD alone would lack the group)
+const BELL = new Script(
+  `${HAS_GROUP}if not has_group(KEYS[1], ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '$', 'MKSTREAM')
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`,
+  1,
+)
+
 /** How much longer than connectTimeout survived() waits for an answer. */
 const SURVIVED_SLACK_MS = 2000
 
@@ -388,7 +436,7 @@ export class RedisRunQueue implements RunQueue {
         'dl',
         s.deadLetter ? '1' : '0',
       ]
-      await Script.load(main.client, [BEGIN, APPEND, RELEASE, TOUCH, END])
+      await Script.load(main, q.inKey, [BEGIN, APPEND, RELEASE, TOUCH, END])
       const args = BEGIN.args(7 + meta.length)
       args.splice(
         3,
@@ -402,7 +450,7 @@ export class RedisRunQueue implements RunQueue {
         keys.events,
         ...meta,
       )
-      await BEGIN.run(main.client, args)
+      await BEGIN.run(main, args)
       return q
     } catch (err) {
       reader?.destroy()
@@ -418,14 +466,23 @@ export class RedisRunQueue implements RunQueue {
     args[6] = String(count)
     args[7] = items
     args[8] = ends
-    return APPEND.run<number>(this.main.client, args)
+    return APPEND.run<number>(this.main, args)
   }
 
   async read(blockMs: number): Promise<ResultRecord[] | null> {
-    const reply = (await this.reader.client.sendCommand(
-      ['XREAD', 'COUNT', '64', 'BLOCK', String(blockMs), 'STREAMS', this.outKey, this.lastId],
-      blocking(blockMs),
-    )) as [Buffer, [Buffer, Buffer[]][]] | [] | null
+    let reply: [Buffer, [Buffer, Buffer[]][]] | [] | null
+    try {
+      reply = (await this.reader.send(
+        this.outKey,
+        ['XREAD', 'COUNT', '64', 'BLOCK', String(blockMs), 'STREAMS', this.outKey, this.lastId],
+        blocking(blockMs),
+      )) as typeof reply
+    } catch (err) {
+      // the server ended the blocked read: it became a replica (a cluster failover), or the stream
+      // was deleted (the run's keys are gone, which the collector's next check tells)
+      if (err instanceof ErrorReply && err.message.startsWith('UNBLOCKED')) return null
+      throw err
+    }
     if (reply === null || reply.length === 0) return null
     const entries = reply[1]
     const out = new Array<ResultRecord>(entries.length)
@@ -444,7 +501,13 @@ export class RedisRunQueue implements RunQueue {
     args[4] = this.metaKey
     args[5] = String(items)
     for (let i = 0; i < ids.length; i++) args[6 + i] = ids[i]!
-    await RELEASE.run(this.main.client, args)
+    await RELEASE.run(this.main, args)
+  }
+
+  async counts(): Promise<{ appended: number; released: number } | null> {
+    const m = await this.main.send<(string | null)[]>(this.metaKey, ['HMGET', this.metaKey, 'v', 'a', 'r'])
+    if (m[0] == null) return null
+    return { appended: Number(m[1] ?? 0), released: Number(m[2] ?? 0) }
   }
 
   async touch(expected = 0): Promise<number> {
@@ -462,12 +525,12 @@ export class RedisRunQueue implements RunQueue {
       this.lastId,
       String(expected),
     )
-    return TOUCH.run<number>(this.main.client, args)
+    return TOUCH.run<number>(this.main, args)
   }
 
   onReconnect(fn: (dropped: unknown) => void): void {
     // 'ready' comes again only after a reconnect: both clients were ready before this was called
-    for (const c of [this.main, this.reader]) c.client.on('ready', () => fn(c.failure(c.droppedBy)))
+    for (const c of [this.main, this.reader]) c.onReady(() => fn(c.failure(c.droppedBy)))
   }
 
   reconnecting(err: unknown): boolean {
@@ -495,7 +558,7 @@ export class RedisRunQueue implements RunQueue {
     const args = END.args(6)
     args.splice(3, 6, this.inKey, this.outKey, this.metaKey, this.keys.runs, this.runId, this.keys.events)
     try {
-      await END.run(this.main.client, args)
+      await END.run(this.main, args)
     } finally {
       this.close()
       await this.main.close()
@@ -513,58 +576,80 @@ export class RedisRunQueue implements RunQueue {
 
 /** A worker's side of one stage on Redis Streams. */
 export class RedisWorkQueue implements WorkQueue {
-  private readerId: string | undefined
   private readonly group: string
+  /** The worker's doorbell stream, which its blocking read also waits on (see {@link interrupt}). */
+  private readonly bell: string
+  /** The doorbell must be made again (first read, or it expired or was lost) before the next read. */
+  private bellMissing = true
+  private bellTimer: NodeJS.Timeout | undefined
 
   private constructor(
     private readonly keys: StageKeys,
     private readonly consumer: string,
     private readonly main: Connection,
     private readonly reader: Connection,
-    private readonly sub: Connection,
   ) {
     this.group = keys.group
+    this.bell = keys.bell(consumer)
   }
 
-  /** Connects three clients: commands, the blocking reader (it holds its connection), pub/sub. */
+  /**
+   * Takes two connections: `main`, the process's shared command connection (RESP3: it also carries
+   * the subscription to the stage's events), and a blocking reader of its own (a blocked
+   * XREADGROUP holds its connection until it returns).
+   */
   static async open(main: Connection, stage: string, consumer: string): Promise<RedisWorkQueue> {
-    const extra: Connection[] = []
+    let reader: Connection | undefined
     try {
-      extra.push(await main.duplicate())
-      extra.push(await main.duplicate())
-      await Script.load(main.client, [LIST, COMPLETE, REPORT, REFUSE, RENEW, RECLAIM, REQUEUE, EXPIRE])
-      const q = new RedisWorkQueue(new StageKeys(stage), consumer, main, extra[0]!, extra[1]!)
-      await q.fetchReaderId()
-      // a reconnected reader has a new id: CLIENT UNBLOCK must aim at the new one
-      q.reader.client.on('ready', () => void q.fetchReaderId().catch(() => {}))
+      reader = await main.duplicate()
+      const keys = new StageKeys(stage)
+      await Script.load(main, keys.runs, [
+        LIST,
+        COMPLETE,
+        REPORT,
+        REFUSE,
+        RENEW,
+        RECLAIM,
+        REQUEUE,
+        EXPIRE,
+        BELL,
+      ])
+      const q = new RedisWorkQueue(keys, consumer, main, reader)
+      await q.ringable()
+      // the doorbell lives KEY_TTL_MS unless renewed: a worker that died leaves nothing for long
+      q.bellTimer = setInterval(() => void q.ringable().catch(() => {}), KEY_TTL_MS / 3)
+      q.bellTimer.unref()
       return q
     } catch (err) {
-      for (const c of extra) c.destroy()
+      reader?.destroy()
       throw err
     }
   }
 
-  private async fetchReaderId(): Promise<void> {
-    this.readerId = String(await this.reader.client.sendCommand(['CLIENT', 'ID']))
+  /** Makes the doorbell stream and its consumer group if they are missing, and extends its expiry. */
+  private async ringable(): Promise<void> {
+    const args = BELL.args(3)
+    args.splice(3, 3, this.bell, this.group, String(KEY_TTL_MS))
+    await BELL.run(this.main, args)
+    this.bellMissing = false
   }
 
   async runs(): Promise<RunInfo[]> {
     const args = LIST.args(1)
     args[3] = this.keys.runs
-    const ids = await LIST.run<string[]>(this.main.client, args)
+    const ids = await LIST.run<string[]>(this.main, args)
     const metas = await Promise.all(
-      ids.map(
-        (id) =>
-          this.main.client.sendCommand([
-            'HMGET',
-            this.keys.meta(id),
-            'cap',
-            'batch',
-            'vis',
-            'maxd',
-            'dl',
-            'v',
-          ]) as Promise<(string | null)[]>,
+      ids.map((id) =>
+        this.main.send<(string | null)[]>(this.keys.meta(id), [
+          'HMGET',
+          this.keys.meta(id),
+          'cap',
+          'batch',
+          'vis',
+          'maxd',
+          'dl',
+          'v',
+        ]),
       ),
     )
     const out: RunInfo[] = []
@@ -586,7 +671,7 @@ export class RedisWorkQueue implements WorkQueue {
   }
 
   async onRunEvent(fn: (event: '+' | '-', runId: string) => void): Promise<void> {
-    await this.sub.client.subscribe(this.keys.events, (message: string) => {
+    await this.main.subscribe(this.keys.events, (message: string) => {
       const kind = message[0]
       if (kind === '+' || kind === '-') fn(kind, message.slice(1))
     })
@@ -596,17 +681,32 @@ export class RedisWorkQueue implements WorkQueue {
     const args: RedisArgument[] = ['XREADGROUP', 'GROUP', this.group, this.consumer, 'COUNT', String(count)]
     args.push('BLOCK', String(blockMs), 'STREAMS')
     for (const id of runIds) args.push(this.keys.input(id))
-    for (let i = 0; i < runIds.length; i++) args.push('>')
+    args.push(this.bell)
+    for (let i = 0; i <= runIds.length; i++) args.push('>')
+    if (this.bellMissing) await this.ringable()
     let reply: (Buffer | [Buffer, Buffer[]][])[] | null
     try {
-      reply = (await this.reader.client.sendCommand(args, blocking(blockMs))) as typeof reply
+      reply = (await this.reader.send(this.bell, args, blocking(blockMs))) as typeof reply
     } catch (err) {
-      throw this.gone(err) ?? err
+      const gone = this.gone(err)
+      if (gone === undefined) throw err
+      if (gone.runId !== undefined) throw gone
+      // the doorbell may be what is gone (it expired while this process was unresponsive, or the
+      // server lost it): make it again before the next read
+      this.bellMissing = true
+      if (gone.bell) return null
+      throw gone
     }
     if (reply === null || reply.length === 0) return null
     const out: Delivery[] = []
     for (let i = 0; i < reply.length; i += 2) {
       const key = str(reply[i] as Buffer)
+      if (key === this.bell) {
+        // rung: acknowledge the rings, which are all this read was for
+        const rings = (reply[i + 1] as [Buffer, Buffer[]][]).map(([id]) => str(id))
+        this.main.send(this.bell, ['XACK', this.bell, this.group, ...rings]).catch(() => {})
+        continue
+      }
       const runId = key.slice(this.keys.base.length + 1, key.length - 3)
       for (const [id, fields] of reply[i + 1] as [Buffer, Buffer[]][]) {
         out.push(parseEntry(runId, str(id), fields, 1))
@@ -619,21 +719,27 @@ export class RedisWorkQueue implements WorkQueue {
    * A RunGone for a read's error reply saying a stream or its group is missing: NOGROUP names the
    * stream; UNBLOCKED (a stream deleted while the read blocked on it, Redis 7) does not.
    */
-  private gone(err: unknown): RunGone | undefined {
+  private gone(err: unknown): (RunGone & { bell?: boolean }) | undefined {
     if (!(err instanceof ErrorReply)) return undefined
     if (err.message.startsWith('UNBLOCKED')) return new RunGone(undefined, err)
     if (!err.message.startsWith('NOGROUP')) return undefined
     const key = /'([^']*)'/.exec(err.message)?.[1]
+    if (key === this.bell) return Object.assign(new RunGone(undefined, err), { bell: true })
     const prefix = `${this.keys.base}:`
     const runId =
       key?.startsWith(prefix) && key.endsWith(':in') ? key.slice(prefix.length, key.length - 3) : undefined
     return new RunGone(runId, err)
   }
 
+  /**
+   * Rings the doorbell: an entry added to the worker's own stream, which its blocking read waits
+   * on besides the runs' streams, ends the read at once (no admin command such as CLIENT UNBLOCK
+   * is needed, so the stage's ACL stays within its own keys).
+   */
   interrupt(): void {
-    if (this.readerId === undefined) return
-    this.main.client.sendCommand(['CLIENT', 'UNBLOCK', this.readerId]).catch(() => {
-      // not allowed (ACL) or already gone: the read ends at its block timeout instead
+    if (this.bellMissing) return // no read can be waiting on it
+    this.main.send(this.bell, ['XADD', this.bell, 'NOMKSTREAM', 'MAXLEN', '1', '*', 'r', '1']).catch(() => {
+      // the read ends at its block timeout instead
     })
   }
 
@@ -649,7 +755,7 @@ export class RedisWorkQueue implements WorkQueue {
       args[8 + 3 * i] = String(d.seq)
       args[9 + 3 * i] = values
     }
-    return COMPLETE.run<number>(this.main.client, args)
+    return COMPLETE.run<number>(this.main, args)
   }
 
   async report(d: Delivery, seq: number, error: Buffer, item: Buffer): Promise<void> {
@@ -666,13 +772,13 @@ export class RedisWorkQueue implements WorkQueue {
       error,
       item,
     )
-    await REPORT.run(this.main.client, args)
+    await REPORT.run(this.main, args)
   }
 
   async refuse(runId: string, error: Buffer, item: Buffer): Promise<boolean> {
     const args = REFUSE.args(5)
     args.splice(3, 5, this.keys.input(runId), this.keys.output(runId), this.keys.meta(runId), error, item)
-    return (await REFUSE.run<number>(this.main.client, args)) === 1
+    return (await REFUSE.run<number>(this.main, args)) === 1
   }
 
   async renew(runId: string, ids: readonly string[]): Promise<string[] | null> {
@@ -681,7 +787,7 @@ export class RedisWorkQueue implements WorkQueue {
     args[4] = this.group
     args[5] = this.consumer
     for (let i = 0; i < ids.length; i++) args[6 + i] = ids[i]!
-    return RENEW.run<string[] | null>(this.main.client, args)
+    return RENEW.run<string[] | null>(this.main, args)
   }
 
   private readonly cursors = new Map<string, string>()
@@ -699,7 +805,7 @@ export class RedisWorkQueue implements WorkQueue {
       cursor,
       String(count),
     )
-    const reply = (await RECLAIM.run(this.main.client, args, BUFFERS)) as
+    const reply = (await RECLAIM.run(this.main, args, BUFFERS)) as
       | [Buffer, [Buffer, Buffer[]][], number[]]
       | null
     if (reply === null) {
@@ -720,7 +826,7 @@ export class RedisWorkQueue implements WorkQueue {
   async requeue(d: Delivery, attempts: number): Promise<void> {
     const args = REQUEUE.args(5)
     args.splice(3, 5, this.keys.input(d.runId), this.keys.meta(d.runId), this.group, d.id, String(attempts))
-    await REQUEUE.run(this.main.client, args)
+    await REQUEUE.run(this.main, args)
   }
 
   async expire(d: Delivery, attempts: number, deadLetter: boolean): Promise<void> {
@@ -739,7 +845,7 @@ export class RedisWorkQueue implements WorkQueue {
       this.consumer,
       deadLetter ? '1' : '0',
     )
-    await EXPIRE.run(this.main.client, args)
+    await EXPIRE.run(this.main, args)
   }
 
   forget(runId: string): void {
@@ -747,23 +853,26 @@ export class RedisWorkQueue implements WorkQueue {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.bellTimer)
     this.reader.destroy()
-    try {
-      if (this.sub.client.isOpen) await this.sub.client.unsubscribe()
-    } catch {
-      // closing anyway
+    // not while the connection is down: the command would wait for it
+    if (this.main.alive && this.main.client.isReady) {
+      try {
+        await this.main.send(this.bell, ['DEL', this.bell])
+      } catch {
+        // it expires by itself
+      }
     }
-    this.sub.destroy()
     await this.main.close()
   }
 
   failure(err: unknown): unknown {
-    for (const c of [this.main, this.reader, this.sub]) if (!c.alive) return c.failure(err)
+    for (const c of [this.main, this.reader]) if (!c.alive) return c.failure(err)
     return this.main.failure(err)
   }
 
   get alive(): boolean {
-    return this.main.alive && this.reader.alive && this.sub.alive
+    return this.main.alive && this.reader.alive
   }
 }
 

@@ -8,7 +8,9 @@
  * `.ci/run` installs redis-server and a missing one is a broken setup, not something to skip.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { connect, createServer } from 'node:net'
+import { readFileSync } from 'node:fs'
+import { connect, createServer, type Socket } from 'node:net'
+import { connect as connectTls } from 'node:tls'
 import { test } from 'vitest'
 
 export interface RedisServer {
@@ -19,6 +21,21 @@ export interface RedisServer {
 }
 
 export type Started = { ok: true; server: RedisServer } | { ok: false; reason: string }
+
+/** A server that speaks TLS only: its certificate and key files, and the CA file that signed it. */
+export interface TlsFiles {
+  cert: string
+  key: string
+  ca: string
+}
+
+export interface StartOptions {
+  password?: string
+  /** Serve TLS only (`--port 0 --tls-port <port>`, clients need no certificate). */
+  tls?: TlsFiles
+  /** More redis-server arguments (`['--appendonly', 'yes']`). */
+  args?: string[]
+}
 
 const BINARY = process.env.REDIS_SERVER ?? 'redis-server'
 
@@ -42,9 +59,12 @@ export function freePort(): Promise<number> {
 }
 
 /** Sends PING (after AUTH when a password is set) over a raw socket; resolves true on +PONG. */
-export function ping(port: number, password?: string): Promise<boolean> {
+export function ping(port: number, password?: string, tls?: TlsFiles): Promise<boolean> {
   return new Promise((resolve) => {
-    const sock = connect({ port, host: '127.0.0.1' })
+    const sock: Socket =
+      tls === undefined
+        ? connect({ port, host: '127.0.0.1' })
+        : connectTls({ port, host: '127.0.0.1', ca: readFileSync(tls.ca), servername: 'localhost' })
     let data = ''
     const done = (ok: boolean): void => {
       sock.destroy()
@@ -57,7 +77,7 @@ export function ping(port: number, password?: string): Promise<boolean> {
       if (data.includes('+PONG')) done(true)
       else if (data.includes('-')) done(false)
     })
-    sock.once('connect', () => {
+    sock.once(tls === undefined ? 'connect' : 'secureConnect', () => {
       sock.write(password === undefined ? 'PING\r\n' : `AUTH ${password}\r\nPING\r\n`)
     })
   })
@@ -76,11 +96,18 @@ function stopper(child: ChildProcess): () => Promise<void> {
     })
 }
 
-async function attempt(password: string | undefined): Promise<Started> {
+async function attempt(options: StartOptions): Promise<Started> {
+  const { password, tls } = options
   const port = await freePort()
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
+  const args =
+    tls === undefined
+      ? ['--port', String(port)]
+      : ['--port', '0', '--tls-port', String(port), '--tls-cert-file', tls.cert, '--tls-key-file', tls.key]
+  if (tls !== undefined) args.push('--tls-ca-cert-file', tls.ca, '--tls-auth-clients', 'no')
+  args.push('--bind', '127.0.0.1', '--save', '', '--appendonly', 'no')
   args.push('--daemonize', 'no', '--loglevel', 'warning', '--protected-mode', 'yes')
   if (password !== undefined) args.push('--requirepass', password)
+  args.push(...(options.args ?? []))
   const probe = spawnSync(BINARY, ['--version'], { encoding: 'utf8' })
   if (probe.error !== undefined) {
     const code = (probe.error as NodeJS.ErrnoException).code
@@ -112,8 +139,8 @@ async function attempt(password: string | undefined): Promise<Started> {
   const deadline = Date.now() + 10_000
   while (Date.now() < deadline) {
     if (failed !== undefined) return { ok: false, reason: failed }
-    if (await ping(port, password)) {
-      const url = `redis://${password === undefined ? '' : `:${password}@`}127.0.0.1:${port}`
+    if (await ping(port, password, tls)) {
+      const url = `${tls === undefined ? 'redis' : 'rediss'}://${password === undefined ? '' : `:${password}@`}127.0.0.1:${port}`
       return { ok: true, server: { url, port, stop: stopper(child) } }
     }
     await new Promise((r) => setTimeout(r, 25))
@@ -123,10 +150,10 @@ async function attempt(password: string | undefined): Promise<Started> {
 }
 
 /** Starts a redis-server (a few tries, in case another process took the free port first). */
-export async function startRedisServer(options: { password?: string } = {}): Promise<Started> {
+export async function startRedisServer(options: StartOptions = {}): Promise<Started> {
   let last: Started = { ok: false, reason: 'not started' }
   for (let i = 0; i < 3; i++) {
-    last = await attempt(options.password)
+    last = await attempt(options)
     if (last.ok || last.reason.startsWith('no ')) return last
   }
   return last

@@ -11,8 +11,23 @@ export async function rawClient(url: string): Promise<Raw> {
   return c
 }
 
-/** Every key of a stage (`stageline:{name}:...`). */
+/**
+ * Every key of a stage's runs (`stageline:{name}:...`), leaving out its workers' doorbells
+ * (`stageline:{name}:w:<consumer>`, which live as long as their worker): see {@link bellsOf}.
+ */
 export async function keysOf(raw: Raw, stage: string): Promise<string[]> {
+  const bell = `stageline:{${stage}}:w:`
+  return (await allKeysOf(raw, stage)).filter((k) => !k.startsWith(bell))
+}
+
+/** The doorbells of a stage's live workers. */
+export async function bellsOf(raw: Raw, stage: string): Promise<string[]> {
+  const bell = `stageline:{${stage}}:w:`
+  return (await allKeysOf(raw, stage)).filter((k) => k.startsWith(bell))
+}
+
+/** Every key of a stage, doorbells included. */
+export async function allKeysOf(raw: Raw, stage: string): Promise<string[]> {
   const keys: string[] = []
   let cursor = '0'
   do {

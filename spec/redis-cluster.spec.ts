@@ -1,0 +1,155 @@
+/**
+ * stageline/redis on a Redis Cluster the spec starts (helpers/redis-cluster.ts): every key of a
+ * stage in its hash tag's slot, on that slot's master, and nothing any command or script touches
+ * outside it (MONITOR); a manual failover of that master to its replica in the middle of a run.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { pipe } from '../lib/index.js'
+import { type RedisClusterConfig, redisStage, type StageWorker, serveStage } from '../lib/redis/index.js'
+import { type RedisCluster, startRedisCluster } from './helpers/redis-cluster.js'
+import { reportUnavailable } from './helpers/redis-server.js'
+import { keysOf, type Raw, range, rawClient, sleep, waitFor } from './helpers/redis-util.js'
+
+const started = await startRedisCluster(3)
+if (!started.ok) reportUnavailable('spec/redis-cluster.spec.ts', started.reason)
+
+/** The slot of a stage's keys (its hash tag), as the cluster computes it. */
+async function slotOf(raw: Raw, stage: string): Promise<number> {
+  return Number(await raw.sendCommand(['CLUSTER', 'KEYSLOT', `stageline:{${stage}}:runs`]))
+}
+
+/** Every key that starts with `stageline:` on a node. */
+async function stagelineKeys(raw: Raw): Promise<string[]> {
+  return (await raw.sendCommand(['KEYS', 'stageline:*'])) as string[]
+}
+
+describe.runIf(started.ok)('stageline/redis on a Redis Cluster', () => {
+  let cluster: RedisCluster
+  let config: RedisClusterConfig
+
+  beforeAll(() => {
+    cluster = (started as { ok: true; cluster: RedisCluster }).cluster
+    config = { rootNodes: cluster.urls.map((url) => ({ url })) }
+  })
+  afterAll(async () => {
+    await cluster?.stop()
+  })
+
+  test("every key of a run is in its stage's slot, on that slot's master, and no command touches another", async () => {
+    const name = 'clu-a'
+    const first = await cluster.node(cluster.nodes[0]!.port)
+    const slot = await slotOf(first, name)
+    const master = await cluster.masterOf(slot)
+    // MONITOR every master: what each runs, scripts' own commands included
+    const masters = cluster.nodes.slice(0, 3).map((n) => n.port)
+    const touched = new Map<number, Set<string>>()
+    const monitors: Raw[] = []
+    for (const port of masters) {
+      const seen = new Set<string>()
+      touched.set(port, seen)
+      const mon = await rawClient(`redis://127.0.0.1:${port}`)
+      await mon.monitor((line: string) => {
+        for (const m of line.matchAll(/"(stageline:[^"]*)"/g)) seen.add(m[1]!)
+      })
+      monitors.push(mon)
+    }
+    let during: Map<number, string[]> | undefined
+    const look = async (): Promise<void> => {
+      during = new Map()
+      for (const port of masters) during.set(port, await stagelineKeys(await cluster.node(port)))
+    }
+    const workers: StageWorker[] = await Promise.all(
+      [4, 4].map((concurrency) =>
+        serveStage(name, { cluster: config, concurrency }, async (x: number) => {
+          if (x === 1000) await look()
+          return x + 1
+        }),
+      ),
+    )
+    const out = await pipe(
+      range(2000),
+      redisStage<number, number>(name, { cluster: config, batch: 20, capacity: 200 }),
+    ).toArray()
+    expect(out.sort((a, b) => a - b)).toEqual(range(2000, 1))
+    await Promise.all(workers.map((w) => w.close()))
+    await sleep(50) // the last commands reach MONITOR
+    for (const mon of monitors) await mon.close()
+
+    // while it ran, its keys were on the slot's master only
+    for (const [port, keys] of during!) {
+      if (port === master) expect(keys.some((k) => k.endsWith(':in'))).toBe(true)
+      else expect(keys).toEqual([])
+    }
+    // every key any command or script named is in the stage's slot (the events channel, which
+    // workers subscribe to on any node, is no key)
+    for (const [port, seen] of touched) {
+      // (nor is the pattern of this spec's own KEYS)
+      const keys = [...seen].filter((k) => k !== `stageline:{${name}}:events` && k !== 'stageline:*')
+      if (port !== master) {
+        expect(keys).toEqual([])
+        continue
+      }
+      for (const suffix of [':in', ':out', ':meta', ':runs'])
+        expect(keys.some((k) => k.endsWith(suffix))).toBe(true)
+      expect(keys.some((k) => k.startsWith(`stageline:{${name}}:w:`))).toBe(true) // doorbells
+      const raw = await cluster.node(master)
+      for (const key of keys) expect(Number(await raw.sendCommand(['CLUSTER', 'KEYSLOT', key]))).toBe(slot)
+    }
+    expect(await keysOf(await cluster.node(master), name)).toEqual([])
+  }, 30_000)
+
+  test('refuses cluster together with url', () => {
+    expect(() => redisStage('clu-b', { cluster: config, url: cluster.urls[0] })).toThrow(
+      /give either `cluster` or `url`/,
+    )
+  })
+})
+
+describe.runIf(started.ok)('stageline/redis on a Redis Cluster with replicas', () => {
+  test('a run goes on through a manual failover of its master, every item exactly once', async () => {
+    const replicated = await startRedisCluster(3, 1)
+    if (!replicated.ok) throw new Error(replicated.reason)
+    const c = replicated.cluster
+    try {
+      const config: RedisClusterConfig = { rootNodes: c.urls.map((url) => ({ url })) }
+      const name = 'clu-f'
+      const slot = await slotOf(await c.node(c.nodes[0]!.port), name)
+      const master = await c.masterOf(slot)
+      const replica = await c.replicaOf(slot)
+      let done = 0
+      let failedOver: Promise<unknown> | undefined
+      const calls = new Map<number, number>()
+      const fn = async (x: number): Promise<number> => {
+        calls.set(x, (calls.get(x) ?? 0) + 1)
+        await sleep(1)
+        if (++done === 700) {
+          failedOver = c.node(replica).then((r) => r.sendCommand(['CLUSTER', 'FAILOVER']))
+        }
+        return x * 2
+      }
+      const workers = await Promise.all(
+        [4, 4].map((concurrency) => serveStage(name, { cluster: config, concurrency }, fn)),
+      )
+      const out = await pipe(
+        range(2000),
+        redisStage<number, number>(name, {
+          cluster: config,
+          batch: 10,
+          capacity: 100,
+          visibilityTimeout: 3000,
+        }),
+      ).toArray()
+      expect(await failedOver).toBe('OK')
+      expect(out.sort((a, b) => a - b)).toEqual(range(2000).map((x) => x * 2))
+      // the function ran on every item (at least once)
+      expect(calls.size).toBe(2000)
+      await c.settled(slot)
+      expect(await c.masterOf(slot)).toBe(replica)
+      expect(master).not.toBe(replica)
+      await Promise.all(workers.map((w) => w.close()))
+      await waitFor('no key left', async () => (await keysOf(await c.node(replica), name)).length === 0)
+    } finally {
+      await c.stop()
+    }
+  }, 60_000)
+})
