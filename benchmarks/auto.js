@@ -210,7 +210,8 @@ export function stepsChart(result, phases) {
     while (out >= edge && phase < phases.length - 1) edge += phases[++phase].items
     oracle.push([sx(x.ms), sy(phases[phase].K, maxW)])
   }
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12" role="img" aria-labelledby="title">
+<title id="title">workers: 'auto' against the oracle's worker counts, and auto's throughput, over the steps run</title>
 <rect width="${W}" height="${H}" fill="white"/>
 <text x="${pad}" y="20" font-size="14">workers: 'auto' on a service whose knee K moves 16 -> 4 -> 32 (time in s)</text>
 ${line(
