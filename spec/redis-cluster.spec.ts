@@ -8,7 +8,7 @@ import { pipe } from '../lib/index.js'
 import { type RedisClusterConfig, redisStage, type StageWorker, serveStage } from '../lib/redis/index.js'
 import { type RedisCluster, startRedisCluster } from './helpers/redis-cluster.js'
 import { reportUnavailable } from './helpers/redis-server.js'
-import { keysOf, type Raw, range, rawClient, sleep } from './helpers/redis-util.js'
+import { keysOf, type Raw, range, rawClient, sleep, waitFor } from './helpers/redis-util.js'
 
 const started = await startRedisCluster(3)
 if (!started.ok) reportUnavailable('spec/redis-cluster.spec.ts', started.reason)
@@ -103,4 +103,53 @@ describe.runIf(started.ok)('stageline/redis on a Redis Cluster', () => {
       /give either `cluster` or `url`/,
     )
   })
+})
+
+describe.runIf(started.ok)('stageline/redis on a Redis Cluster with replicas', () => {
+  test('a run goes on through a manual failover of its master, every item exactly once', async () => {
+    const replicated = await startRedisCluster(3, 1)
+    if (!replicated.ok) throw new Error(replicated.reason)
+    const c = replicated.cluster
+    try {
+      const config: RedisClusterConfig = { rootNodes: c.urls.map((url) => ({ url })) }
+      const name = 'clu-f'
+      const slot = await slotOf(await c.node(c.nodes[0]!.port), name)
+      const master = await c.masterOf(slot)
+      const replica = await c.replicaOf(slot)
+      let done = 0
+      let failedOver: Promise<unknown> | undefined
+      const calls = new Map<number, number>()
+      const fn = async (x: number): Promise<number> => {
+        calls.set(x, (calls.get(x) ?? 0) + 1)
+        await sleep(1)
+        if (++done === 700) {
+          failedOver = c.node(replica).then((r) => r.sendCommand(['CLUSTER', 'FAILOVER']))
+        }
+        return x * 2
+      }
+      const workers = await Promise.all(
+        [4, 4].map((concurrency) => serveStage(name, { cluster: config, concurrency }, fn)),
+      )
+      const out = await pipe(
+        range(2000),
+        redisStage<number, number>(name, {
+          cluster: config,
+          batch: 10,
+          capacity: 100,
+          visibilityTimeout: 3000,
+        }),
+      ).toArray()
+      expect(await failedOver).toBe('OK')
+      expect(out.sort((a, b) => a - b)).toEqual(range(2000).map((x) => x * 2))
+      // the function ran on every item (at least once)
+      expect(calls.size).toBe(2000)
+      await c.settled(slot)
+      expect(await c.masterOf(slot)).toBe(replica)
+      expect(master).not.toBe(replica)
+      await Promise.all(workers.map((w) => w.close()))
+      await waitFor('no key left', async () => (await keysOf(await c.node(replica), name)).length === 0)
+    } finally {
+      await c.stop()
+    }
+  }, 60_000)
 })

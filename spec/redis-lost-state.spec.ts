@@ -6,11 +6,10 @@
  * RunStateLostError, never wait forever nor finish short; the worker must drop that run, not spin,
  * and go on serving. A hang shows as a test reaching its timeout.
  *
- * Each test starts its own redis-server (no persistence, loopback, a free port) under the same
- * watchdog as helpers/redis-server.ts, whose servers cannot be SIGKILLed and restarted on their
- * port from outside. Workers run in this process, as in redis.spec.ts.
+ * Each test starts its own redis-server (no persistence, loopback, a free port: see
+ * helpers/redis-killable.ts). Workers run in this process, as in redis.spec.ts.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { afterEach, describe, expect, test } from 'vitest'
 import { mapStage, pipe, RunStopped, type Source, type Stage, TaskException } from '../lib/index.js'
 import {
@@ -21,73 +20,13 @@ import {
   serveStage,
   type WorkerContext,
 } from '../lib/redis/index.js'
-import { freePort, ping, reportUnavailable } from './helpers/redis-server.js'
+import { freshRedis, redisAt, type Server } from './helpers/redis-killable.js'
+import { reportUnavailable } from './helpers/redis-server.js'
 import { type Raw, range, rawClient, runsOf, waitFor } from './helpers/redis-util.js'
 
 const BINARY = process.env.REDIS_SERVER ?? 'redis-server'
-/** helpers/redis-server.ts's watchdog, also printing the server's pid so that a test can SIGKILL it. */
-const WATCHDOG = 'exec 3<&0; "$0" "$@" & rs=$!; echo "pid=$rs"; (read _ <&3; kill $rs 2>/dev/null) & wait $rs'
 /** Long enough for a loaded 2-core machine, short enough that a hang fails the test rather than CI. */
 const TIMEOUT = 30_000
-
-interface Server {
-  readonly url: string
-  readonly port: number
-  /** SIGKILL: no shutdown, nothing saved (there is no persistence anyway). */
-  kill(): Promise<void>
-  stop(): Promise<void>
-}
-
-/** Starts an empty redis-server without persistence on `port`; rejects saying why it could not. */
-async function redisAt(port: number): Promise<Server> {
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
-  args.push('--daemonize', 'no', '--loglevel', 'warning', '--protected-mode', 'yes')
-  const child: ChildProcess = spawn('sh', ['-c', WATCHDOG, BINARY, ...args], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  })
-  let output = ''
-  child.stdout!.on('data', (c) => (output += c))
-  child.stderr!.on('data', (c) => (output += c))
-  ;(child.stdin as unknown as { unref?: () => void }).unref?.()
-  child.unref()
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  const deadline = Date.now() + 10_000
-  while (!(await ping(port))) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      child.stdin!.end()
-      throw new Error(`${BINARY} did not start on port ${port}: ${output.trim() || 'no output'}`)
-    }
-    await new Promise((r) => setTimeout(r, 5))
-  }
-  const pid = Number(/pid=(\d+)/.exec(output)?.[1])
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    port,
-    kill: async () => {
-      process.kill(pid, 'SIGKILL')
-      await exited
-    },
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.stdin!.end()
-        await exited
-      }
-    },
-  }
-}
-
-/** A fresh server on a free port (a few tries, in case another process takes the port first). */
-async function freshRedis(): Promise<Server> {
-  let last: unknown
-  for (let i = 0; i < 3; i++) {
-    try {
-      return await redisAt(await freePort())
-    } catch (err) {
-      last = err
-    }
-  }
-  throw last
-}
 
 const probe = spawnSync(BINARY, ['--version'], { encoding: 'utf8' })
 const unavailable =

@@ -129,16 +129,23 @@ export class RunStateLostError extends Error {
   readonly missing: number | undefined
   /** Whether the loss was found on reconnecting after the connection dropped. */
   readonly reconnected: boolean
+  /**
+   * Whether writes Redis had acknowledged are gone while the run's keys stayed: its counters of
+   * items appended and released are below what it confirmed (a restart from an older snapshot, a
+   * failover to a replica that had not received them).
+   */
+  readonly lostWrites: boolean
   constructor(
     /** The stage's name. */
     readonly stage: string,
     /** The run's id (its keys are `stageline:{<stage>}:<runId>:*`). */
     readonly runId: string,
-    options: { missing?: number; reconnected?: boolean; cause?: unknown } = {},
+    options: { missing?: number; reconnected?: boolean; lostWrites?: boolean; cause?: unknown } = {},
   ) {
-    const { missing, reconnected = false } = options
-    const what =
-      missing === undefined
+    const { missing, reconnected = false, lostWrites = false } = options
+    const what = lostWrites
+      ? `writes of run ${runId} that Redis had acknowledged are gone after the connection came back (was the server restarted from an older snapshot, or failed over to a replica that missed them?); whether its items completed cannot be known`
+      : missing === undefined
         ? `the state of run ${runId} vanished from Redis ${
             reconnected
               ? 'while the connection was down (was the server restarted, or flushed?)'
@@ -148,6 +155,7 @@ export class RunStateLostError extends Error {
     super(`stage "${stage}": ${what}`, 'cause' in options ? { cause: options.cause } : undefined)
     this.missing = missing
     this.reconnected = reconnected
+    this.lostWrites = lostWrites
   }
 }
 

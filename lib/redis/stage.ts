@@ -139,6 +139,8 @@ class RemoteRun {
   /** The deletion of the run's keys, once begun. */
   private tornDown: Promise<void> | undefined
   private touchTimer: NodeJS.Timeout | undefined
+  /** The wait for a dropped connection to come back, while one is under way. */
+  private recovering: Promise<void> | undefined
 
   // producer
   /** Items taken and numbered (the next item's seq). */
@@ -200,9 +202,12 @@ class RemoteRun {
           this.touchTimer = setInterval(() => this.touch(), KEY_TTL_MS / 3)
           this.touchTimer.unref()
           // a connection that dropped while no command was waiting on it fails nothing by itself:
-          // once it is back, look at once whether the run's state survived (a server restarted
-          // without persistence comes back empty)
-          this.queue.onReconnect((dropped) => this.touch({ dropped }))
+          // once it is back, look at once whether the run's state survived whole (a server
+          // restarted without persistence comes back empty, one restarted from an older snapshot
+          // without writes it had acknowledged)
+          this.queue.onReconnect((dropped) => {
+            if (!this.stopping && !this.finished) this.recover(dropped).catch((e) => this.fatal(e, undefined))
+          })
           await Promise.all([
             this.produce().catch((err) => this.fatal(err, undefined)),
             this.collect().catch((err) => this.fatal(err, undefined)),
@@ -292,22 +297,66 @@ class RemoteRun {
     return this.port.halted || this.failed
   }
 
-  /**
-   * Extends the run's keys; fails the run if its state is gone. `reconnect`: looked at because a
-   * connection came back, having dropped with `reconnect.dropped`.
-   */
-  private touch(reconnect?: { dropped: unknown }): void {
+  /** Extends the run's keys; fails the run if its state is gone. */
+  private touch(): void {
     if (this.stopping || this.finished) return
     this.queue?.touch().then(
       (held) => {
-        if (held >= 0) return
-        this.fatal(
-          reconnect === undefined ? this.vanished() : this.vanished(true, reconnect.dropped),
-          undefined,
-        )
+        if (held < 0) this.fatal(this.vanished(), undefined)
       },
-      (err) => this.fatal(err, undefined),
+      (err) => this.onCommandError(err),
     )
+  }
+
+  /**
+   * A command failed: on a dropped connection, waits for it to come back and then calls `retry`
+   * (the command, sent again: every command of a run may be); otherwise, or should the wait
+   * fail, fails the run.
+   */
+  private onCommandError(err: unknown, retry?: () => void): void {
+    if (this.stopping || this.finished) return
+    if (this.queue === undefined || !this.queue.reconnecting(err)) {
+      this.fatal(err, undefined)
+      return
+    }
+    this.recover(err).then(
+      () => {
+        if (!this.stopping) retry?.()
+      },
+      (e: unknown) => this.fatal(e, undefined),
+    )
+  }
+
+  /**
+   * Waits out a dropped connection (once for every command that failed on it): resolves once it
+   * is back and the run's state is found whole; rejects with the run's failure otherwise. A
+   * connection not back within about `connectTimeout`: a RedisConnectionError. The run's state gone
+   * (a server restarted empty or flushed): a RunStateLostError. Its counters below what Redis
+   * confirmed (a restart from an older snapshot, a failover to a replica that missed writes): a
+   * RunStateLostError with `lostWrites`.
+   */
+  private recover(err: unknown): Promise<void> {
+    this.recovering ??= this.waitOut(err).finally(() => {
+      this.recovering = undefined
+    })
+    return this.recovering
+  }
+
+  private async waitOut(err: unknown): Promise<void> {
+    const queue = this.queue!
+    const dropped = queue.failure(err)
+    const kept = await queue.survived()
+    if (kept === undefined) throw this.main!.failure(err)
+    if (!kept) throw this.vanished(true, dropped)
+    const counts = await queue.counts()
+    if (counts === null) throw this.vanished(true, dropped)
+    if (counts.appended < this.appended || counts.released < this.releasedConfirmed) {
+      throw new RunStateLostError(this.o.name, this.runId, {
+        reconnected: true,
+        lostWrites: true,
+        cause: dropped,
+      })
+    }
   }
 
   /** The run's state is gone: `reconnected` when found after a dropped connection (`cause`) came back. */
@@ -473,6 +522,11 @@ class RemoteRun {
     this.appends++
     this.sending += e.count
     this.account()
+    this.dispatch(e)
+  }
+
+  /** Sends an append; one lost to a dropped connection is sent again once it is back. */
+  private dispatch(e: Outgoing): void {
     this.queue!.append(e.seq, e.count, e.items, e.ends).then(
       (added) => {
         this.appends--
@@ -488,7 +542,7 @@ class RemoteRun {
         this.wakeProducer?.()
         this.wakeCollector?.()
       },
-      (err) => this.fatal(err, undefined),
+      (err) => this.onCommandError(err, () => this.dispatch(e)),
     )
   }
 
@@ -530,7 +584,9 @@ class RemoteRun {
         records = await queue.read(READ_BLOCK_MS)
       } catch (err) {
         if (this.stopping) return
-        throw err
+        if (!queue.reconnecting(err)) throw err
+        await this.recover(err)
+        continue
       }
       if (this.stopping) return
       if (records === null) {
@@ -542,7 +598,14 @@ class RemoteRun {
         // to a replica that missed writes): their results would never come. Appends confirmed
         // after the count was asked for are not expected (they may have run after it).
         const expected = this.entries - this.entriesReceived
-        const held = await queue.touch(expected)
+        let held: number
+        try {
+          held = await queue.touch(expected)
+        } catch (err) {
+          if (this.stopping || !queue.reconnecting(err)) throw err
+          await this.recover(err)
+          continue
+        }
         if (this.stopping) return
         if (held < 0) throw this.vanished()
         if (held < expected) {
@@ -628,7 +691,7 @@ class RemoteRun {
         this.releasedConfirmed += items
         this.wakeProducer?.()
       },
-      (err) => this.fatal(err, undefined),
+      (err) => this.onCommandError(err, () => this.release(ids, items)),
     )
   }
 }

@@ -9,7 +9,8 @@
  *   arguments costs several times more to send and parse).
  * - `stageline:{name}:<run>:out`  the run's results; only the run's own process reads it.
  * - `stageline:{name}:<run>:meta` a hash: `v` (the protocol version, PROTOCOL_VERSION), `n` (items
- *   of the run in Redis), `cap`, and the settings workers need. Every script that writes for a run
+ *   of the run in Redis), `cap`, the settings workers need, and the append and release counters
+ *   (`q`, `p<seq>`, `a`, `r`: see APPEND and RELEASE). Every script that writes for a run
  *   checks it exists first, so a late write never recreates a run's keys after they were deleted.
  * - `stageline:{name}:runs`       a sorted set of live runs, scored by lease deadline (server time).
  * - `stageline:{name}:dead`       the dead-letter stream (only with `deadLetter`; never expired).
@@ -108,10 +109,21 @@ return 1`,
 // KEYS in, meta; ARGV seq, count, items, ends (each item's end offset in items, 4 bytes big-endian):
 // the bounded append, one call per entry. It adds the items that fit (cutting `items` after the
 // last one that does) and returns how many, 0 when the run is full, -1 when its keys are gone.
+// Sent again after a dropped connection, it appends nothing twice: meta `q` is the input position
+// below which every item was appended, `p<seq>` the size of an entry appended above it (appends may
+// arrive out of order: see Script.run), and an entry found there answers what it added then.
+// `a` counts the items ever appended, for telling acknowledged writes lost.
 const APPEND = new Script(
-  `local m = redis.call('HMGET', KEYS[2], 'n', 'cap')
+  `local m = redis.call('HMGET', KEYS[2], 'n', 'cap', 'q', 'p' .. ARGV[1])
 if not m[1] then return -1 end
+local seq = tonumber(ARGV[1])
 local count = tonumber(ARGV[2])
+local q = tonumber(m[3]) or 0
+if seq < q then
+  if q - seq < count then return q - seq end
+  return count
+end
+if m[4] then return tonumber(m[4]) end
 local k = tonumber(m[2]) - tonumber(m[1])
 if k > count then k = count end
 if k <= 0 then return 0 end
@@ -119,15 +131,32 @@ local items = ARGV[3]
 if k < count then items = string.sub(items, 1, struct.unpack('>I4', ARGV[4], 4 * (k - 1) + 1)) end
 if not redis.call('XADD', KEYS[1], 'NOMKSTREAM', '*', 's', ARGV[1], 'c', k, 'b', items) then return -1 end
 redis.call('HINCRBY', KEYS[2], 'n', k)
+redis.call('HINCRBY', KEYS[2], 'a', k)
+if seq == q then
+  q = seq + k
+  while true do
+    local above = redis.call('HMGET', KEYS[2], 'p' .. q)[1]
+    if not above then break end
+    redis.call('HDEL', KEYS[2], 'p' .. q)
+    q = q + tonumber(above)
+  end
+  redis.call('HSET', KEYS[2], 'q', q)
+else
+  redis.call('HSET', KEYS[2], 'p' .. seq, k)
+end
 return k`,
   2,
 )
 
-// KEYS out, meta; ARGV items, id, id, ...
+// KEYS out, meta; ARGV items, id, id, ...: sent again after a dropped connection, it frees nothing
+// twice (the results it deletes are gone the second time). `r` counts the items ever released.
 const RELEASE = new Script(
-  `if #ARGV > 1 then redis.call('XDEL', KEYS[1], unpack(ARGV, 2)) end
+  `if #ARGV > 1 and redis.call('XDEL', KEYS[1], unpack(ARGV, 2)) == 0 then return 0 end
 local n = tonumber(ARGV[1])
-if n > 0 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HINCRBY', KEYS[2], 'n', -n) end
+if n > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'n', -n)
+  redis.call('HINCRBY', KEYS[2], 'r', n)
+end
 return 1`,
   2,
 )
@@ -475,6 +504,12 @@ export class RedisRunQueue implements RunQueue {
     await RELEASE.run(this.main, args)
   }
 
+  async counts(): Promise<{ appended: number; released: number } | null> {
+    const m = await this.main.send<(string | null)[]>(this.metaKey, ['HMGET', this.metaKey, 'v', 'a', 'r'])
+    if (m[0] == null) return null
+    return { appended: Number(m[1] ?? 0), released: Number(m[2] ?? 0) }
+  }
+
   async touch(expected = 0): Promise<number> {
     const args = TOUCH.args(9)
     args.splice(
@@ -820,7 +855,8 @@ export class RedisWorkQueue implements WorkQueue {
   async close(): Promise<void> {
     clearInterval(this.bellTimer)
     this.reader.destroy()
-    if (this.main.alive) {
+    // not while the connection is down: the command would wait for it
+    if (this.main.alive && this.main.client.isReady) {
       try {
         await this.main.send(this.bell, ['DEL', this.bell])
       } catch {

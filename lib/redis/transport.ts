@@ -45,11 +45,19 @@ export interface RunQueue {
    * Adds, as one entry, as many of the `count` items packed in `items` (item `i` ends at offset
    * `ends.readUInt32BE(4 * i)`) as fit under the run's capacity, the first being item `seq` of the
    * run. Resolves to how many were added (0 when the run is full), or -1 when the run's keys are gone.
+   * Idempotent: sent again (its answer lost with a dropped connection), it answers what it added.
    */
   append(seq: number, count: number, items: Buffer, ends: Buffer): Promise<number>
+  /**
+   * The run's monotonic counters as the engine holds them: items ever appended, items ever
+   * released; null when the run's state is gone. Below what the engine confirmed to this process,
+   * they tell acknowledged writes lost (a restart from an older snapshot, a failover to a replica
+   * that missed them).
+   */
+  counts(): Promise<{ appended: number; released: number } | null>
   /** Waits up to `blockMs` for results after the last one read; null when none came. */
   read(blockMs: number): Promise<ResultRecord[] | null>
-  /** Deletes results read (`ids`) and gives `items` back to the run's capacity. */
+  /** Deletes results read (`ids`) and gives `items` back to the run's capacity; idempotent likewise. */
   release(ids: readonly string[], items: number): Promise<void>
   /**
    * Extends the expiry of the run's keys and counts the run's entries the engine holds: those

@@ -1,0 +1,155 @@
+/**
+ * stageline/redis when the connection drops and comes back: a server SIGKILLed mid-run and started
+ * again on its port with its append-only file (`appendfsync always`) is waited out, and the run
+ * completes with every item exactly once; one started again from an older snapshot has lost writes
+ * it had acknowledged, and the run fails with a RunStateLostError (`lostWrites`), never hangs; one
+ * gone for longer than `connectTimeout` fails the run with a RedisConnectionError.
+ */
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, test } from 'vitest'
+import { pipe, TaskException } from '../lib/index.js'
+import {
+  RedisConnectionError,
+  RunStateLostError,
+  redisStage,
+  type StageWorker,
+  serveStage,
+} from '../lib/redis/index.js'
+import { freshRedis, redisAt, type Server } from './helpers/redis-killable.js'
+import { reportUnavailable } from './helpers/redis-server.js'
+import { keysOf, range, rawClient, sleep } from './helpers/redis-util.js'
+
+const BINARY = process.env.REDIS_SERVER ?? 'redis-server'
+const probe = spawnSync(BINARY, ['--version'], { encoding: 'utf8' })
+const unavailable = probe.error === undefined ? undefined : `${BINARY}: ${probe.error.message}`
+if (unavailable !== undefined) reportUnavailable('spec/redis-reconnect.spec.ts', unavailable)
+
+describe.runIf(unavailable === undefined)('stageline/redis across a dropped connection', () => {
+  const cleanup: (() => Promise<unknown>)[] = []
+  afterEach(async () => {
+    for (const f of cleanup.splice(0).reverse()) await f().catch(() => {})
+  })
+  /** A server whose files live in a directory of its own, removed after the test. */
+  const persistent = async (more: string[]): Promise<{ server: Server; dir: string; args: string[] }> => {
+    const dir = mkdtempSync(join(tmpdir(), 'stageline-aof-'))
+    cleanup.push(async () => rmSync(dir, { recursive: true, force: true }))
+    const args = ['--dir', dir, ...more]
+    const server = await freshRedis(args)
+    cleanup.push(() => server.stop())
+    return { server, dir, args }
+  }
+  const serve = async (
+    name: string,
+    url: string,
+    fn: (x: number) => Promise<number>,
+  ): Promise<StageWorker> => {
+    const w = await serveStage(name, { url, concurrency: 8, connectTimeout: 15_000 }, fn)
+    cleanup.push(() => w.close())
+    return w
+  }
+
+  test('a server restarted with its append-only file mid-run is waited out: every item exactly once', async () => {
+    const { server, args } = await persistent(['--appendonly', 'yes', '--appendfsync', 'always'])
+    const name = 'reconnect-aof'
+    let restarted: Promise<void> | undefined
+    let done = 0
+    const fn = async (x: number): Promise<number> => {
+      await sleep(1)
+      if (++done === 1500) {
+        restarted = (async () => {
+          await server.kill()
+          await sleep(300)
+          const again = await redisAt(server.port, args)
+          cleanup.unshift(() => again.stop()) // stopped after the workers close
+        })()
+      }
+      return x + 1
+    }
+    await serve(name, server.url, fn)
+    await serve(name, server.url, fn)
+    const out = await pipe(
+      range(4000),
+      redisStage<number, number>(name, {
+        url: server.url,
+        batch: 20,
+        capacity: 400,
+        connectTimeout: 15_000,
+        visibilityTimeout: 2000,
+      }),
+    ).toArray()
+    await restarted
+    expect(out.length).toBe(4000)
+    expect(out.sort((a, b) => a - b)).toEqual(range(4000, 1))
+    const raw = await rawClient(server.url)
+    cleanup.push(() => raw.close())
+    expect(await keysOf(raw, name)).toEqual([])
+  }, 60_000)
+
+  test('a server restarted from an older snapshot fails the run with lostWrites, never hangs', async () => {
+    const { server, args } = await persistent([])
+    const name = 'reconnect-rdb'
+    const raw = await rawClient(server.url)
+    let saved: Promise<unknown> | undefined
+    let restarted: Promise<void> | undefined
+    let done = 0
+    const fn = async (x: number): Promise<number> => {
+      await sleep(1)
+      done++
+      if (done === 300) saved = raw.sendCommand(['SAVE'])
+      if (done === 1500) {
+        restarted = (async () => {
+          await saved
+          await server.kill()
+          const again = await redisAt(server.port, args)
+          cleanup.unshift(() => again.stop()) // stopped after the workers close
+        })()
+      }
+      return x
+    }
+    await serve(name, server.url, fn)
+    const failed = await pipe(
+      range(4000),
+      redisStage<number, number>(name, { url: server.url, batch: 20, capacity: 400, connectTimeout: 15_000 }),
+    )
+      .toArray()
+      .catch((e: unknown) => e)
+    await restarted
+    expect(failed).toBeInstanceOf(TaskException)
+    const cause = (failed as TaskException).cause
+    expect(cause).toBeInstanceOf(RunStateLostError)
+    expect((cause as RunStateLostError).lostWrites).toBe(true)
+    expect((cause as Error).message).toMatch(/writes of run \S+ that Redis had acknowledged are gone/)
+    await raw.close().catch(() => {})
+  }, 60_000)
+
+  test('a server gone for longer than connectTimeout fails the run with a RedisConnectionError', async () => {
+    const server = await freshRedis()
+    cleanup.push(() => server.stop())
+    const name = 'reconnect-gone'
+    let killed: Promise<void> | undefined
+    let done = 0
+    const w = await serveStage(
+      name,
+      { url: server.url, concurrency: 4, connectTimeout: 1000 },
+      async (x: number) => {
+        await sleep(1)
+        if (++done === 200) killed = server.kill()
+        return x
+      },
+    )
+    const failed = await pipe(
+      range(2000),
+      redisStage<number, number>(name, { url: server.url, batch: 10, capacity: 100, connectTimeout: 1000 }),
+    )
+      .toArray()
+      .catch((e: unknown) => e)
+    await killed
+    expect(failed).toBeInstanceOf(TaskException)
+    expect((failed as TaskException).cause).toBeInstanceOf(RedisConnectionError)
+    // the worker gives up likewise: its `closed` rejects
+    await expect(w.closed).rejects.toThrow(RedisConnectionError)
+  }, 30_000)
+})
