@@ -27,6 +27,8 @@ const { ErrorReply } = redis
 const READ_BLOCK_MS = 1000
 /** How often the list of live runs is read again when no notification came. */
 const REFRESH_MS = 2000
+/** The fewest stalled entries one look for them takes over (per run), busy or not. */
+const MIN_RECLAIM = 64
 /** The most entries one read asks for (per run). */
 const MAX_READ = 16
 
@@ -696,10 +698,13 @@ class Server implements StageWorker {
           run.lastRenew = now
           work.push(this.renew(run))
         } else if (run.held.size === 0) run.lastRenew = now
-        if (!this.closing && now - run.lastReclaim >= v / 2) {
+        // a busy worker takes over stalled entries too (they wait here, renewed, for a free slot):
+        // were only idle workers to, a worker stalled forever would hold its entries for as long
+        // as every other one stays busy
+        if (!this.closing && now - run.lastReclaim >= v / 6) {
           run.lastReclaim = now
           const free = this.concurrency - this.running - this.waiting()
-          if (free > 0) work.push(this.reclaim(run, Math.max(1, Math.ceil(free / run.info.batch))))
+          work.push(this.reclaim(run, Math.max(MIN_RECLAIM, Math.ceil(Math.max(0, free) / run.info.batch))))
         }
       }
       try {
