@@ -287,7 +287,8 @@ export class Connection {
         throw err
       }
       if (conn.alive) return conn
-      conn.release(false)
+      // it gave up reconnecting: open another
+      if (conn.release(false)) shared.link.destroy()
       if (SHARED.get(key) === shared) SHARED.delete(key)
     }
     const link = new Link(config, key)
