@@ -259,9 +259,11 @@ class RemoteRun {
 
   /**
    * Reports the first failure to the run (unless it is stopping or done anyway) and wakes both
-   * loops. A command that failed because the connection dropped is reported once the connection
-   * is back or given up (within about `connectTimeout`): as a RunStateLostError when the run's
-   * state did not survive (a server restarted empty), else as the RedisConnectionError it is.
+   * loops. A command that failed because the connection dropped is waited out (see recover())
+   * rather than reported here, except where no retry applies: then it is reported once the
+   * connection is back or given up (within about `connectTimeout`), as a RunStateLostError when
+   * the run's state did not survive (a server restarted empty), else as the RedisConnectionError
+   * it is.
    * Any other failure is reported once the run's keys are deleted (or after `connectTimeout`, should
    * Redis not answer), so that whoever catches the run's rejection finds nothing of it in Redis.
    */
