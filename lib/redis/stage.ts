@@ -350,9 +350,13 @@ class RemoteRun {
     const kept = await queue.survived()
     if (kept === undefined) throw this.main!.failure(err)
     if (!kept) throw this.vanished(true, dropped)
+    // what Redis confirmed before the counts are asked for: a write confirmed later may have run
+    // after the counts were read
+    const appended = this.appended
+    const released = this.releasedConfirmed
     const counts = await queue.counts()
     if (counts === null) throw this.vanished(true, dropped)
-    if (counts.appended < this.appended || counts.released < this.releasedConfirmed) {
+    if (counts.appended < appended || counts.released < released) {
       throw new RunStateLostError(this.o.name, this.runId, {
         reconnected: true,
         lostWrites: true,
