@@ -3,6 +3,7 @@
  * stage in its hash tag's slot, on that slot's master, and nothing any command or script touches
  * outside it (MONITOR); a manual failover of that master to its replica in the middle of a run.
  */
+import { readFileSync } from 'node:fs'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { pipe, TaskException } from '../lib/index.js'
 import {
@@ -106,6 +107,33 @@ describe.runIf(started.ok)('stageline/redis on a Redis Cluster', () => {
     }
     expect(await keysOf(await cluster.node(master), name)).toEqual([])
   }, 30_000)
+
+  test('a stage runs on the cluster as a user with the documented ACL rule plus +cluster|slots', async () => {
+    const name = 'clu-acl'
+    const doc = readFileSync(new URL('../docs/distributed.md', import.meta.url), 'utf8')
+    const rule = /<!-- acl-rule -->\n```text\n(ACL SETUSER [^\n]+)\n```/.exec(doc)![1]!
+    const args = `${rule} +cluster|slots`
+      .replaceAll('<user>', 'clu-user')
+      .replaceAll('<password>', 'clu-pw-41f')
+      .replaceAll('<stage>', name)
+      .split(' ')
+    // ACLs are per node: every node gets the user
+    for (const n of cluster.nodes) {
+      const raw = await cluster.node(n.port)
+      expect(await raw.sendCommand(args)).toBe('OK')
+      await raw.sendCommand(['ACL', 'LOG', 'RESET'])
+    }
+    const user: RedisClusterConfig = { ...config, defaults: { username: 'clu-user', password: 'clu-pw-41f' } }
+    const w = await serveStage(name, { cluster: user, concurrency: 4 }, (x: number) => x * 5)
+    const out = await pipe(
+      range(300),
+      redisStage<number, number>(name, { cluster: user, batch: 10 }),
+    ).toArray()
+    expect(out.sort((a, b) => a - b)).toEqual(range(300).map((x) => x * 5))
+    await w.close()
+    for (const n of cluster.nodes)
+      expect(await (await cluster.node(n.port)).sendCommand(['ACL', 'LOG'])).toEqual([])
+  })
 
   test('refuses cluster together with url', () => {
     expect(() => redisStage('clu-b', { cluster: config, url: cluster.urls[0] })).toThrow(
