@@ -91,7 +91,9 @@ function ping(port) {
 
 // the server runs under a shell that kills it once our end of its stdin closes (stop(), or this
 // process dying), and prints its pid so that a fault can SIGKILL it
-const WATCHDOG = 'exec 3<&0; "$0" "$@" & rs=$!; echo "pid=$rs"; (read _ <&3; kill $rs 2>/dev/null) & wait $rs'
+// (`wait` quietly: the shell would report each SIGKILL of the server as "Killed")
+const WATCHDOG =
+  'exec 3<&0; "$0" "$@" & rs=$!; echo "pid=$rs"; (read _ <&3; kill $rs 2>/dev/null) & wait $rs 2>/dev/null'
 
 /** A redis-server on `port` with its append-only file in `dir` (fsync on every write). */
 async function redisAt(port, dir) {
@@ -454,7 +456,9 @@ async function worker(url, name, concurrency, msPerItem, connectTimeout) {
   const { serveStage } = await import(new URL('redis/index.js', dist))
   const track = process.env.CHAOS_TRACK === '1'
   const w = await serveStage(name, { url, concurrency, connectTimeout }, async (x, ctx) => {
-    if (track) process.send({ kind: 'start', seq: x, attempt: ctx.attempt, at: Date.now() })
+    // (not once the soak has let go of this worker: a send would fail with EPIPE)
+    if (track && process.connected)
+      process.send({ kind: 'start', seq: x, attempt: ctx.attempt, at: Date.now() })
     await sleep(msPerItem)
     return x
   })

@@ -3,14 +3,24 @@
  * stage in its hash tag's slot, on that slot's master, and nothing any command or script touches
  * outside it (MONITOR); a manual failover of that master to its replica in the middle of a run.
  */
+import { readFileSync } from 'node:fs'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { pipe } from '../lib/index.js'
-import { type RedisClusterConfig, redisStage, type StageWorker, serveStage } from '../lib/redis/index.js'
+import { pipe, TaskException } from '../lib/index.js'
+import {
+  type RedisClusterConfig,
+  RedisConnectionError,
+  RunStateLostError,
+  redisStage,
+  type StageWorker,
+  serveStage,
+} from '../lib/redis/index.js'
 import { type RedisCluster, startRedisCluster } from './helpers/redis-cluster.js'
 import { reportUnavailable } from './helpers/redis-server.js'
 import { keysOf, type Raw, range, rawClient, sleep, waitFor } from './helpers/redis-util.js'
 
-const started = await startRedisCluster(3)
+// three masters with a replica each; the tests run in order: the manual failover leaves the
+// cluster whole (its roles swapped), the unplanned one comes last
+const started = await startRedisCluster(3, 1)
 if (!started.ok) reportUnavailable('spec/redis-cluster.spec.ts', started.reason)
 
 /** The slot of a stage's keys (its hash tag), as the cluster computes it. */
@@ -98,58 +108,132 @@ describe.runIf(started.ok)('stageline/redis on a Redis Cluster', () => {
     expect(await keysOf(await cluster.node(master), name)).toEqual([])
   }, 30_000)
 
+  test('a stage runs on the cluster as a user with the documented ACL rule plus +cluster|slots', async () => {
+    const name = 'clu-acl'
+    const doc = readFileSync(new URL('../docs/distributed.md', import.meta.url), 'utf8')
+    const rule = /<!-- acl-rule -->\n```text\n(ACL SETUSER [^\n]+)\n```/.exec(doc)![1]!
+    const args = `${rule} +cluster|slots`
+      .replaceAll('<user>', 'clu-user')
+      .replaceAll('<password>', 'clu-pw-41f')
+      .replaceAll('<stage>', name)
+      .split(' ')
+    // ACLs are per node: every node gets the user
+    for (const n of cluster.nodes) {
+      const raw = await cluster.node(n.port)
+      expect(await raw.sendCommand(args)).toBe('OK')
+      await raw.sendCommand(['ACL', 'LOG', 'RESET'])
+    }
+    const user: RedisClusterConfig = { ...config, defaults: { username: 'clu-user', password: 'clu-pw-41f' } }
+    const w = await serveStage(name, { cluster: user, concurrency: 4 }, (x: number) => x * 5)
+    const out = await pipe(
+      range(300),
+      redisStage<number, number>(name, { cluster: user, batch: 10 }),
+    ).toArray()
+    expect(out.sort((a, b) => a - b)).toEqual(range(300).map((x) => x * 5))
+    await w.close()
+    for (const n of cluster.nodes)
+      expect(await (await cluster.node(n.port)).sendCommand(['ACL', 'LOG'])).toEqual([])
+  })
+
   test('refuses cluster together with url', () => {
     expect(() => redisStage('clu-b', { cluster: config, url: cluster.urls[0] })).toThrow(
       /give either `cluster` or `url`/,
     )
   })
-})
 
-describe.runIf(started.ok)('stageline/redis on a Redis Cluster with replicas', () => {
   test('a run goes on through a manual failover of its master, every item exactly once', async () => {
-    const replicated = await startRedisCluster(3, 1)
-    if (!replicated.ok) throw new Error(replicated.reason)
-    const c = replicated.cluster
+    const c = cluster
+    const config: RedisClusterConfig = { rootNodes: c.urls.map((url) => ({ url })) }
+    const name = 'clu-f'
+    const slot = await slotOf(await c.node(c.nodes[0]!.port), name)
+    const master = await c.masterOf(slot)
+    const replica = await c.replicaOf(slot)
+    let done = 0
+    let failedOver: Promise<unknown> | undefined
+    const calls = new Map<number, number>()
+    const fn = async (x: number): Promise<number> => {
+      calls.set(x, (calls.get(x) ?? 0) + 1)
+      await sleep(1)
+      if (++done === 700) {
+        failedOver = c.node(replica).then((r) => r.sendCommand(['CLUSTER', 'FAILOVER']))
+      }
+      return x * 2
+    }
+    const workers = await Promise.all(
+      [4, 4].map((concurrency) => serveStage(name, { cluster: config, concurrency }, fn)),
+    )
+    const out = await pipe(
+      range(2000),
+      redisStage<number, number>(name, {
+        cluster: config,
+        batch: 10,
+        capacity: 100,
+        visibilityTimeout: 3000,
+      }),
+    ).toArray()
+    expect(await failedOver).toBe('OK')
+    expect(out.sort((a, b) => a - b)).toEqual(range(2000).map((x) => x * 2))
+    // the function ran on every item (at least once)
+    expect(calls.size).toBe(2000)
+    await c.settled(slot)
+    expect(await c.masterOf(slot)).toBe(replica)
+    expect(master).not.toBe(replica)
+    await Promise.all(workers.map((w) => w.close()))
+    await waitFor('no key left', async () => (await keysOf(await c.node(replica), name)).length === 0)
+  }, 60_000)
+
+  test('an unplanned failover that loses acknowledged writes fails the run with a clear error, never hangs', async () => {
+    const c = cluster
+    await c.settled()
+    const pidOf = async (port: number): Promise<number> =>
+      Number(/process_id:(\d+)/.exec(String(await (await c.node(port)).sendCommand(['INFO', 'server'])))![1])
+    let replicaPid = 0
     try {
       const config: RedisClusterConfig = { rootNodes: c.urls.map((url) => ({ url })) }
-      const name = 'clu-f'
+      const name = 'clu-u'
       const slot = await slotOf(await c.node(c.nodes[0]!.port), name)
       const master = await c.masterOf(slot)
       const replica = await c.replicaOf(slot)
+      const masterPid = await pidOf(master)
+      replicaPid = await pidOf(replica)
+      const takeover = await c.node(replica)
       let done = 0
-      let failedOver: Promise<unknown> | undefined
-      const calls = new Map<number, number>()
+      let faulted: Promise<void> | undefined
       const fn = async (x: number): Promise<number> => {
-        calls.set(x, (calls.get(x) ?? 0) + 1)
-        await sleep(1)
-        if (++done === 700) {
-          failedOver = c.node(replica).then((r) => r.sendCommand(['CLUSTER', 'FAILOVER']))
+        await sleep(2)
+        if (++done === 600) {
+          faulted = (async () => {
+            // the replica stops taking the master's writes while the run goes on, then the master
+            // dies and the replica takes over without them
+            process.kill(replicaPid, 'SIGSTOP')
+            await sleep(1500)
+            process.kill(masterPid, 'SIGKILL')
+            process.kill(replicaPid, 'SIGCONT')
+            await takeover.sendCommand(['CLUSTER', 'FAILOVER', 'TAKEOVER'])
+          })()
         }
-        return x * 2
+        return x
       }
       const workers = await Promise.all(
-        [4, 4].map((concurrency) => serveStage(name, { cluster: config, concurrency }, fn)),
+        [4, 4].map((concurrency) =>
+          serveStage(name, { cluster: config, concurrency, connectTimeout: 3000 }, fn),
+        ),
       )
-      const out = await pipe(
-        range(2000),
-        redisStage<number, number>(name, {
-          cluster: config,
-          batch: 10,
-          capacity: 100,
-          visibilityTimeout: 3000,
-        }),
-      ).toArray()
-      expect(await failedOver).toBe('OK')
-      expect(out.sort((a, b) => a - b)).toEqual(range(2000).map((x) => x * 2))
-      // the function ran on every item (at least once)
-      expect(calls.size).toBe(2000)
-      await c.settled(slot)
-      expect(await c.masterOf(slot)).toBe(replica)
-      expect(master).not.toBe(replica)
-      await Promise.all(workers.map((w) => w.close()))
-      await waitFor('no key left', async () => (await keysOf(await c.node(replica), name)).length === 0)
+      const failed = await pipe(
+        range(100_000),
+        redisStage<number, number>(name, { cluster: config, batch: 10, capacity: 200, connectTimeout: 3000 }),
+      )
+        .toArray()
+        .catch((e: unknown) => e)
+      await faulted
+      expect(failed).toBeInstanceOf(TaskException)
+      const cause = (failed as TaskException).cause
+      expect(cause instanceof RunStateLostError || cause instanceof RedisConnectionError, String(cause)).toBe(
+        true,
+      )
+      await Promise.all(workers.map((w) => w.close().catch(() => {})))
     } finally {
-      await c.stop()
+      if (replicaPid > 0) process.kill(replicaPid, 'SIGCONT')
     }
   }, 60_000)
 })

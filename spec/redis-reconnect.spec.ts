@@ -1,7 +1,8 @@
 /**
  * stageline/redis when the connection drops and comes back: a server SIGKILLed mid-run and started
  * again on its port with its append-only file (`appendfsync always`) is waited out, and the run
- * completes with every item exactly once; one started again from an older snapshot has lost writes
+ * completes with every item exactly once, also while the server answers LOADING (reading its data
+ * back); one started again from an older snapshot has lost writes
  * it had acknowledged, and the run fails with a RunStateLostError (`lostWrites`), never hangs; one
  * gone for longer than `connectTimeout` fails the run with a RedisConnectionError.
  */
@@ -20,7 +21,7 @@ import {
 } from '../lib/redis/index.js'
 import { freshRedis, redisAt, type Server } from './helpers/redis-killable.js'
 import { reportUnavailable } from './helpers/redis-server.js'
-import { keysOf, range, rawClient, sleep } from './helpers/redis-util.js'
+import { keysOf, range, rawClient, sleep, waitFor } from './helpers/redis-util.js'
 
 const BINARY = process.env.REDIS_SERVER ?? 'redis-server'
 const probe = spawnSync(BINARY, ['--version'], { encoding: 'utf8' })
@@ -86,6 +87,51 @@ describe.runIf(unavailable === undefined)('stageline/redis across a dropped conn
     const raw = await rawClient(server.url)
     cleanup.push(() => raw.close())
     expect(await keysOf(raw, name)).toEqual([])
+  }, 60_000)
+
+  test('a server still loading its data after a restart is waited out (LOADING replies)', async () => {
+    const { server, args } = await persistent(['--appendonly', 'yes', '--enable-debug-command', 'yes'])
+    const raw = await rawClient(server.url)
+    // enough data that loading it after the restart takes a while, in the append-only file's base
+    await raw.sendCommand(['DEBUG', 'POPULATE', '500000', 'filler'])
+    await raw.sendCommand(['BGREWRITEAOF'])
+    await waitFor('the rewrite', async () =>
+      /aof_rewrite_in_progress:0/.test(String(await raw.sendCommand(['INFO', 'persistence']))),
+    )
+    await raw.close()
+    const name = 'reconnect-loading'
+    let restarted: Promise<void> | undefined
+    let again: Server | undefined
+    let done = 0
+    const fn = async (x: number): Promise<number> => {
+      await sleep(1)
+      if (++done === 500) {
+        restarted = (async () => {
+          await server.kill()
+          // answering PING does not wait for the data: the server says LOADING meanwhile
+          again = await redisAt(server.port, args)
+          cleanup.unshift(() => again!.stop()) // stopped after the workers close
+        })()
+      }
+      return x + 1
+    }
+    await serve(name, server.url, fn)
+    const out = await pipe(
+      range(3000),
+      redisStage<number, number>(name, {
+        url: server.url,
+        batch: 20,
+        capacity: 400,
+        connectTimeout: 15_000,
+        visibilityTimeout: 2000,
+      }),
+    ).toArray()
+    await restarted
+    expect(out.sort((a, b) => a - b)).toEqual(range(3000, 1))
+    const after = await rawClient(server.url)
+    cleanup.push(() => after.close())
+    // the server did refuse commands while it loaded (its error counts start at the restart)
+    expect(String(await after.sendCommand(['INFO', 'errorstats']))).toMatch(/errorstat_LOADING:count=[1-9]/)
   }, 60_000)
 
   test('a server restarted from an older snapshot fails the run with lostWrites, never hangs', async () => {

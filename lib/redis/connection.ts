@@ -156,8 +156,39 @@ class Link {
       await this.client.connect()
     } catch (err) {
       this.destroy()
-      throw new Connection(this).failure(err, 'could not connect to')
+      throw this.failure(err, 'could not connect to')
     }
+  }
+
+  /**
+   * The error to report for `err`, a command's or connect()'s failure: a RedisConnectionError
+   * naming the server (password redacted) when the connection failed, else `err` (an error reply).
+   */
+  failure(err: unknown, what = 'lost the connection to'): unknown {
+    // `err` may be anything a user's getter threw while an item was packed: read it warily
+    if (this.alive && !isConnectionError(err) && !isTlsFailure(err)) return err
+    let ours = false
+    try {
+      ours = err instanceof RedisConnectionError
+    } catch {
+      // a revoked Proxy
+    }
+    if (ours) return err
+    const cause = this.gaveUp && this.lastError !== undefined ? this.lastError : err
+    let detail: string
+    try {
+      detail =
+        cause instanceof Error
+          ? isAuthFailure(cause)
+            ? `the server refused the credentials (${cause.message})`
+            : isTlsFailure(cause)
+              ? `the TLS handshake failed (${(cause as NodeJS.ErrnoException).code}: ${cause.message})`
+              : cause.message
+          : String(cause)
+    } catch {
+      detail = describeCause(cause)
+    }
+    return new RedisConnectionError(`${what} Redis at ${this.server}: ${detail}`, this.server, cause)
   }
 
   /**
@@ -287,7 +318,8 @@ export class Connection {
         throw err
       }
       if (conn.alive) return conn
-      conn.release(false)
+      // it gave up reconnecting: open another
+      if (conn.release(false)) shared.link.destroy()
       if (SHARED.get(key) === shared) SHARED.delete(key)
     }
     const link = new Link(config, key)
@@ -365,34 +397,7 @@ export class Connection {
    * naming the server (password redacted) when the connection failed, else `err` (an error reply).
    */
   failure(err: unknown, what = 'lost the connection to'): unknown {
-    // `err` may be anything a user's getter threw while an item was packed: read it warily
-    if (this.link.alive && !isConnectionError(err) && !isTlsFailure(err)) return err
-    let ours = false
-    try {
-      ours = err instanceof RedisConnectionError
-    } catch {
-      // a revoked Proxy
-    }
-    if (ours) return err
-    const cause = this.link.gaveUp && this.link.lastError !== undefined ? this.link.lastError : err
-    let detail: string
-    try {
-      detail =
-        cause instanceof Error
-          ? isAuthFailure(cause)
-            ? `the server refused the credentials (${cause.message})`
-            : isTlsFailure(cause)
-              ? `the TLS handshake failed (${(cause as NodeJS.ErrnoException).code}: ${cause.message})`
-              : cause.message
-          : String(cause)
-    } catch {
-      detail = describeCause(cause)
-    }
-    return new RedisConnectionError(
-      `${what} Redis at ${this.link.server}: ${detail}`,
-      this.link.server,
-      cause,
-    )
+    return this.link.failure(err, what)
   }
 
   /** Lets go of the client: closed after its pending replies once nobody holds it; never throws. */

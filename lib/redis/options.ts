@@ -87,11 +87,13 @@ export interface RedisConnectionOptions {
   cluster?: RedisClusterConfig
   /**
    * How long, in ms, connecting may take before the run fails, or serveStage() rejects, with a
-   * `RedisConnectionError`; a refused password fails at once. A connection that drops during
-   * a run fails the run (whether its last commands took effect cannot be known) once it is back,
-   * or after this long: with a `RunStateLostError` if the run's state did not survive (a server
-   * restarted without persistence), else a `RedisConnectionError`. A worker reconnects, and stops
-   * (`closed` rejects) if that takes longer than this.
+   * `RedisConnectionError`; a refused password or a failed TLS handshake fails at once. A
+   * connection that drops during a run is waited out for this long (a server restarted with its
+   * data, a cluster failing over), and what was not answered is sent again; longer, the run fails
+   * with a `RedisConnectionError`. Should the run's state not have survived whole (a server
+   * restarted without persistence, or from an older snapshot), it fails with a
+   * `RunStateLostError`. A worker reconnects, and stops (`closed` rejects) if that takes longer
+   * than this.
    * @default 5000
    */
   connectTimeout?: number

@@ -259,9 +259,11 @@ class RemoteRun {
 
   /**
    * Reports the first failure to the run (unless it is stopping or done anyway) and wakes both
-   * loops. A command that failed because the connection dropped is reported once the connection
-   * is back or given up (within about `connectTimeout`): as a RunStateLostError when the run's
-   * state did not survive (a server restarted empty), else as the RedisConnectionError it is.
+   * loops. A command that failed because the connection dropped is waited out (see recover())
+   * rather than reported here, except where no retry applies: then it is reported once the
+   * connection is back or given up (within about `connectTimeout`), as a RunStateLostError when
+   * the run's state did not survive (a server restarted empty), else as the RedisConnectionError
+   * it is.
    * Any other failure is reported once the run's keys are deleted (or after `connectTimeout`, should
    * Redis not answer), so that whoever catches the run's rejection finds nothing of it in Redis.
    */
@@ -348,9 +350,13 @@ class RemoteRun {
     const kept = await queue.survived()
     if (kept === undefined) throw this.main!.failure(err)
     if (!kept) throw this.vanished(true, dropped)
+    // what Redis confirmed before the counts are asked for: a write confirmed later may have run
+    // after the counts were read
+    const appended = this.appended
+    const released = this.releasedConfirmed
     const counts = await queue.counts()
     if (counts === null) throw this.vanished(true, dropped)
-    if (counts.appended < this.appended || counts.released < this.releasedConfirmed) {
+    if (counts.appended < appended || counts.released < released) {
       throw new RunStateLostError(this.o.name, this.runId, {
         reconnected: true,
         lostWrites: true,

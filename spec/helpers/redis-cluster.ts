@@ -61,6 +61,9 @@ export async function startRedisCluster(masters = 3, replicas = 0): Promise<Clus
           '2000',
           '--cluster-replica-validity-factor',
           '0',
+          // a replica's first sync at once (the default waits 5 s for more replicas to join it)
+          '--repl-diskless-sync-delay',
+          '0',
         ]),
       })
       if (!started.ok) {
