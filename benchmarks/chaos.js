@@ -17,10 +17,10 @@
 // spec/redis-chaos.spec.ts runs a short version (`runChaos()` with fewer items and shorter pauses).
 import { fork, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer, connect as netConnect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { freePort, ping } from './redis.js'
 
 const SELF = fileURLToPath(import.meta.url)
 const dist = new URL('../dist/', import.meta.url)
@@ -63,31 +63,6 @@ export function random(seed) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address()
-      srv.close(() => resolve(port))
-    })
-  })
-}
-
-function ping(port) {
-  return new Promise((resolve) => {
-    const sock = netConnect({ port, host: '127.0.0.1' })
-    const done = (ok) => {
-      sock.destroy()
-      resolve(ok)
-    }
-    sock.setTimeout(500, () => done(false))
-    sock.once('error', () => done(false))
-    sock.on('data', (d) => done(d.toString().includes('+PONG')))
-    sock.once('connect', () => sock.write('PING\r\n'))
-  })
-}
 
 // the server runs under a shell that kills it once our end of its stdin closes (stop(), or this
 // process dying), and prints its pid so that a fault can SIGKILL it

@@ -17,7 +17,8 @@ const dist = new URL('../dist/', import.meta.url)
 /** Settings of the Redis stage under test: entries of 100 items, 2000 items in Redis at most. */
 export const STAGE_OPTIONS = { batch: 100, capacity: 2000 }
 
-async function freePort() {
+/** A TCP port free on 127.0.0.1 right now. */
+export async function freePort() {
   return new Promise((resolve, reject) => {
     const srv = createServer()
     srv.once('error', reject)
@@ -28,7 +29,8 @@ async function freePort() {
   })
 }
 
-function ping(port) {
+/** Whether a Redis server answers PING on `port` of 127.0.0.1 (within 500 ms). */
+export function ping(port) {
   return new Promise((resolve) => {
     const sock = netConnect({ port, host: '127.0.0.1' })
     const done = (ok) => {
