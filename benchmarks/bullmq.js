@@ -18,6 +18,7 @@ import { fork } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
+import { intFlag } from './common.js'
 import { startRedis } from './redis.js'
 
 const SELF = fileURLToPath(import.meta.url)
@@ -304,18 +305,13 @@ async function worker(impl, url, name, concurrency, ms) {
   process.send('ready')
 }
 
-function arg(name, fallback) {
-  const i = process.argv.indexOf(name)
-  return i === -1 ? fallback : process.argv[i + 1]
-}
-
 if (process.argv[1] === SELF) {
   if (process.argv[2] === '--worker') {
     const [impl, url, name, concurrency, ms] = process.argv.slice(3)
     await worker(impl, url, name, Number(concurrency), Number(ms))
   } else {
-    const items = Number(arg('--items', 50_000))
-    const rounds = Number(arg('--rounds', 3))
+    const items = intFlag(process.argv, 'items', 50_000)
+    const rounds = intFlag(process.argv, 'rounds', 3)
     const report = await benchBullmq({ items, rounds })
     mkdirSync(results, { recursive: true })
     // arrays of numbers on one line, as the formatter (biome) writes them

@@ -20,6 +20,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { intFlag } from './common.js'
 import { freePort, ping } from './redis.js'
 
 const SELF = fileURLToPath(import.meta.url)
@@ -447,20 +448,15 @@ async function worker(url, name, concurrency, msPerItem, connectTimeout) {
   process.send({ kind: 'ready' })
 }
 
-function arg(name, fallback) {
-  const i = process.argv.indexOf(name)
-  return i === -1 ? fallback : process.argv[i + 1]
-}
-
 if (process.argv[1] === SELF) {
   if (process.argv[2] === '--worker') {
     const [url, name, concurrency, ms, connectTimeout] = process.argv.slice(3)
     await worker(url, name, Number(concurrency), Number(ms), Number(connectTimeout))
   } else {
     const { loadavg } = await import('node:os')
-    const items = Number(arg('--items', CHAOS_DEFAULTS.items))
-    const seed = Number(arg('--seed', CHAOS_DEFAULTS.seed))
-    const msPerItem = Number(arg('--ms', CHAOS_DEFAULTS.msPerItem))
+    const items = intFlag(process.argv, 'items', CHAOS_DEFAULTS.items)
+    const seed = intFlag(process.argv, 'seed', CHAOS_DEFAULTS.seed)
+    const msPerItem = intFlag(process.argv, 'ms', CHAOS_DEFAULTS.msPerItem)
     console.log(
       `chaos soak: ${items} items, ${msPerItem} ms each, seed ${seed}, load ${loadavg()
         .map((l) => l.toFixed(2))

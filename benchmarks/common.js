@@ -118,6 +118,18 @@ export function intFlag(args, name, fallback) {
   return v
 }
 
+/** The value after `--name` in `args`, or `fallback` when the flag is not given. */
+export function stringFlag(args, name, fallback) {
+  const i = args.indexOf(`--${name}`)
+  if (i < 0) return fallback
+  const v = args[i + 1]
+  if (v === undefined || v.startsWith('--')) {
+    console.error(`--${name} needs a value`)
+    process.exit(2)
+  }
+  return v
+}
+
 /** The median of a list of numbers (the mean of the middle two for an even length; NaN for none). */
 export function median(xs) {
   if (xs.length === 0) return Number.NaN

@@ -10,6 +10,7 @@
 import { fork, spawn as spawnProcess } from 'node:child_process'
 import { createServer, connect as netConnect } from 'node:net'
 import { fileURLToPath } from 'node:url'
+import { intFlag, stringFlag } from './common.js'
 
 const SELF = fileURLToPath(import.meta.url)
 const dist = new URL('../dist/', import.meta.url)
@@ -177,18 +178,13 @@ async function worker(url, name) {
   process.send('ready')
 }
 
-function arg(name, fallback) {
-  const i = process.argv.indexOf(name)
-  return i === -1 ? fallback : process.argv[i + 1]
-}
-
 if (process.argv[1] === SELF) {
   if (process.argv[2] === '--worker') {
     await worker(process.argv[3], process.argv[4])
   } else {
-    const items = Number(arg('--items', 300_000))
-    const runs = Number(arg('--runs', 5))
-    const rows = await benchRedis({ items, runs, url: arg('--url', undefined) })
+    const items = intFlag(process.argv, 'items', 300_000)
+    const runs = intFlag(process.argv, 'runs', 5)
+    const rows = await benchRedis({ items, runs, url: stringFlag(process.argv, 'url', undefined) })
     console.log(
       `identity on ${items} integers, median of ${runs} runs; Redis stage ${JSON.stringify(STAGE_OPTIONS)}`,
     )
