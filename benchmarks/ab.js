@@ -1,5 +1,5 @@
 /**
- * `node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen|genmap|io|threads|thread-records] [--workers N] [--items N] [--rounds N] [--stats] [--a plain|stats|report] [--b plain|stats|report]`
+ * `node benchmarks/ab.js <distA> <distB> [--kind sync|async|gen|genmap|io|threads|thread-records] [--workers N] [--items N] [--rounds N] [--stats] [--a MODE] [--b MODE] [--processes N]`
  *
  * A/B of two builds of stageline on one workload, alternating A and B round by round in one
  * process (which goes first alternates too) so that drift in the machine's speed hits both alike.
@@ -9,27 +9,34 @@
  * one thread stage over benchmarks/cpu.js's tiny items (`--workers` threads), `thread-records` the
  * same with small records (objects of a few fields) as items and results. `--stats` runs with an
  * `onProgress` callback, so that the stages keep their time accounting. `--a` and `--b` set how
- * each build's runs are made: `plain` (no option), `stats` (as `--stats`) or `report` (each run
- * writes a JSON report to a temporary folder: its sampling and its writing are timed with the run);
- * the same build as A and B with `--a stats --b report` measures what a report costs over the time
- * accounting alone, `--a plain --b report` all it costs. Prints the median of the
+ * each build's runs are made (MODE): `plain` (no option), `stats` (as `--stats`), `sampled` (an
+ * `onProgress` callback on a run that keeps no time book: the sampled timings without the time
+ * accounting; it reaches into the build's engine, so both builds must have its layout) or `report`
+ * (each run writes a JSON report to a temporary folder: its sampling and its writing are timed with
+ * the run). The same build as A and B with `--a sampled --b stats` measures what the time accounting
+ * costs, `--a stats --b report` what a report costs over it, `--a plain --b report` all a report
+ * costs. Prints the median of the
  * per-round ratios (B's speed over A's), the spread between the 20th and 80th percentile, and each
- * build's median rate; A against itself gives the A/A spread of the measurement. Use it before and
- * after an engine change:
+ * build's median rate; A against itself gives the A/A spread of the measurement. With
+ * `--processes N` the whole measurement runs in N fresh processes one after the other, and the
+ * median of their medians is printed with each one's: a process's JIT and heap settle differently
+ * from one process to the next, which moves one process's ratio by several percent where the
+ * median over a dozen processes moves by under one. Use it before and after an engine change:
  *
  *   git worktree add ../stageline-base HEAD && (cd ../stageline-base && npm install && npm run build)
  *   npm run build && node benchmarks/ab.js ../stageline-base/dist dist --kind gen --workers 4
  * @module
  */
+import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { pathToFileURL } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { consume, intFlag, range } from './common.js'
 
 const KINDS = ['sync', 'async', 'gen', 'genmap', 'io', 'threads', 'thread-records']
-const MODES = ['plain', 'stats', 'report']
+const MODES = ['plain', 'stats', 'sampled', 'report']
 
 function usage(problem) {
   console.error(
@@ -58,6 +65,26 @@ function mode(flag) {
   return m
 }
 const modes = [mode('--a'), mode('--b')]
+
+const processes = intFlag(args, 'processes', 1)
+if (processes > 1) {
+  // the same command without --processes, once per fresh process; each prints its own line
+  const at = args.indexOf('--processes')
+  const own = [...args.slice(0, at), ...args.slice(at + 2)]
+  const medians = []
+  for (let i = 0; i < processes; i++) {
+    const line = execFileSync(process.execPath, [fileURLToPath(import.meta.url), ...own], { encoding: 'utf8' }).trim()
+    console.log(`  process ${i + 1}: ${line}`)
+    medians.push(Number(/B\/A speed ([0-9.]+)/.exec(line)[1]))
+  }
+  medians.sort((x, y) => x - y)
+  const mid = medians.length >> 1
+  const median = medians.length % 2 ? medians[mid] : (medians[mid - 1] + medians[mid]) / 2
+  console.log(
+    `median over ${processes} processes: B/A speed ${median.toFixed(3)} (processes ${medians[0].toFixed(3)}..${medians.at(-1).toFixed(3)})`,
+  )
+  process.exit(0)
+}
 const reports = mkdtempSync(join(tmpdir(), 'stageline-ab-'))
 process.on('exit', () => rmSync(reports, { recursive: true, force: true }))
 
@@ -82,8 +109,11 @@ async function consumeRecords(iterable) {
   return { count, sum: sum - (count * (count - 1)) / 2, inversions: 0 }
 }
 
-/** One run of the workload on build `sl`, its runs made as `how` says; each build gets its own copies of the functions. */
-function job(sl, how, tag) {
+/**
+ * One run of the workload on build `sl`, its runs made as `how` says; each build gets its own copies
+ * of the functions. `engine` is the build's engine modules, for the `sampled` mode.
+ */
+function job(sl, how, tag, engine) {
   const { workers, items } = nums
   if (kind === 'threads' || kind === 'thread-records') {
     const rec = kind === 'thread-records'
@@ -123,15 +153,37 @@ function job(sl, how, tag) {
       : how === 'report'
         ? { report: join(reports, `${tag}.json`) }
         : undefined
+  if (how === 'sampled') {
+    // what `results({ onProgress })` does, but on a run that keeps no time book
+    const { Execution, Results, watchProgress } = engine
+    const open = () => {
+      const exec = new Execution(sl.pipe(range(items), ...steps).plan, { accounting: false })
+      watchProgress(exec, () => {}, 2 ** 31 - 1)
+      return exec
+    }
+    return async () => {
+      const r = await consume(new Results(open))
+      if (r.count !== items) throw new Error(`expected ${items} items, got ${r.count}`)
+    }
+  }
   return async () => {
     const r = await consume(sl.pipe(range(items), ...steps).results(options))
     if (r.count !== items) throw new Error(`expected ${items} items, got ${r.count}`)
   }
 }
 
-const [a, b] = await Promise.all(dirs.map((d) => import(pathToFileURL(resolve(d, 'index.js')).href)))
-const runA = job(a, modes[0], 'a')
-const runB = job(b, modes[1], 'b')
+const load = (d, file) => import(pathToFileURL(resolve(d, file)).href)
+const [a, b] = await Promise.all(dirs.map((d) => load(d, 'index.js')))
+/** The engine modules of build `d`, for the `sampled` mode. */
+async function engineOf(d) {
+  const [{ Execution }, { Results }, { watchProgress }] = await Promise.all(
+    ['engine/execution.js', 'engine/consumer.js', 'engine/stats.js'].map((f) => load(d, f)),
+  )
+  return { Execution, Results, watchProgress }
+}
+const engines = await Promise.all(dirs.map((d, i) => (modes[i] === 'sampled' ? engineOf(d) : undefined)))
+const runA = job(a, modes[0], 'a', engines[0])
+const runB = job(b, modes[1], 'b', engines[1])
 const ratios = []
 const rates = [[], []]
 /** Runs `run` once and says how long it took, in ms. */

@@ -13,6 +13,7 @@ import {
   flatMap,
   mapStage,
   pipe,
+  type RunStats,
   type Stage,
   type StageContext,
   skip,
@@ -48,6 +49,8 @@ interface Plan {
   breakAfter: number | null
   /** `toArray()` takes results without a promise per item: a path of its own. */
   consumer: 'iterate' | 'toArray'
+  /** Read the run's stats (`onProgress`): the stages then keep their time books. */
+  stats: boolean
 }
 
 /** 0..7, a pure function of the salt and the value. */
@@ -86,6 +89,7 @@ const planArb: fc.Arbitrary<Plan> = fc
     ),
     breakAfter: fc.option(fc.integer({ min: 0, max: 100 }), { freq: 3 }),
     consumer: fc.constantFrom<Plan['consumer']>('iterate', 'iterate', 'toArray'),
+    stats: fc.boolean(),
   })
   .map((p) => {
     let failure = p.failure
@@ -275,14 +279,16 @@ async function check(plan: Plan): Promise<void> {
   const out: number[] = []
   let broke = false
   let error: unknown
+  let last: RunStats | undefined
+  const options = plan.stats ? { onProgress: (s: RunStats) => (last = s) } : undefined
   try {
     await settlesWithin(
       (async () => {
         if (plan.consumer === 'toArray') {
-          out.push(...((await pipe(input, ...stages).toArray()) as number[]))
+          out.push(...((await pipe(input, ...stages).toArray(options)) as number[]))
           return
         }
-        for await (const x of pipe(input, ...stages)) {
+        for await (const x of pipe(input, ...stages).results(options)) {
           if (out.length === plan.breakAfter) {
             broke = true
             break
@@ -332,6 +338,15 @@ async function check(plan: Plan): Promise<void> {
   const allowed = new Set(expected)
   for (const x of out) expect(allowed.has(x)).toBe(true)
   if (broke || triggered) return
+  if (plan.stats) {
+    // the time books stay whole whatever order the kinds park and resume in: no state's total
+    // below zero, and every worker out of the working state once the run has ended
+    expect(last).toBeDefined()
+    for (const st of last!.stages) {
+      expect(Math.min(st.workingMs, st.starvedMs, st.blockedMs), st.name).toBeGreaterThanOrEqual(0)
+      expect(st.busy, st.name).toBe(0)
+    }
+  }
   // every value exactly once, in the model's order when every step keeps order
   if (plan.steps.every(keepsOrder)) expect(out).toEqual(expected)
   else expect([...out].sort((a, b) => a - b)).toEqual([...expected].sort((a, b) => a - b))

@@ -118,6 +118,62 @@ describe('time accounting in a run', () => {
     expect(sh.blocked).toBeCloseTo(0.8, 1)
   })
 
+  test('a generator or flatMap step that works again once room is made counts that as working', async () => {
+    // each result takes 1 ms to make after the one before found room; the consumer takes 4 ms an item
+    const c = fakeClock()
+    const gen = stage(
+      async function* gen(xs: AsyncIterable<number>) {
+        // one input item, 100 results: each made before the generator reads its input again
+        for await (const n of xs) {
+          for (let i = 0; i < 100; i++) {
+            c.now += 1
+            yield n + i
+          }
+        }
+      },
+      { name: 'gen', qsize: 1 },
+    )
+    const g = (await run(pipe(numbers(1), gen), c.read, () => (c.now += 4))).stages[0]!
+    expect(shares(g).working).toBeCloseTo(0.2, 1)
+    expect(shares(g).blocked).toBeCloseTo(0.8, 1)
+
+    const d = fakeClock()
+    const fm = flatMap(
+      function* each(n: number) {
+        for (let i = 0; i < 10; i++) {
+          d.now += 1
+          yield n + i
+        }
+      },
+      { name: 'each', qsize: 1 },
+    )
+    const f = (await run(pipe(numbers(10), fm), d.read, () => (d.now += 4))).stages[0]!
+    expect(shares(f).working).toBeCloseTo(0.2, 1)
+    expect(shares(f).blocked).toBeCloseTo(0.8, 1)
+  })
+
+  test('a worker that parks again before it takes another item stays counted once', async () => {
+    // an array's results sent one after the other, each waiting for room: the book's counts stay
+    // whole (no worker counted twice, none left blocked after the run)
+    const c = fakeClock()
+    const fm = flatMap(
+      (n: number) => {
+        c.now += 10
+        return [n, n, n, n, n]
+      },
+      { name: 'five', qsize: 1 },
+    )
+    const f = (await run(pipe(numbers(20), fm), c.read, () => (c.now += 1))).stages[0]!
+    expect(f.busy).toBe(0)
+    // one worker, so its three totals add up to its life: 20 x 10 ms of work and most of the 100 x
+    // 1 ms the consumer takes (it reads the last items after the worker has ended)
+    const life = f.workingMs + f.starvedMs + f.blockedMs
+    expect(life).toBeGreaterThanOrEqual(290)
+    expect(life).toBeLessThanOrEqual(300)
+    expect(f.workingMs).toBeCloseTo(200, 0)
+    expect(f.blockedMs).toBeGreaterThan(0)
+  })
+
   test('with several workers, time is worker-time: an async stage of 4 waiting on a slow source', async () => {
     const c = fakeClock()
     const gates: (() => void)[] = []

@@ -127,6 +127,7 @@ async function flatMapLoop(lane: Lane, fn: MapFn): Promise<void> {
           if (room !== undefined) {
             await room
             if (port.halted) break outer
+            lane.resume()
           }
         }
       } else if (isAsyncIterable(many) || isIterable(many)) {
@@ -142,6 +143,8 @@ async function flatMapLoop(lane: Lane, fn: MapFn): Promise<void> {
           if (room !== undefined) {
             await room
             if (port.halted) break outer
+            // the iterator's next result is this worker's work, not time blocked
+            lane.resume()
           }
         }
         it = undefined

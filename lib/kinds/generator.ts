@@ -101,6 +101,7 @@ class GenWorker {
   }
   private readonly onError = (err: unknown): void => this.end(err, true)
   private readonly onGo = (): void => {
+    this.lane.resume()
     if (this.lane.port.halted) this.end(undefined, false)
     else this.pump()
   }

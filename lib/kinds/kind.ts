@@ -179,6 +179,13 @@ export interface Lane {
   reserve(): Promise<void> | undefined
   /** Ordered stages: gives back a reserved slot that will not be filled (the input ended). */
   release(): void
+  /**
+   * The worker runs again after awaiting a promise this lane gave it (`wait()`, `emit()`,
+   * `reserve()`): the lane counts as working from here, not as starved or blocked. `received()`,
+   * `take()`, `exit()` and `fail()` do this themselves; a worker that does anything else first after
+   * a park (pulls a generator again once room was made, emits again) calls it before that.
+   */
+  resume(): void
   /** Calls `fn` on `x` with this lane's context, timing the call when the stage samples it. */
   call(fn: MapFn, x: unknown): unknown
   /**
