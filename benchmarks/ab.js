@@ -73,7 +73,9 @@ if (processes > 1) {
   const own = [...args.slice(0, at), ...args.slice(at + 2)]
   const medians = []
   for (let i = 0; i < processes; i++) {
-    const line = execFileSync(process.execPath, [fileURLToPath(import.meta.url), ...own], { encoding: 'utf8' }).trim()
+    const line = execFileSync(process.execPath, [fileURLToPath(import.meta.url), ...own], {
+      encoding: 'utf8',
+    }).trim()
     console.log(`  process ${i + 1}: ${line}`)
     medians.push(Number(/B\/A speed ([0-9.]+)/.exec(line)[1]))
   }
