@@ -200,6 +200,40 @@ describe('Channel', () => {
     expect(producers[2]!.done).toBe(true)
   })
 
+  test('a producer that defers does not overtake parked producers: it queues behind them', async () => {
+    const ch = new Channel<number>(4)
+    for (let i = 0; i < 4; i++) ch.offer(i)
+    const parked = new Waiter()
+    let admitted = false
+    void ch.put(parked, 4).then(() => {
+      admitted = true
+    })
+    const w = new Waiter()
+    expect(ch.poll(w)).toBe(0) // room for one, above half: the parked producer still waits
+    // a producer that overtakes takes the room (fast stages: it spares them a park)...
+    const fast = senderWaiter()
+    expect(ch.offerLazy(10, fast)).toBe(true)
+    expect(ch.poll(w)).toBe(1)
+    // ...one that defers says false, so that it parks behind the parked one
+    const slow = senderWaiter()
+    slow.defers = true
+    expect(ch.offerLazy(11, slow)).toBe(false)
+    let slowIn = false
+    void ch.put(slow, 11).then(() => {
+      slowIn = true
+    })
+    const rest: unknown[] = []
+    for (let x = ch.poll(w); x !== EMPTY; x = ch.poll(w)) {
+      rest.push(x)
+      await flush(1)
+    }
+    // the parked producer's item comes before the one that came after it
+    expect(rest).toEqual([2, 3, 10, 4, 11])
+    expect([admitted, slowIn]).toEqual([true, true])
+    // with nobody parked, a producer that defers goes straight in
+    expect(ch.offerLazy(12, slow)).toBe(true)
+  })
+
   test('close() delivers what is buffered, then DONE to every taker, parked or not', async () => {
     const ch = new Channel<number>(2)
     ch.offer(1)

@@ -94,8 +94,12 @@ export class Channel<T> implements Inlet<T>, Outlet<T> {
       if (!h.booked) h.turn.book(h)
       return true
     }
-    if (this.buf.length < this.capacity || this.aborted) {
-      if (!this.aborted) this.buf.push(x)
+    if (this.aborted) return true
+    if (this.buf.length < this.capacity) {
+      // a slow producer queues behind parked ones: overtaking them, fresh results would keep the
+      // buffer above the low water mark and a parked item could wait without bound
+      if (by.defers && this.pushers.length > 0) return false
+      this.buf.push(x)
       return true
     }
     return false

@@ -20,6 +20,11 @@ export class Waiter {
    * `offerLazy()`); undefined for parties that only take.
    */
   handed: Handed | undefined = undefined
+  /**
+   * A producer whose items are slow to make: it does not overtake producers parked on a full
+   * channel, it parks behind them (see Channel.offerLazy).
+   */
+  defers = false
   /** Resolves the promise this party is parked on. */
   protected resolve: () => void = noop
   /** `new Promise(this.grab)` hands the resolver over without allocating a closure per park. */

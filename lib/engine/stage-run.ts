@@ -41,6 +41,13 @@ interface TuneMark extends TimeTotals {
  */
 export const SAMPLE_MASK = 255
 const SAMPLE_GAP_MS = 0.05
+/**
+ * A stage whose sampled items take this long (a moving mean) or longer makes its workers queue
+ * behind parked producers instead of overtaking them (Waiter.defers): a park and a wake are then
+ * under 1% of an item, and a parked item's wait stays bounded. Faster stages keep overtaking,
+ * which spares them a park per item.
+ */
+export const DEFER_MS = 0.1
 /** How many of the latest samples the p95 is computed over. */
 const SAMPLE_RING = 256
 
@@ -62,6 +69,10 @@ export class StageRun implements StagePort {
   /** Time an item when `(taken & sampleMask) === 0`: adapted by `sampling()`, 0 (every item) at first. */
   sampleMask = 0
   private lastSampleAt = 0
+  /** A moving mean of the sampled item times, in ms. */
+  private recentMs = 0
+  /** Its workers queue behind parked producers (see DEFER_MS). */
+  private defers = false
   readonly ctl = new AbortController()
   readonly book: TimeBook
   /**
@@ -134,6 +145,7 @@ export class StageRun implements StagePort {
     const counted = this.exec.accounting && this.plan.countsUnits !== true
     const index = this.freeIndexes.length > 0 ? this.freeIndexes.shift()! : this.nextIndex++
     const lane = new WorkerLane(this, index, counted)
+    lane.defers = this.defers
     this.live++
     this.running.add(lane)
     if (counted) this.book.start()
@@ -268,6 +280,12 @@ export class StageRun implements StagePort {
     this.samples[this.timed & (SAMPLE_RING - 1)] = ms
     this.timed++
     this.timeSum += ms
+    this.recentMs += (ms - this.recentMs) / (this.timed < 8 ? this.timed : 8)
+    const defers = this.recentMs >= DEFER_MS
+    if (defers !== this.defers) {
+      this.defers = defers
+      for (const lane of this.running) lane.defers = defers
+    }
   }
 
   /**
