@@ -280,7 +280,7 @@ export class StageRun implements StagePort {
     this.samples[this.timed & (SAMPLE_RING - 1)] = ms
     this.timed++
     this.timeSum += ms
-    this.recentMs += (ms - this.recentMs) / (this.timed < 8 ? this.timed : 8)
+    this.recentMs += (ms - this.recentMs) / Math.min(this.timed, 8)
     const defers = this.recentMs >= DEFER_MS
     if (defers !== this.defers) {
       this.defers = defers
