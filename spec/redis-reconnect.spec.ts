@@ -90,7 +90,17 @@ describe.runIf(unavailable === undefined)('stageline/redis across a dropped conn
   }, 60_000)
 
   test('a server still loading its data after a restart is waited out (LOADING replies)', async () => {
-    const { server, args } = await persistent(['--appendonly', 'yes', '--enable-debug-command', 'yes'])
+    // every write on disk before it is acknowledged: with `everysec`, a server whose fsync is slow
+    // (a busy disk) acknowledges writes it has not yet written, and SIGKILL loses them; the run
+    // then rightly fails with lostWrites, which is another spec's case
+    const { server, args } = await persistent([
+      '--appendonly',
+      'yes',
+      '--appendfsync',
+      'always',
+      '--enable-debug-command',
+      'yes',
+    ])
     const raw = await rawClient(server.url)
     // enough data that loading it after the restart takes a while, in the append-only file's base
     await raw.sendCommand(['DEBUG', 'POPULATE', '500000', 'filler'])
