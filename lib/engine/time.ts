@@ -26,14 +26,10 @@ export interface TimeTotals {
 }
 
 export class TimeBook {
-  // units in each state now, and worker-ms in each state up to `last`: plain fields, not arrays,
-  // so that a park's two moves are a few loads and stores besides the clock read
-  private w = 0
-  private s = 0
-  private b = 0
-  private wMs = 0
-  private sMs = 0
-  private bMs = 0
+  /** Units in each state now (working, starved, blocked). */
+  private readonly n = [0, 0, 0]
+  /** Worker-ms in each state up to `last`. */
+  private readonly ms = [0, 0, 0]
   private last: number
 
   constructor(private readonly clock: Clock) {
@@ -42,60 +38,59 @@ export class TimeBook {
 
   /** Units working now. */
   get working(): number {
-    return this.w
+    return this.n[WORKING]!
   }
 
-  private integrate(): void {
-    const now = this.clock()
+  private integrate(now: number): void {
     const dt = now - this.last
     if (dt > 0) {
-      this.wMs += this.w * dt
-      this.sMs += this.s * dt
-      this.bMs += this.b * dt
+      const n = this.n
+      const ms = this.ms
+      ms[0]! += n[0]! * dt
+      ms[1]! += n[1]! * dt
+      ms[2]! += n[2]! * dt
     }
     this.last = now
   }
 
-  private add(state: UnitState, k: number): void {
-    if (state === WORKING) this.w += k
-    else if (state === STARVED) this.s += k
-    else this.b += k
-  }
-
   /** A unit starts, working. */
   start(): void {
-    this.integrate()
-    this.w++
+    this.integrate(this.clock())
+    this.n[WORKING]!++
   }
 
   /** A unit in `state` stops for good. */
   stop(state: UnitState): void {
-    this.integrate()
-    this.add(state, -1)
+    this.integrate(this.clock())
+    this.n[state]!--
   }
 
   /** A unit moves from one state to another. */
   move(from: UnitState, to: UnitState): void {
-    this.integrate()
-    this.add(from, -1)
-    this.add(to, 1)
+    this.integrate(this.clock())
+    this.n[from]!--
+    this.n[to]!++
   }
 
   /** For kinds that count their own units: `working` and `blocked` of `units` now; the rest are starved. */
   set(working: number, blocked: number, units: number): void {
-    this.integrate()
-    this.w = working
-    this.b = blocked
-    this.s = Math.max(0, units - working - blocked)
+    this.integrate(this.clock())
+    const n = this.n
+    n[WORKING] = working
+    n[BLOCKED] = blocked
+    n[STARVED] = Math.max(0, units - working - blocked)
   }
 
   /** The totals up to now, without changing the book. */
   read(): TimeTotals {
-    const dt = Math.max(0, this.clock() - this.last)
+    const now = this.clock()
+    const dt = Math.max(0, now - this.last)
+    const n = this.n
+    const ms = this.ms
     return {
-      workingMs: this.wMs + this.w * dt,
-      starvedMs: this.sMs + this.s * dt,
-      blockedMs: this.bMs + this.b * dt,
+      workingMs: ms[0]! + n[0]! * dt,
+      starvedMs: ms[1]! + n[1]! * dt,
+      blockedMs: ms[2]! + n[2]! * dt,
     }
   }
 }
