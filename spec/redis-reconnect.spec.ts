@@ -52,29 +52,40 @@ describe.runIf(unavailable === undefined)('stageline/redis across a dropped conn
     return w
   }
 
-  test('a server restarted with its append-only file mid-run is waited out: every item exactly once', async () => {
-    const { server, args } = await persistent(['--appendonly', 'yes', '--appendfsync', 'always'])
-    const name = 'reconnect-aof'
+  /**
+   * Runs `items` numbers through a Redis stage served by `workers` workers (1 ms an item); once
+   * `restartAfter` items are done, kills the server and starts it again on the same port and files
+   * after `pauseMs`. Resolves to the outputs, sorted, once the restarted server is up.
+   */
+  const throughRestart = async (o: {
+    name: string
+    server: Server
+    args: string[]
+    items: number
+    workers: number
+    restartAfter: number
+    pauseMs: number
+  }): Promise<number[]> => {
     let restarted: Promise<void> | undefined
     let done = 0
     const fn = async (x: number): Promise<number> => {
       await sleep(1)
-      if (++done === 1500) {
+      if (++done === o.restartAfter) {
         restarted = (async () => {
-          await server.kill()
-          await sleep(300)
-          const again = await redisAt(server.port, args)
+          await o.server.kill()
+          if (o.pauseMs > 0) await sleep(o.pauseMs)
+          // answering PING does not wait for the data: a server still loading says LOADING meanwhile
+          const again = await redisAt(o.server.port, o.args)
           cleanup.unshift(() => again.stop()) // stopped after the workers close
         })()
       }
       return x + 1
     }
-    await serve(name, server.url, fn)
-    await serve(name, server.url, fn)
+    for (let i = 0; i < o.workers; i++) await serve(o.name, o.server.url, fn)
     const out = await pipe(
-      range(4000),
-      redisStage<number, number>(name, {
-        url: server.url,
+      range(o.items),
+      redisStage<number, number>(o.name, {
+        url: o.server.url,
         batch: 20,
         capacity: 400,
         connectTimeout: 15_000,
@@ -82,8 +93,22 @@ describe.runIf(unavailable === undefined)('stageline/redis across a dropped conn
       }),
     ).toArray()
     await restarted
-    expect(out.length).toBe(4000)
-    expect(out.sort((a, b) => a - b)).toEqual(range(4000, 1))
+    return out.sort((x, y) => x - y)
+  }
+
+  test('a server restarted with its append-only file mid-run is waited out: every item exactly once', async () => {
+    const { server, args } = await persistent(['--appendonly', 'yes', '--appendfsync', 'always'])
+    const name = 'reconnect-aof'
+    const out = await throughRestart({
+      name,
+      server,
+      args,
+      items: 4000,
+      workers: 2,
+      restartAfter: 1500,
+      pauseMs: 300,
+    })
+    expect(out).toEqual(range(4000, 1))
     const raw = await rawClient(server.url)
     cleanup.push(() => raw.close())
     expect(await keysOf(raw, name)).toEqual([])
@@ -109,35 +134,16 @@ describe.runIf(unavailable === undefined)('stageline/redis across a dropped conn
       /aof_rewrite_in_progress:0/.test(String(await raw.sendCommand(['INFO', 'persistence']))),
     )
     await raw.close()
-    const name = 'reconnect-loading'
-    let restarted: Promise<void> | undefined
-    let again: Server | undefined
-    let done = 0
-    const fn = async (x: number): Promise<number> => {
-      await sleep(1)
-      if (++done === 500) {
-        restarted = (async () => {
-          await server.kill()
-          // answering PING does not wait for the data: the server says LOADING meanwhile
-          again = await redisAt(server.port, args)
-          cleanup.unshift(() => again!.stop()) // stopped after the workers close
-        })()
-      }
-      return x + 1
-    }
-    await serve(name, server.url, fn)
-    const out = await pipe(
-      range(3000),
-      redisStage<number, number>(name, {
-        url: server.url,
-        batch: 20,
-        capacity: 400,
-        connectTimeout: 15_000,
-        visibilityTimeout: 2000,
-      }),
-    ).toArray()
-    await restarted
-    expect(out.sort((a, b) => a - b)).toEqual(range(3000, 1))
+    const out = await throughRestart({
+      name: 'reconnect-loading',
+      server,
+      args,
+      items: 3000,
+      workers: 1,
+      restartAfter: 500,
+      pauseMs: 0,
+    })
+    expect(out).toEqual(range(3000, 1))
     const after = await rawClient(server.url)
     cleanup.push(() => after.close())
     // the server did refuse commands while it loaded (its error counts start at the restart)
